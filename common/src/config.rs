@@ -1,0 +1,82 @@
+//! Command-line and environment settings shared by the services. Every flag
+//! also reads an environment variable; defaults point at the local stack that
+//! `./dev up` starts.
+
+use clap::Args;
+
+use crate::schemas::EventKind;
+
+#[derive(Args, Debug, Clone)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long = "kafka-bootstrap", env = "PULSE_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:19092")]
+    pub bootstrap: String,
+    /// Prefix of every topic Pulse reads or writes, so that several pipelines can share a cluster.
+    #[arg(long = "topic-prefix", env = "PULSE_TOPIC_PREFIX", default_value = "pulse.")]
+    pub topic_prefix: String,
+}
+
+impl KafkaArgs {
+    pub fn topics(&self) -> Topics {
+        Topics {
+            prefix: self.topic_prefix.clone(),
+        }
+    }
+}
+
+/// Topic names derived from one prefix.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// Raw events of one kind, Avro in the Confluent wire format.
+    pub fn events(&self, kind: EventKind) -> String {
+        format!("{}{}", self.prefix, kind.topic_suffix())
+    }
+
+    /// Scored events as JSON, for live streams.
+    pub fn results(&self) -> String {
+        format!("{}results", self.prefix)
+    }
+
+    /// Records that could not be processed, with the reason in headers.
+    pub fn dead_letter(&self) -> String {
+        format!("{}dead-letter", self.prefix)
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RegistryArgs {
+    /// Base URL of a Confluent-compatible schema registry.
+    #[arg(long = "registry-url", env = "PULSE_REGISTRY_URL", default_value = "http://127.0.0.1:18081")]
+    pub registry_url: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ClickHouseArgs {
+    /// ClickHouse HTTP interface.
+    #[arg(long = "clickhouse-url", env = "PULSE_CLICKHOUSE_URL", default_value = "http://127.0.0.1:18123")]
+    pub url: String,
+    /// Database holding Pulse's tables.
+    #[arg(long = "clickhouse-database", env = "PULSE_CLICKHOUSE_DATABASE", default_value = "pulse")]
+    pub database: String,
+    #[arg(long = "clickhouse-user", env = "PULSE_CLICKHOUSE_USER", default_value = "default")]
+    pub user: String,
+    #[arg(long = "clickhouse-password", env = "PULSE_CLICKHOUSE_PASSWORD", default_value = "", hide_env_values = true)]
+    pub password: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Log format: `text` for people, `json` for log collectors. Levels come from RUST_LOG.
+    #[arg(long = "log-format", env = "PULSE_LOG_FORMAT", default_value = "text")]
+    pub format: crate::logging::LogFormat,
+}

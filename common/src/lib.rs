@@ -1,0 +1,14 @@
+//! What the Pulse services share: the event model and its Avro schemas, the
+//! settings and clients for Kafka and ClickHouse, and the operational endpoints
+//! (`/healthz`, `/readyz`, `/metrics`) with logging and shutdown handling.
+
+pub mod clickhouse;
+pub mod config;
+pub mod event;
+pub mod json_avro;
+pub mod kafka;
+pub mod logging;
+pub mod ops;
+pub mod schemas;
+pub mod scored;
+pub mod shutdown;

@@ -1,0 +1,32 @@
+//! A scored event: the row the processor writes to ClickHouse, the record it
+//! publishes on the results topic, and what the query-api returns.
+
+use serde::{Deserialize, Serialize};
+
+/// Name of the ClickHouse table holding scored events.
+pub const EVENTS_TABLE: &str = "events";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clickhouse::Row)]
+pub struct ScoredEvent {
+    pub tenant_id: String,
+    pub source_id: String,
+    pub event_id: String,
+    /// `telemetry` or `app`.
+    pub kind: String,
+    /// Seconds since the epoch (ClickHouse DateTime).
+    pub event_time: u32,
+    pub event_time_ms: i64,
+    /// Registry id of the schema the producer wrote with.
+    pub schema_id: u32,
+    pub reading_names: Vec<String>,
+    pub reading_values: Vec<f64>,
+    pub event_type: String,
+    /// App event properties as a JSON object.
+    pub properties_json: String,
+    pub firmware_version: String,
+    /// Anomaly score from the model; 0 for events that are not scored.
+    pub score: f32,
+    pub is_anomaly: u8,
+    pub model_version: String,
+    pub processed_ms: i64,
+}

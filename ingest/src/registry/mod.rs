@@ -1,0 +1,8 @@
+//! A Confluent-compatible schema registry whose state lives in a compacted
+//! Kafka topic, so several instances agree and a restart loses nothing.
+
+pub mod api;
+pub mod compat;
+pub mod error;
+pub mod state;
+pub mod store;

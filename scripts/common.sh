@@ -1,0 +1,93 @@
+# Shared settings of the project's scripts. Sourced, never run.
+# Everything a run writes lives under $PULSE_HOME (default: .pulse in the
+# checkout); downloads and build outputs that can be reused across checkouts
+# live under $PULSE_CACHE (default: ~/.cache/pulse).
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PULSE_HOME="${PULSE_HOME:-$ROOT/.pulse}"
+PULSE_CACHE="${PULSE_CACHE:-$HOME/.cache/pulse}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PULSE_CACHE/target}"
+
+KAFKA_VERSION=4.3.1
+KAFKA_LIBS="$PULSE_CACHE/kafka-$KAFKA_VERSION/libs"
+VENV="$PULSE_CACHE/venv"
+
+KAFKA_PORT="${PULSE_KAFKA_PORT:-19092}"
+KAFKA_CONTROLLER_PORT="${PULSE_KAFKA_CONTROLLER_PORT:-19093}"
+CLICKHOUSE_HTTP_PORT="${PULSE_CLICKHOUSE_HTTP_PORT:-18123}"
+CLICKHOUSE_TCP_PORT="${PULSE_CLICKHOUSE_TCP_PORT:-19000}"
+MQTT_PORT="${PULSE_MQTT_PORT:-11883}"
+REGISTRY_PORT="${PULSE_REGISTRY_PORT:-18081}"
+INGEST_PORT="${PULSE_INGEST_PORT:-18080}"
+PROCESSOR_PORT="${PULSE_PROCESSOR_PORT:-18082}"
+QUERY_API_PORT="${PULSE_QUERY_API_PORT:-18090}"
+
+RUN_DIR="$PULSE_HOME/run"
+LOG_DIR="$PULSE_HOME/logs"
+mkdir -p "$RUN_DIR" "$LOG_DIR"
+
+log() { printf '[pulse] %s\n' "$*" >&2; }
+die() { printf '[pulse] error: %s\n' "$*" >&2; exit 1; }
+
+# Waits until "$@" succeeds, polling every 0.2 s, for at most $1 seconds.
+wait_until() {
+  local deadline=$(( $(date +%s) + $1 )); shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 0.2
+  done
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# The pid in a pid file, if that process is still alive.
+live_pid() {
+  local f="$RUN_DIR/$1.pid"
+  [ -f "$f" ] || return 1
+  local pid; pid=$(cat "$f")
+  kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+# Starts a long-running process in its own session, logging to $LOG_DIR/NAME.log.
+start_process() {
+  local name=$1; shift
+  if live_pid "$name" >/dev/null; then
+    log "$name already running (pid $(live_pid "$name"))"
+    return 0
+  fi
+  setsid "$@" >>"$LOG_DIR/$name.log" 2>&1 < /dev/null &
+  echo $! > "$RUN_DIR/$name.pid"
+  log "$name started (pid $!, log $LOG_DIR/$name.log)"
+}
+
+# Sends SIGTERM to a process this project started and waits for it to exit.
+stop_process() {
+  local name=$1 pid
+  pid=$(live_pid "$name") || { rm -f "$RUN_DIR/$name.pid"; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  if ! wait_until 30 bash -c "! kill -0 $pid"; then
+    log "$name did not stop within 30 s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$RUN_DIR/$name.pid"
+  log "$name stopped"
+}
+
+ort_dylib() {
+  ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n 1
+}
+
+# The settings every Pulse binary and test reads.
+export_stack_env() {
+  export PULSE_KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+  export PULSE_CLICKHOUSE_URL="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
+  export PULSE_REGISTRY_URL="http://127.0.0.1:$REGISTRY_PORT"
+  export PULSE_MQTT_URL="mqtt://127.0.0.1:$MQTT_PORT"
+  export PULSE_MODEL_PATH="$ROOT/processor/model/anomaly.onnx"
+  export PULSE_PYTHON="$VENV/bin/python"
+  ORT_DYLIB_PATH="$(ort_dylib)"
+  export ORT_DYLIB_PATH
+  export PULSE_BIN_DIR="$CARGO_TARGET_DIR/debug"
+}

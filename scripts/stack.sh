@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Starts, checks and stops the local stack: Kafka (KRaft), ClickHouse and
+# Mosquitto on loopback, with all data under $PULSE_HOME. Starting twice is
+# harmless; stop stops only the processes this script started.
+#   scripts/stack.sh start|stop|status|reset
+source "$(dirname "$0")/common.sh"
+
+render() { # template destination key=value...
+  local src=$1 dst=$2; shift 2
+  local text; text=$(cat "$src")
+  for kv in "$@"; do text=${text//@${kv%%=*}@/${kv#*=}}; done
+  printf '%s\n' "$text" > "$dst"
+}
+
+KAFKA_JAVA=(java -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20
+  -Djava.awt.headless=true
+  -Dlog4j2.configurationFile="$ROOT/stack/kafka/log4j2.properties"
+  -cp "$KAFKA_LIBS/*")
+
+kafka_ready() { kcat -b "127.0.0.1:$KAFKA_PORT" -L -m 2 >/dev/null 2>&1; }
+
+start_kafka() {
+  local dir="$PULSE_HOME/kafka"
+  mkdir -p "$dir/data"
+  render "$ROOT/stack/kafka/server.properties.in" "$dir/server.properties" \
+    "PORT=$KAFKA_PORT" "CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT" "DATA=$dir/data"
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    local cluster_id; cluster_id=$("${KAFKA_JAVA[@]}" kafka.tools.StorageTool random-uuid)
+    "${KAFKA_JAVA[@]}" kafka.tools.StorageTool format --standalone -t "$cluster_id" \
+      -c "$dir/server.properties" >/dev/null
+  fi
+  start_process kafka "${KAFKA_JAVA[@]}" kafka.Kafka "$dir/server.properties"
+  wait_until 90 kafka_ready || die "Kafka did not become ready; see $LOG_DIR/kafka.log"
+}
+
+clickhouse_ready() { curl -sf "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/?query=SELECT%201" | grep -q 1; }
+
+start_clickhouse() {
+  local dir="$PULSE_HOME/clickhouse"
+  mkdir -p "$dir/log" "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas"
+  render "$ROOT/stack/clickhouse/config.xml.in" "$dir/config.xml" \
+    "DIR=$dir" "HTTP_PORT=$CLICKHOUSE_HTTP_PORT" "TCP_PORT=$CLICKHOUSE_TCP_PORT"
+  cp "$ROOT/stack/clickhouse/users.xml" "$dir/users.xml"
+  start_process clickhouse /usr/sbin/clickhouse-server --config-file="$dir/config.xml"
+  wait_until 60 clickhouse_ready || die "ClickHouse did not become ready; see $dir/log"
+}
+
+start_mosquitto() {
+  local dir="$PULSE_HOME/mosquitto"
+  mkdir -p "$dir/data"
+  render "$ROOT/stack/mosquitto/mosquitto.conf.in" "$dir/mosquitto.conf" \
+    "DIR=$dir" "PORT=$MQTT_PORT" "USER=$(id -un)"
+  start_process mosquitto /usr/sbin/mosquitto -c "$dir/mosquitto.conf"
+  wait_until 30 port_open "$MQTT_PORT" || die "Mosquitto did not start; see $dir/mosquitto.log"
+}
+
+status() {
+  local name rc=0
+  for name in kafka clickhouse mosquitto; do
+    if pid=$(live_pid "$name"); then echo "$name: running (pid $pid)"; else echo "$name: stopped"; rc=1; fi
+  done
+  return $rc
+}
+
+case "${1:-}" in
+  start)
+    start_clickhouse
+    start_mosquitto
+    start_kafka
+    log "stack ready: Kafka 127.0.0.1:$KAFKA_PORT, ClickHouse http://127.0.0.1:$CLICKHOUSE_HTTP_PORT, MQTT 127.0.0.1:$MQTT_PORT"
+    ;;
+  stop)
+    for name in kafka mosquitto clickhouse; do stop_process "$name"; done
+    ;;
+  status) status ;;
+  reset)
+    for name in kafka mosquitto clickhouse; do stop_process "$name"; done
+    rm -rf "$PULSE_HOME/kafka" "$PULSE_HOME/clickhouse" "$PULSE_HOME/mosquitto"
+    log "stack data removed"
+    ;;
+  *) die "usage: scripts/stack.sh start|stop|status|reset" ;;
+esac
