@@ -9,10 +9,18 @@ use crate::schemas::EventKind;
 #[derive(Args, Debug, Clone)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers.
-    #[arg(long = "kafka-bootstrap", env = "PULSE_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:19092")]
+    #[arg(
+        long = "kafka-bootstrap",
+        env = "PULSE_KAFKA_BOOTSTRAP",
+        default_value = "127.0.0.1:19092"
+    )]
     pub bootstrap: String,
     /// Prefix of every topic Pulse reads or writes, so that several pipelines can share a cluster.
-    #[arg(long = "topic-prefix", env = "PULSE_TOPIC_PREFIX", default_value = "pulse.")]
+    #[arg(
+        long = "topic-prefix",
+        env = "PULSE_TOPIC_PREFIX",
+        default_value = "pulse."
+    )]
     pub topic_prefix: String,
 }
 
@@ -56,21 +64,42 @@ impl Topics {
 #[derive(Args, Debug, Clone)]
 pub struct RegistryArgs {
     /// Base URL of a Confluent-compatible schema registry.
-    #[arg(long = "registry-url", env = "PULSE_REGISTRY_URL", default_value = "http://127.0.0.1:18081")]
+    #[arg(
+        long = "registry-url",
+        env = "PULSE_REGISTRY_URL",
+        default_value = "http://127.0.0.1:18081"
+    )]
     pub registry_url: String,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct ClickHouseArgs {
     /// ClickHouse HTTP interface.
-    #[arg(long = "clickhouse-url", env = "PULSE_CLICKHOUSE_URL", default_value = "http://127.0.0.1:18123")]
+    #[arg(
+        long = "clickhouse-url",
+        env = "PULSE_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:18123"
+    )]
     pub url: String,
     /// Database holding Pulse's tables.
-    #[arg(long = "clickhouse-database", env = "PULSE_CLICKHOUSE_DATABASE", default_value = "pulse")]
+    #[arg(
+        long = "clickhouse-database",
+        env = "PULSE_CLICKHOUSE_DATABASE",
+        default_value = "pulse"
+    )]
     pub database: String,
-    #[arg(long = "clickhouse-user", env = "PULSE_CLICKHOUSE_USER", default_value = "default")]
+    #[arg(
+        long = "clickhouse-user",
+        env = "PULSE_CLICKHOUSE_USER",
+        default_value = "default"
+    )]
     pub user: String,
-    #[arg(long = "clickhouse-password", env = "PULSE_CLICKHOUSE_PASSWORD", default_value = "", hide_env_values = true)]
+    #[arg(
+        long = "clickhouse-password",
+        env = "PULSE_CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub password: String,
 }
 

@@ -133,8 +133,8 @@ mod tests {
             let value = json_to_avro(&schema, &body).expect("valid");
             // Round-trip through the binary encoding, as the processor sees it.
             let bytes = apache_avro::to_avro_datum(&schema, value).expect("encodes");
-            let decoded =
-                apache_avro::from_avro_datum(&schema, &mut bytes.as_slice(), None).expect("decodes");
+            let decoded = apache_avro::from_avro_datum(&schema, &mut bytes.as_slice(), None)
+                .expect("decodes");
             let event = Event::from_avro(EventKind::Telemetry, &decoded).expect("reads");
             assert_eq!(event.event_id, "6f1c4c1e-1d8c-4a55-9a57-6f3c2f0d2b11");
             assert_eq!(event.tenant_id, "acme");

@@ -196,7 +196,8 @@ fn convert_union(union: &UnionSchema, json: &Json, path: &str) -> Result<Value, 
             Err(e) => last_error = Some(e),
         }
     }
-    Err(last_error.unwrap_or_else(|| FieldError::new(display(path), "matches no branch of the union")))
+    Err(last_error
+        .unwrap_or_else(|| FieldError::new(display(path), "matches no branch of the union")))
 }
 
 fn integer(json: &Json, path: &str) -> Result<i64, FieldError> {
@@ -205,7 +206,8 @@ fn integer(json: &Json, path: &str) -> Result<i64, FieldError> {
 }
 
 fn number(json: &Json, path: &str) -> Result<f64, FieldError> {
-    json.as_f64().ok_or_else(|| expected(path, "a number", json))
+    json.as_f64()
+        .ok_or_else(|| expected(path, "a number", json))
 }
 
 #[cfg(test)]
@@ -237,7 +239,14 @@ mod tests {
         let names: Vec<_> = fields.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
-            ["event_id", "tenant_id", "source_id", "event_time", "readings", "firmware_version"]
+            [
+                "event_id",
+                "tenant_id",
+                "source_id",
+                "event_time",
+                "readings",
+                "firmware_version"
+            ]
         );
         assert_eq!(fields[3].1, Value::TimestampMillis(1_700_000_000_000));
         assert_eq!(fields[5].1, Value::Union(0, Box::new(Value::Null)));
@@ -264,7 +273,11 @@ mod tests {
     #[test]
     fn errors_name_the_field_and_the_reason() {
         let cases: Vec<(Json, &str, &str)> = vec![
-            (json!({"readings": {}}), "event_id", "required field is missing"),
+            (
+                json!({"readings": {}}),
+                "event_id",
+                "required field is missing",
+            ),
             (
                 {
                     let mut j = valid();

@@ -20,3 +20,52 @@ pub fn durable_producer_config(bootstrap: &str) -> ClientConfig {
         .set("linger.ms", "5");
     c
 }
+
+/// A topic Pulse creates when it is missing.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Topic-level settings, e.g. `cleanup.policy=compact`.
+    pub settings: Vec<(&'static str, String)>,
+}
+
+/// Creates the topics that do not exist yet; existing ones are left as they are.
+pub async fn ensure_topics(
+    bootstrap: &str,
+    topics: &[TopicSpec],
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    let new_topics: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| {
+            t.settings.iter().fold(
+                NewTopic::new(
+                    &t.name,
+                    t.partitions,
+                    TopicReplication::Fixed(t.replication_factor),
+                ),
+                |nt, (k, v)| nt.set(k, v),
+            )
+        })
+        .collect();
+    let results = admin
+        .create_topics(
+            new_topics.iter(),
+            &AdminOptions::new().operation_timeout(Some(timeout)),
+        )
+        .await?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => anyhow::bail!("cannot create topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}

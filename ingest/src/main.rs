@@ -1,1 +1,101 @@
-fn main(){}
+//! `pulse-ingest`: the HTTP gateway for device and app events.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use pulse_common::config::{KafkaArgs, LogArgs, RegistryArgs};
+use pulse_common::kafka::{ensure_topics, TopicSpec};
+use pulse_common::ops::{self, Readiness};
+use pulse_common::schemas::EventKind;
+use pulse_common::shutdown::Shutdown;
+use pulse_ingest::gateway::encode::Encoders;
+use pulse_ingest::gateway::http::{self, Gateway};
+use pulse_ingest::gateway::produce::EventProducer;
+use tower_http::trace::TraceLayer;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "HTTP gateway: validates events and produces them to Kafka as Avro"
+)]
+struct Args {
+    /// Address to serve the API, /metrics, /healthz and /readyz on.
+    #[arg(long, env = "PULSE_INGEST_LISTEN", default_value = "127.0.0.1:18080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// Partitions of the event topics when ingest creates them.
+    #[arg(long, env = "PULSE_EVENT_PARTITIONS", default_value_t = 6)]
+    partitions: i32,
+    /// Replication factor of the event topics when ingest creates them (3 in production).
+    #[arg(long, env = "PULSE_TOPIC_REPLICATION", default_value_t = 1)]
+    replication: i32,
+    /// Largest accepted request body, in bytes; larger ones get 413.
+    #[arg(long, env = "PULSE_INGEST_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// Oldest accepted event time, in seconds before now.
+    #[arg(long, env = "PULSE_INGEST_MAX_EVENT_AGE_S", default_value_t = 7 * 86_400)]
+    max_event_age_s: u64,
+    /// Furthest accepted event time, in seconds after now (device clock skew).
+    #[arg(long, env = "PULSE_INGEST_MAX_CLOCK_SKEW_S", default_value_t = 300)]
+    max_clock_skew_s: u64,
+    /// How long a request waits for Kafka's acknowledgement before 503, in milliseconds.
+    #[arg(
+        long,
+        env = "PULSE_INGEST_DELIVERY_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    delivery_timeout_ms: u64,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    pulse_common::logging::init(args.log.format);
+    let shutdown = Shutdown::on_signal();
+    let readiness = Readiness::default();
+    let topics = args.kafka.topics();
+    let specs: Vec<TopicSpec> = EventKind::ALL
+        .iter()
+        .map(|k| TopicSpec {
+            name: topics.events(*k),
+            partitions: args.partitions,
+            replication_factor: args.replication,
+            settings: vec![],
+        })
+        .collect();
+    ensure_topics(&args.kafka.bootstrap, &specs, Duration::from_secs(30)).await?;
+    let encoders = Encoders::new(&args.registry.registry_url, &topics)?;
+    for (subject, version, id) in encoders.register_all().await? {
+        tracing::info!(%subject, version, id, "schema registered");
+    }
+    let delivery_timeout = Duration::from_millis(args.delivery_timeout_ms);
+    let gateway = Arc::new(Gateway {
+        topics,
+        encoders,
+        producer: EventProducer::new(&args.kafka.bootstrap, delivery_timeout)?,
+        max_event_age: Duration::from_secs(args.max_event_age_s),
+        max_clock_skew: Duration::from_secs(args.max_clock_skew_s),
+        retry_after: Duration::from_secs(1),
+    });
+    readiness.set(true);
+    let app = http::router(gateway.clone(), args.max_body_bytes)
+        .merge(ops::router(readiness.clone()))
+        .layer(TraceLayer::new_for_http());
+    let serve_shutdown = shutdown.clone();
+    let drain = async move {
+        serve_shutdown.requested().await;
+        readiness.set(false);
+    };
+    tokio::spawn(drain);
+    ops::serve(args.listen, app, shutdown).await?;
+    // Requests still in flight were answered; flush anything left queued.
+    gateway.producer.flush(delivery_timeout);
+    Ok(())
+}

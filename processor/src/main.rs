@@ -1,1 +1,141 @@
-fn main(){}
+//! `pulse-processor`: Kafka -> ONNX scoring -> ClickHouse and results topic.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use pulse_common::config::{ClickHouseArgs, KafkaArgs, LogArgs, RegistryArgs};
+use pulse_common::kafka::{client_config, durable_producer_config, ensure_topics, TopicSpec};
+use pulse_common::ops::{self, Readiness};
+use pulse_common::schemas::EventKind;
+use pulse_common::shutdown::Shutdown;
+use pulse_processor::migrations;
+use pulse_processor::pipeline::Pipeline;
+use pulse_processor::scorer::{Device, Scorer};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Scores events with an ONNX model and stores them in ClickHouse"
+)]
+struct Args {
+    /// Address to serve /metrics, /healthz and /readyz on.
+    #[arg(
+        long,
+        env = "PULSE_PROCESSOR_LISTEN",
+        default_value = "127.0.0.1:18082"
+    )]
+    listen: SocketAddr,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
+    /// Consumer group shared by all processor instances.
+    #[arg(long, env = "PULSE_PROCESSOR_GROUP", default_value = "pulse-processor")]
+    group: String,
+    /// ONNX model to score telemetry with.
+    #[arg(
+        long,
+        env = "PULSE_MODEL_PATH",
+        default_value = "processor/model/anomaly.onnx"
+    )]
+    model: PathBuf,
+    /// ONNX Runtime shared library (libonnxruntime.so).
+    #[arg(long, env = "ORT_DYLIB_PATH")]
+    ort_dylib: PathBuf,
+    /// Where to run the model.
+    #[arg(long, env = "PULSE_DEVICE", default_value = "cpu")]
+    device: Device,
+    /// Threads ONNX Runtime may use.
+    #[arg(long, env = "PULSE_INFERENCE_THREADS", default_value_t = 1)]
+    inference_threads: usize,
+    /// Most events per batch.
+    #[arg(long, env = "PULSE_MAX_BATCH", default_value_t = 1000)]
+    max_batch: usize,
+    /// Longest wait to fill a batch, in milliseconds.
+    #[arg(long, env = "PULSE_MAX_WAIT_MS", default_value_t = 50)]
+    max_wait_ms: u64,
+    /// Partitions and replication of the results and dead-letter topics when created here.
+    #[arg(long, env = "PULSE_RESULT_PARTITIONS", default_value_t = 6)]
+    result_partitions: i32,
+    #[arg(long, env = "PULSE_TOPIC_REPLICATION", default_value_t = 1)]
+    replication: i32,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    pulse_common::logging::init(args.log.format);
+    let shutdown = Shutdown::on_signal();
+    let readiness = Readiness::default();
+    let ops_task = tokio::spawn(ops::serve(
+        args.listen,
+        ops::router(readiness.clone()),
+        shutdown.clone(),
+    ));
+
+    let topics = args.kafka.topics();
+    let spec = |name: String| TopicSpec {
+        name,
+        partitions: args.result_partitions,
+        replication_factor: args.replication,
+        settings: vec![],
+    };
+    ensure_topics(
+        &args.kafka.bootstrap,
+        &[spec(topics.results()), spec(topics.dead_letter())],
+        Duration::from_secs(30),
+    )
+    .await?;
+
+    let clickhouse = pulse_common::clickhouse::client(&args.clickhouse);
+    migrations::apply(&clickhouse, &args.clickhouse.database).await?;
+
+    let scorer = Arc::new(Scorer::load(
+        &args.ort_dylib,
+        &args.model,
+        args.device,
+        args.inference_threads,
+    )?);
+
+    let mut consumer_cfg = client_config(&args.kafka.bootstrap);
+    consumer_cfg
+        .set("group.id", &args.group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    let consumer: StreamConsumer = consumer_cfg.create()?;
+    let event_topics: Vec<String> = EventKind::ALL.iter().map(|k| topics.events(*k)).collect();
+    let names: Vec<&str> = event_topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names)?;
+
+    let pipeline = Pipeline {
+        consumer,
+        decoder: AvroDecoder::new(
+            SrSettings::new_builder(args.registry.registry_url.clone())
+                .no_proxy()
+                .build()?,
+        ),
+        scorer,
+        clickhouse,
+        producer: durable_producer_config(&args.kafka.bootstrap).create()?,
+        topics,
+        max_batch: args.max_batch,
+        max_wait: Duration::from_millis(args.max_wait_ms),
+    };
+    readiness.set(true);
+    tracing::info!(group = %args.group, topics = ?event_topics, "processing");
+    let result = pipeline.run(shutdown).await;
+    readiness.set(false);
+    ops_task.await??;
+    result
+}

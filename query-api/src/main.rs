@@ -1,1 +1,100 @@
-fn main(){}
+//! `pulse-query-api`: HTTP queries over ClickHouse and live WebSocket streams.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use clap::Parser;
+use pulse_common::config::{ClickHouseArgs, KafkaArgs, LogArgs};
+use pulse_common::kafka::{ensure_topics, TopicSpec};
+use pulse_common::ops::{self, Readiness};
+use pulse_common::scored::ScoredEvent;
+use pulse_common::shutdown::Shutdown;
+use pulse_query_api::store::EventStore;
+use pulse_query_api::{routes, stream};
+use tokio::sync::broadcast;
+use tower_http::trace::TraceLayer;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "HTTP and WebSocket API over scored events")]
+struct Args {
+    /// Address to serve the API, /metrics, /healthz and /readyz on.
+    #[arg(long, env = "PULSE_QUERY_LISTEN", default_value = "127.0.0.1:18090")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    clickhouse: ClickHouseArgs,
+    /// Partitions and replication of the results topic, if the API is first to create it.
+    #[arg(long, env = "PULSE_RESULT_PARTITIONS", default_value_t = 6)]
+    result_partitions: i32,
+    #[arg(long, env = "PULSE_TOPIC_REPLICATION", default_value_t = 1)]
+    replication: i32,
+    /// Results buffered per WebSocket client; a client further behind skips ahead and is told how many it missed.
+    #[arg(long, env = "PULSE_WS_BUFFER", default_value_t = 4096)]
+    ws_buffer: usize,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    pulse_common::logging::init(args.log.format);
+    let shutdown = Shutdown::on_signal();
+    let readiness = Readiness::default();
+
+    let store = EventStore::new(pulse_common::clickhouse::client(&args.clickhouse));
+    tokio::spawn(become_ready(
+        store.clone(),
+        readiness.clone(),
+        shutdown.clone(),
+    ));
+
+    let results_topic = args.kafka.topics().results();
+    ensure_topics(
+        &args.kafka.bootstrap,
+        &[TopicSpec {
+            name: results_topic.clone(),
+            partitions: args.result_partitions,
+            replication_factor: args.replication,
+            settings: vec![],
+        }],
+        Duration::from_secs(30),
+    )
+    .await?;
+    let consumer = stream::consumer_from_now(&args.kafka.bootstrap, &results_topic).await?;
+    let (tx, _) = broadcast::channel::<Arc<ScoredEvent>>(args.ws_buffer);
+    tokio::spawn(stream::fan_out(consumer, tx.clone(), shutdown.clone()));
+
+    let api = Router::new()
+        .route("/v1/events", get(routes::recent))
+        .route("/v1/events/{event_id}", get(routes::event))
+        .with_state(store);
+    let live = Router::new()
+        .route("/v1/stream", get(stream::upgrade))
+        .with_state(tx);
+    let app = api
+        .merge(live)
+        .merge(ops::router(readiness))
+        .layer(TraceLayer::new_for_http());
+    ops::serve(args.listen, app, shutdown).await
+}
+
+/// Marks the API ready once its table answers, checking every second.
+async fn become_ready(store: EventStore, readiness: Readiness, shutdown: Shutdown) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.requested() => return,
+            _ = tick.tick() => {}
+        }
+        if store.ready().await {
+            readiness.set(true);
+            tracing::info!("ClickHouse table found; ready");
+            return;
+        }
+    }
+}

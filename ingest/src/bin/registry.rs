@@ -7,20 +7,27 @@ use clap::Parser;
 use pulse_common::config::LogArgs;
 use pulse_common::ops::{self, Readiness};
 use pulse_common::shutdown::Shutdown;
+use pulse_ingest::registry::api;
 use pulse_ingest::registry::compat::CompatibilityLevel;
 use pulse_ingest::registry::state::RegistryState;
 use pulse_ingest::registry::store::{KafkaStore, StoreConfig};
-use pulse_ingest::registry::api;
 use tower_http::trace::TraceLayer;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Confluent-compatible schema registry backed by a compacted Kafka topic")]
+#[command(
+    version,
+    about = "Confluent-compatible schema registry backed by a compacted Kafka topic"
+)]
 struct Args {
     /// Address to serve the REST API, /metrics, /healthz and /readyz on.
     #[arg(long, env = "PULSE_REGISTRY_LISTEN", default_value = "127.0.0.1:18081")]
     listen: SocketAddr,
     /// Kafka bootstrap servers.
-    #[arg(long = "kafka-bootstrap", env = "PULSE_KAFKA_BOOTSTRAP", default_value = "127.0.0.1:19092")]
+    #[arg(
+        long = "kafka-bootstrap",
+        env = "PULSE_KAFKA_BOOTSTRAP",
+        default_value = "127.0.0.1:19092"
+    )]
     kafka_bootstrap: String,
     /// Compacted topic holding the registry's state; instances sharing it form one registry.
     #[arg(long, env = "PULSE_REGISTRY_TOPIC", default_value = "_pulse_schemas")]

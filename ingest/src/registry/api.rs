@@ -33,7 +33,10 @@ impl IntoResponse for RegistryJson {
 pub fn router(store: Arc<KafkaStore>) -> Router {
     Router::new()
         .route("/", get(|| async { RegistryJson(json!({})) }))
-        .route("/schemas/types", get(|| async { RegistryJson(json!(["AVRO"])) }))
+        .route(
+            "/schemas/types",
+            get(|| async { RegistryJson(json!(["AVRO"])) }),
+        )
         .route("/schemas/ids/{id}", get(schema_by_id))
         .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
         .route("/schemas/ids/{id}/versions", get(versions_by_id))
@@ -67,7 +70,10 @@ pub fn router(store: Arc<KafkaStore>) -> Router {
             "/compatibility/subjects/{subject}/versions",
             post(check_against_all),
         )
-        .route("/mode", get(|| async { RegistryJson(json!({"mode": "READWRITE"})) }))
+        .route(
+            "/mode",
+            get(|| async { RegistryJson(json!({"mode": "READWRITE"})) }),
+        )
         .with_state(store)
 }
 
@@ -114,10 +120,7 @@ fn parse_id(id: &str) -> Result<u32> {
 
 /// Looks up schema `id`, catching up with the log first on a miss, so a
 /// schema registered through another instance a moment ago is found.
-async fn find_schema(
-    store: &KafkaStore,
-    id: u32,
-) -> Result<Arc<super::state::StoredSchema>> {
+async fn find_schema(store: &KafkaStore, id: u32) -> Result<Arc<super::state::StoredSchema>> {
     if let Some(s) = store.read(|st| st.schema(id)) {
         return Ok(s);
     }

@@ -139,7 +139,11 @@ mod tests {
             CompatibilityLevel::Forward,
             CompatibilityLevel::FullTransitive,
         ] {
-            assert_eq!(level.violations(&v2, &[&v1]), Vec::<String>::new(), "{level}");
+            assert_eq!(
+                level.violations(&v2, &[&v1]),
+                Vec::<String>::new(),
+                "{level}"
+            );
         }
     }
 
@@ -147,8 +151,13 @@ mod tests {
     fn adding_a_required_field_breaks_backward_but_not_forward() {
         let v1 = record(r#"{"name":"a","type":"long"}"#);
         let v2 = record(r#"{"name":"a","type":"long"},{"name":"b","type":"string"}"#);
-        assert_eq!(CompatibilityLevel::Backward.violations(&v2, &[&v1]).len(), 1);
-        assert!(CompatibilityLevel::Forward.violations(&v2, &[&v1]).is_empty());
+        assert_eq!(
+            CompatibilityLevel::Backward.violations(&v2, &[&v1]).len(),
+            1
+        );
+        assert!(CompatibilityLevel::Forward
+            .violations(&v2, &[&v1])
+            .is_empty());
         assert_eq!(CompatibilityLevel::Full.violations(&v2, &[&v1]).len(), 1);
         assert!(CompatibilityLevel::None.violations(&v2, &[&v1]).is_empty());
     }
@@ -160,7 +169,9 @@ mod tests {
         let v1 = record(r#"{"name":"a","type":"long"},{"name":"b","type":"string"}"#);
         let v2 = record(r#"{"name":"a","type":"long"}"#);
         let v3 = record(r#"{"name":"a","type":"long"},{"name":"b","type":"long","default":0}"#);
-        assert!(CompatibilityLevel::Backward.violations(&v3, &[&v1, &v2]).is_empty());
+        assert!(CompatibilityLevel::Backward
+            .violations(&v3, &[&v1, &v2])
+            .is_empty());
         let transitive = CompatibilityLevel::BackwardTransitive.violations(&v3, &[&v1, &v2]);
         assert_eq!(transitive.len(), 1, "{transitive:?}");
         assert!(transitive[0].contains("version 1 of 2"), "{transitive:?}");
@@ -172,7 +183,10 @@ mod tests {
             "full_transitive".parse::<CompatibilityLevel>(),
             Ok(CompatibilityLevel::FullTransitive)
         );
-        assert_eq!("BACKWARD".parse::<CompatibilityLevel>(), Ok(CompatibilityLevel::Backward));
+        assert_eq!(
+            "BACKWARD".parse::<CompatibilityLevel>(),
+            Ok(CompatibilityLevel::Backward)
+        );
         assert!("sideways".parse::<CompatibilityLevel>().is_err());
     }
 }

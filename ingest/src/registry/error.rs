@@ -23,7 +23,11 @@ impl RegistryError {
     }
 
     pub fn subject_not_found(subject: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, 40401, format!("Subject '{subject}' not found."))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            40401,
+            format!("Subject '{subject}' not found."),
+        )
     }
 
     pub fn version_not_found(subject: &str, version: &str) -> Self {
@@ -74,7 +78,11 @@ impl RegistryError {
     }
 
     pub fn invalid_schema(why: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, 42201, format!("Invalid schema: {why}"))
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            42201,
+            format!("Invalid schema: {why}"),
+        )
     }
 
     pub fn invalid_version(version: &str) -> Self {

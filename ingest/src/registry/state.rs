@@ -18,10 +18,17 @@ use super::error::RegistryError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "keytype", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum RecordKey {
-    Schema { subject: String, version: u32 },
-    Config { subject: Option<String> },
+    Schema {
+        subject: String,
+        version: u32,
+    },
+    Config {
+        subject: Option<String>,
+    },
     /// One per registry instance: its latest barrier token.
-    Barrier { writer: String },
+    Barrier {
+        writer: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,15 +51,23 @@ pub struct ConfigRecord {
 pub enum Change {
     PutSchema(SchemaRecord),
     /// Permanent deletion of one version (a tombstone).
-    RemoveSchema { subject: String, version: u32 },
+    RemoveSchema {
+        subject: String,
+        version: u32,
+    },
     PutConfig {
         subject: Option<String>,
         level: CompatibilityLevel,
     },
-    RemoveConfig { subject: Option<String> },
+    RemoveConfig {
+        subject: Option<String>,
+    },
     /// Marks a point in the log: once an instance reads its own barrier back,
     /// it has applied everything committed before it.
-    Barrier { writer: String, token: u64 },
+    Barrier {
+        writer: String,
+        token: u64,
+    },
 }
 
 impl Change {
@@ -243,7 +258,10 @@ impl RegistryState {
                     self.forget_unused_schema(entry.id);
                 }
             }
-            Change::PutConfig { subject: None, level } => self.global_level = Some(level),
+            Change::PutConfig {
+                subject: None,
+                level,
+            } => self.global_level = Some(level),
             Change::PutConfig {
                 subject: Some(s),
                 level,
@@ -298,7 +316,11 @@ impl RegistryState {
             .collect()
     }
 
-    fn entries(&self, subject: &str, include_deleted: bool) -> Result<Vec<VersionEntry>, RegistryError> {
+    fn entries(
+        &self,
+        subject: &str,
+        include_deleted: bool,
+    ) -> Result<Vec<VersionEntry>, RegistryError> {
         let entries: Vec<_> = self
             .subjects
             .get(subject)
@@ -315,7 +337,11 @@ impl RegistryState {
         Ok(entries)
     }
 
-    pub fn versions(&self, subject: &str, include_deleted: bool) -> Result<Vec<u32>, RegistryError> {
+    pub fn versions(
+        &self,
+        subject: &str,
+        include_deleted: bool,
+    ) -> Result<Vec<u32>, RegistryError> {
         Ok(self
             .entries(subject, include_deleted)?
             .iter()
@@ -467,7 +493,10 @@ impl RegistryState {
         let (entry, schema) = self.version(subject, spec, permanent)?;
         let change = if permanent {
             if !entry.deleted {
-                return Err(RegistryError::version_not_soft_deleted(subject, entry.version));
+                return Err(RegistryError::version_not_soft_deleted(
+                    subject,
+                    entry.version,
+                ));
             }
             Change::RemoveSchema {
                 subject: subject.to_string(),
@@ -503,7 +532,10 @@ impl RegistryState {
                     version: e.version,
                 }
             } else {
-                let text = self.schema(e.id).map(|s| s.text.clone()).unwrap_or_default();
+                let text = self
+                    .schema(e.id)
+                    .map(|s| s.text.clone())
+                    .unwrap_or_default();
                 Change::PutSchema(SchemaRecord {
                     subject: subject.to_string(),
                     version: e.version,
@@ -528,7 +560,8 @@ mod tests {
 
     const V1: &str = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"}]}"#;
     const V2: &str = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"long"},{"name":"b","type":["null","string"],"default":null}]}"#;
-    const BREAKING: &str = r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"}]}"#;
+    const BREAKING: &str =
+        r#"{"type":"record","name":"R","fields":[{"name":"a","type":"string"}]}"#;
 
     fn register(state: &mut RegistryState, subject: &str, text: &str) -> Registered {
         let planned = state.plan_register(subject, text).expect("registers");
@@ -551,14 +584,19 @@ mod tests {
         assert_eq!((again.id, again.version), (1, 1));
         assert!(again.changes.is_empty(), "re-registering writes nothing");
         assert_eq!(s.versions("a-value", false), Ok(vec![1, 2]));
-        assert_eq!(s.usages(2, false), vec![("a-value".into(), 2), ("b-value".into(), 1)]);
+        assert_eq!(
+            s.usages(2, false),
+            vec![("a-value".into(), 2), ("b-value".into(), 1)]
+        );
     }
 
     #[test]
     fn incompatible_schema_is_rejected_with_409_unless_the_level_allows_it() {
         let mut s = RegistryState::new(CompatibilityLevel::Backward);
         register(&mut s, "a-value", V1);
-        let err = s.plan_register("a-value", BREAKING).expect_err("incompatible");
+        let err = s
+            .plan_register("a-value", BREAKING)
+            .expect_err("incompatible");
         assert_eq!((err.status.as_u16(), err.code), (409, 409));
         s.apply(Change::PutConfig {
             subject: Some("a-value".into()),
@@ -571,7 +609,9 @@ mod tests {
     fn soft_then_permanent_delete() {
         let mut s = RegistryState::new(CompatibilityLevel::Backward);
         register(&mut s, "a-value", V1);
-        let err = s.plan_delete_subject("a-value", true).expect_err("needs soft delete first");
+        let err = s
+            .plan_delete_subject("a-value", true)
+            .expect_err("needs soft delete first");
         assert_eq!(err.code, 40405);
         let (versions, changes) = s.plan_delete_subject("a-value", false).expect("soft");
         assert_eq!(versions, vec![1]);

@@ -15,17 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::error::RegistryError;
 use super::state::{Change, RegistryState};
-use pulse_common::kafka::client_config;
+use pulse_common::kafka::{client_config, ensure_topics, TopicSpec};
 use pulse_common::shutdown::Shutdown;
 
 const PARTITION: i32 = 0;
@@ -152,10 +150,10 @@ impl KafkaStore {
         let reached = |_: &u64| self.read(|s| s.barrier(&self.writer_id) >= Some(token));
         tokio::time::timeout(self.config.timeout, applied.wait_for(reached))
             .await
+            .map_err(|_| Attempt::Failed(RegistryError::timeout("reading back the registry log")))?
             .map_err(|_| {
-                Attempt::Failed(RegistryError::timeout("reading back the registry log"))
-            })?
-            .map_err(|_| Attempt::Failed(RegistryError::store("the registry log reader stopped")))?;
+                Attempt::Failed(RegistryError::store("the registry log reader stopped"))
+            })?;
         Ok(())
     }
 
@@ -211,26 +209,13 @@ impl From<Attempt> for RegistryError {
 }
 
 async fn ensure_topic(config: &StoreConfig) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client_config(&config.bootstrap).create()?;
-    let topic = NewTopic::new(
-        &config.topic,
-        1,
-        TopicReplication::Fixed(config.replication_factor),
-    )
-    .set("cleanup.policy", "compact");
-    let results = admin
-        .create_topics(
-            [&topic],
-            &AdminOptions::new().operation_timeout(Some(config.timeout)),
-        )
-        .await?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => anyhow::bail!("cannot create topic {name}: {code}"),
-        }
-    }
-    Ok(())
+    let spec = TopicSpec {
+        name: config.topic.clone(),
+        partitions: 1,
+        replication_factor: config.replication_factor,
+        settings: vec![("cleanup.policy", "compact".into())],
+    };
+    ensure_topics(&config.bootstrap, &[spec], config.timeout).await
 }
 
 fn reader_consumer(config: &StoreConfig) -> anyhow::Result<BaseConsumer> {

@@ -1,0 +1,43 @@
+//! Prometheus metrics of the gateway.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram, register_int_counter, register_int_counter_vec, Histogram, IntCounter,
+    IntCounterVec,
+};
+
+pub static EVENTS_ACCEPTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "pulse_ingest_events_accepted_total",
+        "Events acknowledged by Kafka and answered 202"
+    )
+    .expect("metric registers once")
+});
+
+pub static EVENTS_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "pulse_ingest_events_rejected_total",
+        "Events rejected, by reason",
+        &["reason"]
+    )
+    .expect("metric registers once")
+});
+
+pub static REQUEST_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "pulse_ingest_request_seconds",
+        "Time from request to response of POST /v1/events",
+        vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+    )
+    .expect("metric registers once")
+});
+
+pub static PRODUCE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "pulse_ingest_kafka_produce_seconds",
+        "Time for Kafka to acknowledge all events of a request",
+        vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+    )
+    .expect("metric registers once")
+});

@@ -1,0 +1,8 @@
+//! The HTTP gateway: parse and validate a request's events, encode them as
+//! Avro in the Confluent wire format, and acknowledge once Kafka has them.
+
+pub mod encode;
+pub mod http;
+pub mod metrics;
+pub mod parse;
+pub mod produce;

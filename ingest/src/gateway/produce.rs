@@ -1,0 +1,63 @@
+//! Producing encoded events to Kafka and waiting for the broker's
+//! acknowledgement of every one.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+use pulse_common::kafka::durable_producer_config;
+
+pub struct EventProducer {
+    producer: FutureProducer,
+    /// How long a request waits for Kafka before it is answered 503.
+    delivery_timeout: Duration,
+}
+
+/// One record to produce.
+pub struct Outgoing<'a> {
+    pub topic: &'a str,
+    pub key: &'a str,
+    pub payload: Vec<u8>,
+}
+
+impl EventProducer {
+    pub fn new(bootstrap: &str, delivery_timeout: Duration) -> anyhow::Result<Self> {
+        let mut cfg = durable_producer_config(bootstrap);
+        cfg.set(
+            "message.timeout.ms",
+            delivery_timeout.as_millis().to_string(),
+        );
+        Ok(Self {
+            producer: cfg.create()?,
+            delivery_timeout,
+        })
+    }
+
+    /// Produces every record and returns once Kafka acknowledged all of
+    /// them (acks=all), or the first error.
+    pub async fn send_all(
+        &self,
+        records: Vec<Outgoing<'_>>,
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        let sends = records.iter().map(|r| {
+            self.producer.send(
+                FutureRecord::to(r.topic).key(r.key).payload(&r.payload),
+                Timeout::After(self.delivery_timeout),
+            )
+        });
+        for result in join_all(sends).await {
+            result.map_err(|(e, _)| e)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for queued records to be delivered, for graceful shutdown.
+    pub fn flush(&self, timeout: Duration) {
+        use rdkafka::producer::Producer;
+        if let Err(e) = self.producer.flush(timeout) {
+            tracing::warn!(error = %e, "records still queued at shutdown");
+        }
+    }
+}

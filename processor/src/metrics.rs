@@ -1,0 +1,45 @@
+//! Prometheus metrics of the processor.
+
+use std::sync::LazyLock;
+
+use prometheus::{register_histogram, register_int_counter_vec, Histogram, IntCounterVec};
+
+pub static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "pulse_processor_events_total",
+        "Events handled, by outcome (stored, dead_lettered)",
+        &["outcome"]
+    )
+    .expect("metric registers once")
+});
+
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+pub static INFERENCE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "pulse_processor_inference_seconds",
+        "Model run time per batch",
+        BUCKETS.to_vec()
+    )
+    .expect("metric registers once")
+});
+
+pub static SINK_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "pulse_processor_clickhouse_insert_seconds",
+        "ClickHouse insert time per batch",
+        BUCKETS.to_vec()
+    )
+    .expect("metric registers once")
+});
+
+pub static BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "pulse_processor_batch_events",
+        "Events per processed batch",
+        vec![1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0]
+    )
+    .expect("metric registers once")
+});

@@ -1,0 +1,330 @@
+//! The processing loop: take a batch of records from Kafka, decode them
+//! through the registry, score telemetry, write rows to ClickHouse and
+//! results to the results topic, then commit the batch's offsets.
+//!
+//! Offsets are committed only after the rows and results were acknowledged,
+//! so a crash replays the batch; replays are collapsed by event id in
+//! ClickHouse (ReplacingMergeTree) and by consumers of the results topic.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::future::join_all;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use schema_registry_converter::async_impl::avro::AvroDecoder;
+
+use pulse_common::config::Topics;
+use pulse_common::event::Event;
+use pulse_common::schemas::EventKind;
+use pulse_common::scored::{ScoredEvent, EVENTS_TABLE};
+use pulse_common::shutdown::Shutdown;
+
+use crate::metrics;
+use crate::scorer::{Score, Scorer};
+
+pub struct Pipeline {
+    pub consumer: StreamConsumer,
+    pub decoder: AvroDecoder,
+    pub scorer: Arc<Scorer>,
+    pub clickhouse: clickhouse::Client,
+    pub producer: FutureProducer,
+    pub topics: Topics,
+    pub max_batch: usize,
+    pub max_wait: Duration,
+}
+
+/// A record that cannot be processed, bound for the dead-letter topic.
+struct DeadLetter {
+    message: OwnedMessage,
+    reason: String,
+}
+
+/// What a batch turned into.
+#[derive(Default)]
+struct Outcome {
+    rows: Vec<ScoredEvent>,
+    dead: Vec<DeadLetter>,
+}
+
+impl Pipeline {
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let kinds: HashMap<String, EventKind> = EventKind::ALL
+            .iter()
+            .map(|k| (self.topics.events(*k), *k))
+            .collect();
+        while let Some(batch) = self.next_batch(&shutdown).await {
+            let outcome = loop {
+                match self.decode_and_score(&batch, &kinds).await {
+                    Ok(o) => break o,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot process batch yet; retrying");
+                        if !self.backoff(&shutdown).await {
+                            return Ok(());
+                        }
+                    }
+                }
+            };
+            let mut attempt = 0;
+            while let Err(e) = self.deliver(&outcome).await {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "cannot deliver batch; retrying");
+                if !self.backoff(&shutdown).await {
+                    // Not committed: the batch is processed again after restart.
+                    return Ok(());
+                }
+            }
+            self.commit(&batch)?;
+            metrics::BATCH_SIZE.observe(batch.len() as f64);
+            metrics::EVENTS
+                .with_label_values(&["stored"])
+                .inc_by(outcome.rows.len() as u64);
+            metrics::EVENTS
+                .with_label_values(&["dead_lettered"])
+                .inc_by(outcome.dead.len() as u64);
+        }
+        tracing::info!("processor drained");
+        Ok(())
+    }
+
+    /// Waits before a retry; false when shutdown was requested meanwhile.
+    async fn backoff(&self, shutdown: &Shutdown) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => true,
+            _ = shutdown.requested() => false,
+        }
+    }
+
+    /// The next batch: waits for a first record, then takes what arrives
+    /// within `max_wait`, up to `max_batch`. None once shutdown is requested.
+    async fn next_batch(&self, shutdown: &Shutdown) -> Option<Vec<OwnedMessage>> {
+        let first = loop {
+            tokio::select! {
+                _ = shutdown.requested() => return None,
+                m = self.consumer.recv() => match m {
+                    Ok(m) => break m.detach(),
+                    Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
+                }
+            }
+        };
+        let mut batch = vec![first];
+        let deadline = Instant::now() + self.max_wait;
+        while batch.len() < self.max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(m.detach()),
+                Ok(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    async fn decode_and_score(
+        &self,
+        batch: &[OwnedMessage],
+        kinds: &HashMap<String, EventKind>,
+    ) -> anyhow::Result<Outcome> {
+        let mut outcome = Outcome::default();
+        let mut events: Vec<(Event, u32)> = Vec::with_capacity(batch.len());
+        for message in batch {
+            let Some(kind) = kinds.get(message.topic()).copied() else {
+                outcome.dead.push(DeadLetter {
+                    message: message.clone(),
+                    reason: format!("unexpected topic {}", message.topic()),
+                });
+                continue;
+            };
+            let payload = message.payload();
+            let decoded = match self.decoder.decode(payload).await {
+                Ok(d) => d,
+                // The registry is unreachable: retry the batch, do not drop it.
+                Err(e) if e.retriable => anyhow::bail!("schema registry: {e}"),
+                Err(e) => {
+                    outcome.dead.push(DeadLetter {
+                        message: message.clone(),
+                        reason: format!("undecodable: {e}"),
+                    });
+                    continue;
+                }
+            };
+            match Event::from_avro(kind, &decoded.value) {
+                Ok(event) => events.push((event, schema_id(payload))),
+                Err(e) => outcome.dead.push(DeadLetter {
+                    message: message.clone(),
+                    reason: format!("invalid event: {e}"),
+                }),
+            }
+        }
+        let telemetry: Vec<&Event> = events
+            .iter()
+            .map(|(e, _)| e)
+            .filter(|e| e.kind == EventKind::Telemetry)
+            .collect();
+        let started = Instant::now();
+        let mut scores = self.scorer.score(&telemetry)?.into_iter();
+        metrics::INFERENCE_SECONDS.observe(started.elapsed().as_secs_f64());
+        let processed_ms = now_ms();
+        for (event, schema_id) in events {
+            let score = if event.kind == EventKind::Telemetry {
+                scores.next()
+            } else {
+                None
+            };
+            outcome
+                .rows
+                .push(self.row(event, schema_id, score, processed_ms));
+        }
+        Ok(outcome)
+    }
+
+    fn row(
+        &self,
+        e: Event,
+        schema_id: u32,
+        score: Option<Score>,
+        processed_ms: i64,
+    ) -> ScoredEvent {
+        let score = score.unwrap_or(Score {
+            score: 0.0,
+            is_anomaly: false,
+        });
+        let (reading_names, reading_values) = e.readings.into_iter().unzip();
+        ScoredEvent {
+            tenant_id: e.tenant_id,
+            source_id: e.source_id,
+            event_id: e.event_id,
+            kind: e.kind.as_str().to_string(),
+            event_time: u32::try_from(e.event_time_ms.div_euclid(1000)).unwrap_or_default(),
+            event_time_ms: e.event_time_ms,
+            schema_id,
+            reading_names,
+            reading_values,
+            event_type: e.event_type,
+            properties_json: serde_json::to_string(&e.properties).unwrap_or_default(),
+            firmware_version: e.firmware_version.unwrap_or_default(),
+            score: score.score,
+            is_anomaly: u8::from(score.is_anomaly),
+            model_version: self.scorer.model_version.clone(),
+            processed_ms,
+        }
+    }
+
+    /// Writes the rows to ClickHouse, then the results and dead letters to
+    /// Kafka, waiting for every acknowledgement.
+    async fn deliver(&self, outcome: &Outcome) -> anyhow::Result<()> {
+        if !outcome.rows.is_empty() {
+            let started = Instant::now();
+            let mut insert = self.clickhouse.insert::<ScoredEvent>(EVENTS_TABLE).await?;
+            for row in &outcome.rows {
+                insert.write(row).await?;
+            }
+            insert.end().await?;
+            metrics::SINK_SECONDS.observe(started.elapsed().as_secs_f64());
+        }
+        let results_topic = self.topics.results();
+        let dead_topic = self.topics.dead_letter();
+        let results: Vec<(String, Vec<u8>)> = outcome
+            .rows
+            .iter()
+            .map(|r| {
+                (
+                    format!("{}/{}", r.tenant_id, r.source_id),
+                    serde_json::to_vec(r).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let timeout = Timeout::After(Duration::from_secs(30));
+        let sends = results.iter().map(|(key, payload)| {
+            self.producer.send(
+                FutureRecord::to(&results_topic).key(key).payload(payload),
+                timeout,
+            )
+        });
+        let dead_sends = outcome.dead.iter().map(|d| {
+            let m = &d.message;
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: "pulse-error",
+                    value: Some(d.reason.as_str()),
+                })
+                .insert(Header {
+                    key: "pulse-source-topic",
+                    value: Some(m.topic()),
+                })
+                .insert(Header {
+                    key: "pulse-source-partition",
+                    value: Some(&m.partition().to_string()),
+                })
+                .insert(Header {
+                    key: "pulse-source-offset",
+                    value: Some(&m.offset().to_string()),
+                });
+            let mut record = FutureRecord::<[u8], [u8]>::to(&dead_topic).headers(headers);
+            if let Some(k) = m.key() {
+                record = record.key(k);
+            }
+            if let Some(p) = m.payload() {
+                record = record.payload(p);
+            }
+            self.producer.send(record, timeout)
+        });
+        for r in join_all(sends)
+            .await
+            .into_iter()
+            .chain(join_all(dead_sends).await)
+        {
+            r.map_err(|(e, _)| e)?;
+        }
+        for d in &outcome.dead {
+            tracing::warn!(topic = d.message.topic(), offset = d.message.offset(), reason = %d.reason, "record dead-lettered");
+        }
+        Ok(())
+    }
+
+    fn commit(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+        for m in batch {
+            let e = next.entry((m.topic(), m.partition())).or_insert(0);
+            *e = (*e).max(m.offset() + 1);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in next {
+            tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+        }
+        self.consumer.commit(&tpl, CommitMode::Sync)?;
+        Ok(())
+    }
+}
+
+/// The schema id of a Confluent wire-format payload (magic byte, then 4 bytes).
+fn schema_id(payload: Option<&[u8]>) -> u32 {
+    payload
+        .and_then(|p| p.get(1..5))
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_be_bytes)
+        .unwrap_or_default()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::schema_id;
+
+    #[test]
+    fn schema_id_reads_the_wire_format_header() {
+        assert_eq!(schema_id(Some(&[0, 0, 0, 1, 2, 42])), 258);
+        assert_eq!(schema_id(Some(&[0, 0])), 0);
+        assert_eq!(schema_id(None), 0);
+    }
+}

@@ -1,0 +1,120 @@
+//! Anomaly scoring with the ONNX model through ONNX Runtime.
+//!
+//! The model names its input features and its alert threshold in its own
+//! metadata, so a retrained model with other features needs no code change.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use ort::session::Session;
+use ort::value::Tensor;
+use pulse_common::event::Event;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// ONNX Runtime's CPU provider.
+    Cpu,
+    /// The CUDA provider when it loads, else the CPU provider with a warning.
+    Cuda,
+}
+
+pub struct Scorer {
+    session: Mutex<Session>,
+    features: Vec<String>,
+    pub threshold: f32,
+    pub model_version: String,
+}
+
+/// One event's score and verdict.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Score {
+    pub score: f32,
+    pub is_anomaly: bool,
+}
+
+impl Scorer {
+    /// Loads ONNX Runtime from `dylib` and the model from `model`.
+    pub fn load(
+        dylib: &Path,
+        model: &Path,
+        device: Device,
+        threads: usize,
+    ) -> anyhow::Result<Self> {
+        let env = ort::init_from(dylib)
+            .map_err(|e| anyhow::anyhow!("cannot load ONNX Runtime from {}: {e}", dylib.display()))?
+            .with_name("pulse-processor")
+            .build()?;
+        let mut builder = Session::builder(&env)?
+            .with_intra_threads(threads)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if device == Device::Cuda {
+            builder = builder
+                .with_execution_providers([
+                    ort::ep::CUDA::default().build(),
+                    ort::ep::CPU::default().build(),
+                ])
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let session = builder
+            .commit_from_file(model)
+            .map_err(|e| anyhow::anyhow!("cannot load model {}: {e}", model.display()))?;
+        let meta = session.metadata()?;
+        let features: Vec<String> = meta
+            .custom("features")
+            .ok_or_else(|| anyhow::anyhow!("model metadata lacks 'features'"))?
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        let threshold: f32 = meta
+            .custom("threshold")
+            .ok_or_else(|| anyhow::anyhow!("model metadata lacks 'threshold'"))?
+            .parse()
+            .map_err(|e| anyhow::anyhow!("model threshold: {e}"))?;
+        let model_version = meta
+            .custom("model_version")
+            .unwrap_or_else(|| "unknown".into());
+        drop(meta);
+        tracing::info!(?features, threshold, %model_version, ?device, "model loaded");
+        Ok(Self {
+            session: Mutex::new(session),
+            features,
+            threshold,
+            model_version,
+        })
+    }
+
+    /// The model's input row for an event: its readings in the model's
+    /// feature order, NaN where the event lacks one.
+    fn row(&self, event: &Event, out: &mut Vec<f32>) {
+        out.extend(
+            self.features
+                .iter()
+                .map(|f| event.readings.get(f).map_or(f32::NAN, |v| *v as f32)),
+        );
+    }
+
+    /// Scores a batch of telemetry events in one model run.
+    pub fn score(&self, events: &[&Event]) -> anyhow::Result<Vec<Score>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut data = Vec::with_capacity(events.len() * self.features.len());
+        for e in events {
+            self.row(e, &mut data);
+        }
+        let input = Tensor::from_array(([events.len(), self.features.len()], data))?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| anyhow::anyhow!("model session poisoned"))?;
+        let outputs = session.run(ort::inputs!["features" => input])?;
+        let (_, scores) = outputs["score"].try_extract_tensor::<f32>()?;
+        Ok(scores
+            .iter()
+            .map(|&score| Score {
+                score,
+                is_anomaly: score > self.threshold,
+            })
+            .collect())
+    }
+}

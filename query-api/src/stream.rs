@@ -1,0 +1,138 @@
+//! Live results for WebSocket clients: one Kafka consumer per API instance
+//! reads the results topic and fans each record out to every client, which
+//! keeps those matching its filter.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use pulse_common::kafka::client_config;
+use pulse_common::scored::ScoredEvent;
+use pulse_common::shutdown::Shutdown;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Message as _, Offset, TopicPartitionList};
+use serde::Deserialize;
+use tokio::sync::broadcast;
+
+use crate::metrics;
+
+/// A consumer of every partition of `topic`, positioned at the current end,
+/// so everything produced after this returns is delivered. Each API instance
+/// reads all results itself: no consumer group.
+pub async fn consumer_from_now(bootstrap: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
+    let mut cfg = client_config(bootstrap);
+    cfg.set("group.id", "pulse-query-api")
+        .set("enable.auto.commit", "false");
+    let consumer: StreamConsumer = cfg.create()?;
+    let timeout = Duration::from_secs(10);
+    let topic = topic.to_string();
+    tokio::task::block_in_place(|| -> anyhow::Result<()> {
+        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
+        let mut tpl = TopicPartitionList::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let (_, high) = consumer.fetch_watermarks(&topic, p.id(), timeout)?;
+                tpl.add_partition_offset(&topic, p.id(), Offset::Offset(high))?;
+            }
+        }
+        if tpl.count() == 0 {
+            anyhow::bail!("topic {topic} has no partitions");
+        }
+        consumer.assign(&tpl)?;
+        Ok(())
+    })?;
+    Ok(consumer)
+}
+
+/// Reads the results topic into `tx` until shutdown.
+pub async fn fan_out(
+    consumer: StreamConsumer,
+    tx: broadcast::Sender<Arc<ScoredEvent>>,
+    shutdown: Shutdown,
+) {
+    loop {
+        let msg = tokio::select! {
+            _ = shutdown.requested() => return,
+            m = consumer.recv() => m,
+        };
+        match msg {
+            Ok(m) => match m.payload().map(serde_json::from_slice::<ScoredEvent>) {
+                Some(Ok(event)) => {
+                    // No receivers is fine: nobody is watching.
+                    let _ = tx.send(Arc::new(event));
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(offset = m.offset(), error = %e, "skipping unreadable result")
+                }
+                None => {}
+            },
+            Err(e) => tracing::warn!(error = %e, "results consumer error"),
+        }
+    }
+}
+
+/// What a client asks to see.
+#[derive(Debug, Deserialize)]
+pub struct Filter {
+    pub tenant_id: String,
+    /// Only these sources (comma-separated); all when absent.
+    pub source_id: Option<String>,
+    /// Only events scoring at least this.
+    pub min_score: Option<f32>,
+}
+
+impl Filter {
+    fn matches(&self, e: &ScoredEvent) -> bool {
+        e.tenant_id == self.tenant_id
+            && self
+                .source_id
+                .as_deref()
+                .is_none_or(|s| s.split(',').any(|s| s == e.source_id))
+            && self.min_score.is_none_or(|m| e.score >= m)
+    }
+}
+
+pub async fn upgrade(
+    State(tx): State<broadcast::Sender<Arc<ScoredEvent>>>,
+    Query(filter): Query<Filter>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let rx = tx.subscribe();
+    ws.on_upgrade(move |socket| serve_client(socket, rx, filter))
+}
+
+async fn serve_client(
+    mut socket: WebSocket,
+    mut rx: broadcast::Receiver<Arc<ScoredEvent>>,
+    filter: Filter,
+) {
+    metrics::WS_CLIENTS.inc();
+    loop {
+        tokio::select! {
+            event = rx.recv() => match event {
+                Ok(e) if filter.matches(&e) => {
+                    let Ok(text) = serde_json::to_string(&*e) else { continue };
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                // The client fell behind the buffer: tell it and go on from now.
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let note = serde_json::json!({"type": "lagged", "skipped": n}).to_string();
+                    if socket.send(Message::Text(note.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    metrics::WS_CLIENTS.dec();
+}
