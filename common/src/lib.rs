@@ -12,3 +12,5 @@ pub mod ops;
 pub mod schemas;
 pub mod scored;
 pub mod shutdown;
+#[cfg(feature = "testkit")]
+pub mod testkit;

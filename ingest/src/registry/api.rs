@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -77,13 +77,44 @@ pub fn router(store: Arc<KafkaStore>) -> Router {
         .with_state(store)
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
+/// Boolean query flags. Clients spell them `true`, `True` or `1`; flags the
+/// registry does not use (`normalize`, `format`, ...) are ignored.
+#[derive(Default)]
 struct Flags {
     deleted: bool,
     permanent: bool,
     verbose: bool,
     default_to_global: bool,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Flags {
+    type Rejection = RegistryError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self> {
+        let query = parts.uri.query().unwrap_or_default();
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(query).map_err(RegistryError::bad_request)?;
+        let flag = |name: &str| -> Result<bool> {
+            match pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.to_ascii_lowercase())
+            {
+                None => Ok(false),
+                Some(v) if v == "true" || v == "1" => Ok(true),
+                Some(v) if v == "false" || v == "0" || v.is_empty() => Ok(false),
+                Some(v) => Err(RegistryError::bad_request(format!(
+                    "query parameter {name}: expected true or false, got '{v}'"
+                ))),
+            }
+        };
+        Ok(Self {
+            deleted: flag("deleted")?,
+            permanent: flag("permanent")?,
+            verbose: flag("verbose")?,
+            default_to_global: flag("defaultToGlobal")?,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -149,7 +180,7 @@ async fn raw_schema_by_id(
 async fn versions_by_id(
     State(store): State<Arc<KafkaStore>>,
     Path(id): Path<String>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
 ) -> Result<RegistryJson> {
     let id = parse_id(&id)?;
     find_schema(&store, id).await?;
@@ -165,7 +196,7 @@ async fn versions_by_id(
 async fn subjects_by_id(
     State(store): State<Arc<KafkaStore>>,
     Path(id): Path<String>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
 ) -> Result<RegistryJson> {
     let id = parse_id(&id)?;
     find_schema(&store, id).await?;
@@ -178,17 +209,14 @@ async fn subjects_by_id(
     Ok(RegistryJson(json!(subjects)))
 }
 
-async fn list_subjects(
-    State(store): State<Arc<KafkaStore>>,
-    Query(flags): Query<Flags>,
-) -> RegistryJson {
+async fn list_subjects(State(store): State<Arc<KafkaStore>>, flags: Flags) -> RegistryJson {
     RegistryJson(json!(store.read(|s| s.subjects(flags.deleted))))
 }
 
 async fn list_versions(
     State(store): State<Arc<KafkaStore>>,
     Path(subject): Path<String>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
 ) -> Result<RegistryJson> {
     Ok(RegistryJson(json!(
         store.read(|s| s.versions(&subject, flags.deleted))?
@@ -202,7 +230,7 @@ fn version_json(subject: &str, version: u32, id: u32, schema: &str) -> Value {
 async fn get_version(
     State(store): State<Arc<KafkaStore>>,
     Path((subject, version)): Path<(String, String)>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
 ) -> Result<RegistryJson> {
     let spec = VersionSpec::parse(&version)?;
     let (entry, schema) = store.read(|s| s.version(&subject, spec, flags.deleted))?;
@@ -217,7 +245,7 @@ async fn get_version(
 async fn get_version_schema(
     State(store): State<Arc<KafkaStore>>,
     Path((subject, version)): Path<(String, String)>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
 ) -> Result<Response> {
     let spec = VersionSpec::parse(&version)?;
     let (_, schema) = store.read(|s| s.version(&subject, spec, flags.deleted))?;
@@ -246,7 +274,7 @@ async fn register(
 async fn lookup(
     State(store): State<Arc<KafkaStore>>,
     Path(subject): Path<String>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
     body: Bytes,
 ) -> Result<RegistryJson> {
     let text = schema_body(&body)?;
@@ -262,7 +290,7 @@ async fn lookup(
 async fn delete_subject(
     State(store): State<Arc<KafkaStore>>,
     Path(subject): Path<String>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
 ) -> Result<RegistryJson> {
     let versions = store
         .write(|s| s.plan_delete_subject(&subject, flags.permanent))
@@ -273,7 +301,7 @@ async fn delete_subject(
 async fn delete_version(
     State(store): State<Arc<KafkaStore>>,
     Path((subject, version)): Path<(String, String)>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
 ) -> Result<RegistryJson> {
     let spec = VersionSpec::parse(&version)?;
     let deleted = store
@@ -321,7 +349,7 @@ async fn put_global_config(
 async fn get_subject_config(
     State(store): State<Arc<KafkaStore>>,
     Path(subject): Path<String>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
 ) -> Result<RegistryJson> {
     let level = store.read(|s| {
         s.subject_level(&subject)
@@ -377,7 +405,7 @@ fn compatibility_json(violations: Vec<String>, verbose: bool) -> RegistryJson {
 async fn check_against_version(
     State(store): State<Arc<KafkaStore>>,
     Path((subject, version)): Path<(String, String)>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
     body: Bytes,
 ) -> Result<RegistryJson> {
     let text = schema_body(&body)?;
@@ -389,7 +417,7 @@ async fn check_against_version(
 async fn check_against_all(
     State(store): State<Arc<KafkaStore>>,
     Path(subject): Path<String>,
-    Query(flags): Query<Flags>,
+    flags: Flags,
     body: Bytes,
 ) -> Result<RegistryJson> {
     let text = schema_body(&body)?;

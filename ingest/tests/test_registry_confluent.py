@@ -1,0 +1,122 @@
+"""Pulse's schema registry speaks the Confluent protocol: Confluent's own
+Python client registers, serializes, deserializes and is refused an
+incompatible schema with Confluent's error code. Run through `./dev test`."""
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+import requests
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+READING_V1 = """{"type": "record", "name": "Reading", "namespace": "test",
+  "fields": [{"name": "device", "type": "string"}, {"name": "value", "type": "double"}]}"""
+READING_V2 = """{"type": "record", "name": "Reading", "namespace": "test",
+  "fields": [{"name": "device", "type": "string"}, {"name": "value", "type": "double"},
+             {"name": "unit", "type": ["null", "string"], "default": null}]}"""
+READING_BREAKING = """{"type": "record", "name": "Reading", "namespace": "test",
+  "fields": [{"name": "device", "type": "long"}]}"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def registry_url():
+    binary = os.path.join(os.environ["PULSE_BIN_DIR"], "pulse-registry")
+    port = free_port()
+    env = dict(
+        os.environ,
+        PULSE_REGISTRY_LISTEN=f"127.0.0.1:{port}",
+        PULSE_REGISTRY_TOPIC=f"_schemas_py_{uuid.uuid4().hex}",
+    )
+    proc = subprocess.Popen([binary], env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, "registry exited during start"
+        try:
+            if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, "registry not ready within 60 s"
+        time.sleep(0.1)
+    yield url
+    proc.terminate()
+    assert proc.wait(timeout=20) == 0, "registry did not shut down cleanly"
+
+
+def test_register_serialize_deserialize(registry_url):
+    client = SchemaRegistryClient({"url": registry_url})
+    topic = "readings"
+    serializer = AvroSerializer(client, READING_V1)
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    data = serializer({"device": "d-1", "value": 21.5}, ctx)
+    assert data[0] == 0, "Confluent magic byte"
+    schema_id = int.from_bytes(data[1:5], "big")
+
+    registered = client.get_latest_version(f"{topic}-value")
+    assert registered.schema_id == schema_id
+    assert registered.version == 1
+
+    deserializer = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
+    assert deserializer(data, ctx) == {"device": "d-1", "value": 21.5}
+
+    looked_up = client.lookup_schema(f"{topic}-value", Schema(READING_V1, "AVRO"))
+    assert (looked_up.schema_id, looked_up.version) == (schema_id, 1)
+
+
+def test_compatible_evolution_and_incompatible_rejection(registry_url):
+    client = SchemaRegistryClient({"url": registry_url})
+    subject = "evolving-value"
+    assert client.get_compatibility() == "BACKWARD"
+    v1 = client.register_schema(subject, Schema(READING_V1, "AVRO"))
+    assert client.test_compatibility(subject, Schema(READING_V2, "AVRO")) is True
+    v2 = client.register_schema(subject, Schema(READING_V2, "AVRO"))
+    assert v2 != v1
+    assert client.get_versions(subject) == [1, 2]
+
+    assert client.test_compatibility(subject, Schema(READING_BREAKING, "AVRO")) is False
+    with pytest.raises(SchemaRegistryError) as err:
+        client.register_schema(subject, Schema(READING_BREAKING, "AVRO"))
+    assert err.value.http_status_code == 409
+    assert err.value.error_code == 409
+    assert client.get_versions(subject) == [1, 2], "nothing half-registered"
+
+    # Data written with v1 reads with v2 as the reader schema.
+    ctx = SerializationContext("evolving", MessageField.VALUE)
+    writer = AvroSerializer(client, READING_V1, conf={"auto.register.schemas": False, "use.latest.version": False})
+    data = writer({"device": "d-2", "value": 1.0}, ctx)
+    reader = AvroDeserializer(client, READING_V2)
+    assert reader(data, ctx) == {"device": "d-2", "value": 1.0, "unit": None}
+
+
+def test_subject_config_and_errors(registry_url):
+    client = SchemaRegistryClient({"url": registry_url})
+    subject = "configured-value"
+    client.register_schema(subject, Schema(READING_V1, "AVRO"))
+    assert client.set_compatibility(subject, "NONE")["compatibility"] == "NONE"
+    assert client.get_compatibility(subject) == "NONE"
+    client.register_schema(subject, Schema(READING_BREAKING, "AVRO"))
+    assert client.get_versions(subject) == [1, 2]
+
+    with pytest.raises(SchemaRegistryError) as err:
+        client.get_version("no-such-subject", 1)
+    assert (err.value.http_status_code, err.value.error_code) == (404, 40401)
+    with pytest.raises(SchemaRegistryError) as err:
+        client.set_compatibility(subject, "SIDEWAYS")
+    assert (err.value.http_status_code, err.value.error_code) == (422, 42203)
+
+    deleted = client.delete_subject(subject)
+    assert deleted == [1, 2]
+    assert subject not in client.get_subjects()
