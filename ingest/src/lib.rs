@@ -3,3 +3,4 @@
 
 pub mod gateway;
 pub mod registry;
+pub mod simulate;
