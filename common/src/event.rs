@@ -117,6 +117,8 @@ fn map_of<T>(
 mod tests {
     use super::*;
     use crate::json_avro::json_to_avro;
+    use apache_avro::reader::datum::GenericDatumReader;
+    use apache_avro::writer::datum::GenericDatumWriter;
     use serde_json::json;
 
     #[test]

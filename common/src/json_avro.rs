@@ -254,7 +254,11 @@ mod tests {
             panic!("readings not a map")
         };
         assert_eq!(readings.get("humidity_pct"), Some(&Value::Double(40.0)));
-        assert!(apache_avro::to_avro_datum(&telemetry_v2(), Value::Record(fields)).is_ok());
+        let schema = telemetry_v2();
+        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+            .build()
+            .expect("writer");
+        assert!(writer.write_value_to_vec(Value::Record(fields)).is_ok());
     }
 
     #[test]

@@ -137,8 +137,13 @@ mod tests {
     #[test]
     fn anomaly_rate_is_respected_and_labels_are_set() {
         let mut fleet = Fleet::new("t", 10, 0.05, 1);
-        let anomalies = (0..10_000).filter(|i| fleet.next(*i, 0).anomaly.is_some()).count();
-        assert!((350..650).contains(&anomalies), "{anomalies} of 10000 at 5%");
+        let anomalies = (0..10_000)
+            .filter(|i| fleet.next(*i, 0).anomaly.is_some())
+            .count();
+        assert!(
+            (350..650).contains(&anomalies),
+            "{anomalies} of 10000 at 5%"
+        );
     }
 
     #[test]

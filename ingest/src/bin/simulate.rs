@@ -9,10 +9,17 @@ use pulse_common::shutdown::Shutdown;
 use pulse_ingest::simulate::Fleet;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Simulated device fleet posting telemetry to pulse-ingest")]
+#[command(
+    version,
+    about = "Simulated device fleet posting telemetry to pulse-ingest"
+)]
 struct Args {
     /// Ingest's base URL.
-    #[arg(long, env = "PULSE_INGEST_URL", default_value = "http://127.0.0.1:18080")]
+    #[arg(
+        long,
+        env = "PULSE_INGEST_URL",
+        default_value = "http://127.0.0.1:18080"
+    )]
     ingest_url: String,
     #[arg(long, env = "PULSE_SIM_TENANT", default_value = "demo")]
     tenant: String,
@@ -47,7 +54,10 @@ fn now_ms() -> i64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     pulse_common::logging::init(args.log.format);
-    anyhow::ensure!(args.devices > 0 && args.rate > 0 && args.batch > 0, "devices, rate and batch must be positive");
+    anyhow::ensure!(
+        args.devices > 0 && args.rate > 0 && args.batch > 0,
+        "devices, rate and batch must be positive"
+    );
     let shutdown = Shutdown::on_signal();
     let mut fleet = Fleet::new(&args.tenant, args.devices, args.anomaly_rate, args.seed);
     let http = reqwest::Client::new();
@@ -75,11 +85,18 @@ async fn main() -> anyhow::Result<()> {
                 sent += body.len() as u64;
                 anomalies += labelled;
             }
-            Ok(r) => tracing::warn!(status = %r.status(), body = %r.text().await.unwrap_or_default(), "batch refused"),
+            Ok(r) => {
+                tracing::warn!(status = %r.status(), body = %r.text().await.unwrap_or_default(), "batch refused")
+            }
             Err(e) => tracing::warn!(error = %e, "ingest unreachable"),
         }
         if sent > 0 && sent % (u64::from(args.rate) * 10) < args.batch as u64 {
-            tracing::info!(sent, anomalies, elapsed_s = started.elapsed().as_secs(), "fleet progress");
+            tracing::info!(
+                sent,
+                anomalies,
+                elapsed_s = started.elapsed().as_secs(),
+                "fleet progress"
+            );
         }
     }
     tracing::info!(sent, anomalies, "fleet stopped");
