@@ -134,8 +134,13 @@ mod tests {
             let schema = EventKind::Telemetry.schema(version).expect("shipped");
             let value = json_to_avro(&schema, &body).expect("valid");
             // Round-trip through the binary encoding, as the processor sees it.
-            let bytes = apache_avro::to_avro_datum(&schema, value).expect("encodes");
-            let decoded = apache_avro::from_avro_datum(&schema, &mut bytes.as_slice(), None)
+            let bytes = GenericDatumWriter::builder(&schema)
+                .build()
+                .and_then(|w| w.write_value_to_vec(value))
+                .expect("encodes");
+            let decoded = GenericDatumReader::builder(&schema)
+                .build()
+                .and_then(|r| r.read_value(&mut bytes.as_slice()))
                 .expect("decodes");
             let event = Event::from_avro(EventKind::Telemetry, &decoded).expect("reads");
             assert_eq!(event.event_id, "6f1c4c1e-1d8c-4a55-9a57-6f3c2f0d2b11");
