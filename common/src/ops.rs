@@ -4,11 +4,16 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use prometheus::{Encoder, TextEncoder};
+use prometheus::{register_histogram_vec, Encoder, HistogramVec, TextEncoder};
 
 /// Whether the service can take traffic: set once its dependencies answered,
 /// cleared when it starts draining.
@@ -23,6 +28,38 @@ impl Readiness {
     pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
+}
+
+/// What every service sets up first: logging, the shutdown flag tied to
+/// SIGTERM, and a readiness flag that starts unset.
+pub fn start_service(log: &crate::config::LogArgs) -> (crate::shutdown::Shutdown, Readiness) {
+    crate::logging::init(log.format);
+    (crate::shutdown::Shutdown::on_signal(), Readiness::default())
+}
+
+static HTTP_REQUESTS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "pulse_http_request_seconds",
+        "HTTP requests served, by route, method and status, with their latency",
+        &["route", "method", "status"],
+        vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+    )
+    .expect("metric registers once")
+});
+
+/// Records every request's route, status and latency in Prometheus.
+async fn track(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    HTTP_REQUESTS
+        .with_label_values(&[&route, &method, response.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 /// `/healthz`, `/readyz` and `/metrics`, to merge into a service's router.
@@ -73,6 +110,7 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     tracing::info!(%addr, "listening");
+    let app = app.layer(middleware::from_fn(track));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.requested().await })
         .await?;

@@ -7,9 +7,8 @@ use std::time::Duration;
 use clap::Parser;
 use pulse_common::config::{KafkaArgs, LogArgs, RegistryArgs};
 use pulse_common::kafka::{ensure_topics, TopicSpec};
-use pulse_common::ops::{self, Readiness};
+use pulse_common::ops;
 use pulse_common::schemas::EventKind;
-use pulse_common::shutdown::Shutdown;
 use pulse_ingest::gateway::encode::Encoders;
 use pulse_ingest::gateway::http::{self, Gateway};
 use pulse_ingest::gateway::produce::EventProducer;
@@ -57,9 +56,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    pulse_common::logging::init(args.log.format);
-    let shutdown = Shutdown::on_signal();
-    let readiness = Readiness::default();
+    let (shutdown, readiness) = ops::start_service(&args.log);
     let topics = args.kafka.topics();
     let specs: Vec<TopicSpec> = EventKind::ALL
         .iter()

@@ -8,9 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 use pulse_common::config::{ClickHouseArgs, KafkaArgs, LogArgs, RegistryArgs};
 use pulse_common::kafka::{client_config, durable_producer_config, ensure_topics, TopicSpec};
-use pulse_common::ops::{self, Readiness};
+use pulse_common::ops;
 use pulse_common::schemas::EventKind;
-use pulse_common::shutdown::Shutdown;
 use pulse_processor::migrations;
 use pulse_processor::pipeline::Pipeline;
 use pulse_processor::scorer::{Device, Scorer};
@@ -74,9 +73,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    pulse_common::logging::init(args.log.format);
-    let shutdown = Shutdown::on_signal();
-    let readiness = Readiness::default();
+    let (shutdown, readiness) = ops::start_service(&args.log);
     let ops_task = tokio::spawn(ops::serve(
         args.listen,
         ops::router(readiness.clone()),

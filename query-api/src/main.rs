@@ -42,9 +42,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    pulse_common::logging::init(args.log.format);
-    let shutdown = Shutdown::on_signal();
-    let readiness = Readiness::default();
+    let (shutdown, readiness) = ops::start_service(&args.log);
 
     let store = EventStore::new(pulse_common::clickhouse::client(&args.clickhouse));
     tokio::spawn(become_ready(

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use pulse_common::config::LogArgs;
-use pulse_common::ops::{self, Readiness};
-use pulse_common::shutdown::Shutdown;
+use pulse_common::ops;
 use pulse_ingest::registry::api;
 use pulse_ingest::registry::compat::CompatibilityLevel;
 use pulse_ingest::registry::state::RegistryState;
@@ -48,9 +47,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    pulse_common::logging::init(args.log.format);
-    let shutdown = Shutdown::on_signal();
-    let readiness = Readiness::default();
+    let (shutdown, readiness) = ops::start_service(&args.log);
     let store = KafkaStore::open(
         StoreConfig {
             bootstrap: args.kafka_bootstrap.clone(),

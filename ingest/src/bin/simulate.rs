@@ -5,7 +5,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use pulse_common::config::LogArgs;
-use pulse_common::shutdown::Shutdown;
 use pulse_ingest::simulate::Fleet;
 
 #[derive(Parser, Debug)]
@@ -53,12 +52,11 @@ fn now_ms() -> i64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    pulse_common::logging::init(args.log.format);
+    let (shutdown, _) = pulse_common::ops::start_service(&args.log);
     anyhow::ensure!(
         args.devices > 0 && args.rate > 0 && args.batch > 0,
         "devices, rate and batch must be positive"
     );
-    let shutdown = Shutdown::on_signal();
     let mut fleet = Fleet::new(&args.tenant, args.devices, args.anomaly_rate, args.seed);
     let http = reqwest::Client::new();
     let url = format!("{}/v1/events", args.ingest_url);
