@@ -6,8 +6,9 @@ use clap::Args;
 
 use crate::schemas::EventKind;
 
+/// How to reach and authenticate to the Kafka cluster.
 #[derive(Args, Debug, Clone)]
-pub struct KafkaArgs {
+pub struct KafkaClient {
     /// Kafka bootstrap servers.
     #[arg(
         long = "kafka-bootstrap",
@@ -15,6 +16,47 @@ pub struct KafkaArgs {
         default_value = "127.0.0.1:19092"
     )]
     pub bootstrap: String,
+    /// plaintext, ssl, sasl_plaintext or sasl_ssl.
+    #[arg(
+        long = "kafka-security-protocol",
+        env = "PULSE_KAFKA_SECURITY_PROTOCOL",
+        default_value = "plaintext"
+    )]
+    pub security_protocol: String,
+    /// SASL mechanism, e.g. SCRAM-SHA-512, when the protocol uses SASL.
+    #[arg(long = "kafka-sasl-mechanism", env = "PULSE_KAFKA_SASL_MECHANISM")]
+    pub sasl_mechanism: Option<String>,
+    #[arg(long = "kafka-sasl-username", env = "PULSE_KAFKA_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+    #[arg(
+        long = "kafka-sasl-password",
+        env = "PULSE_KAFKA_SASL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub sasl_password: Option<String>,
+    /// CA certificate (PEM file) that signed the brokers' certificates.
+    #[arg(long = "kafka-ssl-ca-location", env = "PULSE_KAFKA_SSL_CA_LOCATION")]
+    pub ssl_ca_location: Option<String>,
+}
+
+impl KafkaClient {
+    /// A client of an unauthenticated cluster, as the local stack runs.
+    pub fn plaintext(bootstrap: impl Into<String>) -> Self {
+        Self {
+            bootstrap: bootstrap.into(),
+            security_protocol: "plaintext".into(),
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct KafkaArgs {
+    #[command(flatten)]
+    pub client: KafkaClient,
     /// Prefix of every topic Pulse reads or writes, so that several pipelines can share a cluster.
     #[arg(
         long = "topic-prefix",

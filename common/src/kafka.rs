@@ -2,18 +2,32 @@
 
 use rdkafka::ClientConfig;
 
+use crate::config::KafkaClient;
+
 /// Base settings for any client of the cluster.
-pub fn client_config(bootstrap: &str) -> ClientConfig {
+pub fn client_config(kafka: &KafkaClient) -> ClientConfig {
     let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("client.dns.lookup", "use_all_dns_ips");
+    c.set("bootstrap.servers", &kafka.bootstrap)
+        .set("client.dns.lookup", "use_all_dns_ips")
+        .set("security.protocol", &kafka.security_protocol);
+    let optional = [
+        ("sasl.mechanism", &kafka.sasl_mechanism),
+        ("sasl.username", &kafka.sasl_username),
+        ("sasl.password", &kafka.sasl_password),
+        ("ssl.ca.location", &kafka.ssl_ca_location),
+    ];
+    for (key, value) in optional {
+        if let Some(v) = value {
+            c.set(key, v);
+        }
+    }
     c
 }
 
 /// A producer whose acknowledged records survive a broker failure and are
 /// never duplicated by its own retries.
-pub fn durable_producer_config(bootstrap: &str) -> ClientConfig {
-    let mut c = client_config(bootstrap);
+pub fn durable_producer_config(kafka: &KafkaClient) -> ClientConfig {
+    let mut c = client_config(kafka);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", "lz4")
@@ -33,7 +47,7 @@ pub struct TopicSpec {
 
 /// Creates the topics that do not exist yet; existing ones are left as they are.
 pub async fn ensure_topics(
-    bootstrap: &str,
+    kafka: &KafkaClient,
     topics: &[TopicSpec],
     timeout: std::time::Duration,
 ) -> anyhow::Result<()> {
@@ -41,7 +55,7 @@ pub async fn ensure_topics(
     use rdkafka::client::DefaultClientContext;
     use rdkafka::types::RDKafkaErrorCode;
 
-    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka).create()?;
     let new_topics: Vec<NewTopic> = topics
         .iter()
         .map(|t| {

@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
             settings: vec![],
         })
         .collect();
-    ensure_topics(&args.kafka.bootstrap, &specs, Duration::from_secs(30)).await?;
+    ensure_topics(&args.kafka.client, &specs, Duration::from_secs(30)).await?;
     let encoders = Encoders::new(&args.registry.registry_url, &topics)?;
     for (subject, version, id) in encoders.register_all().await? {
         tracing::info!(%subject, version, id, "schema registered");
@@ -76,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
     let gateway = Arc::new(Gateway {
         topics,
         encoders,
-        producer: EventProducer::new(&args.kafka.bootstrap, delivery_timeout)?,
+        producer: EventProducer::new(&args.kafka.client, delivery_timeout)?,
         max_event_age: Duration::from_secs(args.max_event_age_s),
         max_clock_skew: Duration::from_secs(args.max_clock_skew_s),
         retry_after: Duration::from_secs(1),

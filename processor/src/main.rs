@@ -88,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
         settings: vec![],
     };
     ensure_topics(
-        &args.kafka.bootstrap,
+        &args.kafka.client,
         &[spec(topics.results()), spec(topics.dead_letter())],
         Duration::from_secs(30),
     )
@@ -104,7 +104,7 @@ async fn main() -> anyhow::Result<()> {
         args.inference_threads,
     )?);
 
-    let mut consumer_cfg = client_config(&args.kafka.bootstrap);
+    let mut consumer_cfg = client_config(&args.kafka.client);
     consumer_cfg
         .set("group.id", &args.group)
         .set("enable.auto.commit", "false")
@@ -124,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         scorer,
         clickhouse,
-        producer: durable_producer_config(&args.kafka.bootstrap).create()?,
+        producer: durable_producer_config(&args.kafka.client).create()?,
         topics,
         max_batch: args.max_batch,
         max_wait: Duration::from_millis(args.max_wait_ms),

@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
 
     let results_topic = args.kafka.topics().results();
     ensure_topics(
-        &args.kafka.bootstrap,
+        &args.kafka.client,
         &[TopicSpec {
             name: results_topic.clone(),
             partitions: args.result_partitions,
@@ -63,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(30),
     )
     .await?;
-    let consumer = stream::consumer_from_now(&args.kafka.bootstrap, &results_topic).await?;
+    let consumer = stream::consumer_from_now(&args.kafka.client, &results_topic).await?;
     let (tx, _) = broadcast::channel::<Arc<ScoredEvent>>(args.ws_buffer);
     tokio::spawn(stream::fan_out(consumer, tx.clone(), shutdown.clone()));
 

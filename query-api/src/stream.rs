@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
+use pulse_common::config::KafkaClient;
 use pulse_common::kafka::client_config;
 use pulse_common::scored::ScoredEvent;
 use pulse_common::shutdown::Shutdown;
@@ -21,8 +22,8 @@ use crate::metrics;
 /// A consumer of every partition of `topic`, positioned at the current end,
 /// so everything produced after this returns is delivered. Each API instance
 /// reads all results itself: no consumer group.
-pub async fn consumer_from_now(bootstrap: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
-    let mut cfg = client_config(bootstrap);
+pub async fn consumer_from_now(kafka: &KafkaClient, topic: &str) -> anyhow::Result<StreamConsumer> {
+    let mut cfg = client_config(kafka);
     cfg.set("group.id", "pulse-query-api")
         .set("enable.auto.commit", "false");
     let consumer: StreamConsumer = cfg.create()?;

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apache_avro::types::Value;
 use futures::StreamExt;
-use pulse_common::config::{ClickHouseArgs, Topics};
+use pulse_common::config::{ClickHouseArgs, KafkaClient, Topics};
 use pulse_common::event::Event;
 use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
@@ -121,7 +121,7 @@ fn telemetry(id: &str, source: &str, readings: Json) -> Json {
 
 /// Reads every record of `topic` from the start until `n` have arrived.
 async fn read_topic(bootstrap: &str, topic: &str, n: usize) -> Vec<Vec<u8>> {
-    let mut cfg = client_config(bootstrap);
+    let mut cfg = client_config(&KafkaClient::plaintext(bootstrap));
     cfg.set("group.id", unique("e2e-reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false");

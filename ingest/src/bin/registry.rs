@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use pulse_common::config::LogArgs;
+use pulse_common::config::{KafkaClient, LogArgs};
 use pulse_common::ops;
 use pulse_ingest::registry::api;
 use pulse_ingest::registry::compat::CompatibilityLevel;
@@ -21,13 +21,8 @@ struct Args {
     /// Address to serve the REST API, /metrics, /healthz and /readyz on.
     #[arg(long, env = "PULSE_REGISTRY_LISTEN", default_value = "127.0.0.1:18081")]
     listen: SocketAddr,
-    /// Kafka bootstrap servers.
-    #[arg(
-        long = "kafka-bootstrap",
-        env = "PULSE_KAFKA_BOOTSTRAP",
-        default_value = "127.0.0.1:19092"
-    )]
-    kafka_bootstrap: String,
+    #[command(flatten)]
+    kafka: KafkaClient,
     /// Compacted topic holding the registry's state; instances sharing it form one registry.
     #[arg(long, env = "PULSE_REGISTRY_TOPIC", default_value = "_pulse_schemas")]
     topic: String,
@@ -50,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
     let (shutdown, readiness) = ops::start_service(&args.log);
     let store = KafkaStore::open(
         StoreConfig {
-            bootstrap: args.kafka_bootstrap.clone(),
+            kafka: args.kafka.clone(),
             topic: args.topic.clone(),
             replication_factor: args.topic_replication,
             timeout: Duration::from_millis(args.timeout_ms),

@@ -7,6 +7,7 @@ use futures::future::join_all;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
+use pulse_common::config::KafkaClient;
 use pulse_common::kafka::durable_producer_config;
 
 pub struct EventProducer {
@@ -23,8 +24,8 @@ pub struct Outgoing<'a> {
 }
 
 impl EventProducer {
-    pub fn new(bootstrap: &str, delivery_timeout: Duration) -> anyhow::Result<Self> {
-        let mut cfg = durable_producer_config(bootstrap);
+    pub fn new(kafka: &KafkaClient, delivery_timeout: Duration) -> anyhow::Result<Self> {
+        let mut cfg = durable_producer_config(kafka);
         cfg.set(
             "message.timeout.ms",
             delivery_timeout.as_millis().to_string(),

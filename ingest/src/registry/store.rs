@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use super::error::RegistryError;
 use super::state::{Change, RegistryState};
+use pulse_common::config::KafkaClient;
 use pulse_common::kafka::{client_config, ensure_topics, TopicSpec};
 use pulse_common::shutdown::Shutdown;
 
@@ -31,7 +32,7 @@ const WRITE_ATTEMPTS: usize = 5;
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
-    pub bootstrap: String,
+    pub kafka: KafkaClient,
     pub topic: String,
     pub replication_factor: i32,
     pub timeout: Duration,
@@ -159,7 +160,7 @@ impl KafkaStore {
 
     /// A transactional producer that has fenced off every other writer.
     fn fenced_producer(&self) -> Result<BaseProducer, RegistryError> {
-        let mut cfg = client_config(&self.config.bootstrap);
+        let mut cfg = client_config(&self.config.kafka);
         cfg.set(
             "transactional.id",
             format!("pulse-registry-writer-{}", self.config.topic),
@@ -215,11 +216,11 @@ async fn ensure_topic(config: &StoreConfig) -> anyhow::Result<()> {
         replication_factor: config.replication_factor,
         settings: vec![("cleanup.policy", "compact".into())],
     };
-    ensure_topics(&config.bootstrap, &[spec], config.timeout).await
+    ensure_topics(&config.kafka, &[spec], config.timeout).await
 }
 
 fn reader_consumer(config: &StoreConfig) -> anyhow::Result<BaseConsumer> {
-    let mut cfg = client_config(&config.bootstrap);
+    let mut cfg = client_config(&config.kafka);
     // Offsets are never committed: every instance reads the whole log itself.
     cfg.set("group.id", "pulse-registry-reader")
         .set("enable.auto.commit", "false")

@@ -1,0 +1,62 @@
+# syntax=docker/dockerfile:1.7
+# Images of Pulse's services, one target each:
+#   docker build --target ingest    -t pulse/ingest .
+#   docker build --target registry  -t pulse/registry .
+#   docker build --target processor -t pulse/processor .
+#   docker build --target query-api -t pulse/query-api .
+# Runtime images are Debian slim with only the binary (and, for the
+# processor, ONNX Runtime and the model), running as an unprivileged user.
+
+FROM rust:1.92.0-slim-bookworm AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential cmake pkg-config libssl-dev zlib1g-dev python3 \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked --bins \
+ && mkdir -p /out \
+ && cp target/release/pulse-ingest target/release/pulse-registry target/release/pulse-simulate \
+       target/release/pulse-processor target/release/pulse-query-api /out/
+
+# ONNX Runtime's shared library, from the same PyPI wheel the local stack uses.
+FROM python:3.12.8-slim-bookworm AS onnxruntime
+RUN pip install --no-cache-dir onnxruntime==1.31.1 \
+ && cp /usr/local/lib/python3.12/site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1 /libonnxruntime.so
+
+FROM debian:12.8-slim AS runtime
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin pulse
+USER 10001:10001
+ENV PULSE_LOG_FORMAT=json
+
+FROM runtime AS ingest
+COPY --from=build /out/pulse-ingest /out/pulse-simulate /usr/local/bin/
+ENV PULSE_INGEST_LISTEN=0.0.0.0:8080
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/pulse-ingest"]
+
+FROM runtime AS registry
+COPY --from=build /out/pulse-registry /usr/local/bin/
+ENV PULSE_REGISTRY_LISTEN=0.0.0.0:8081
+EXPOSE 8081
+ENTRYPOINT ["/usr/local/bin/pulse-registry"]
+
+FROM runtime AS processor
+COPY --from=build /out/pulse-processor /usr/local/bin/
+COPY --from=onnxruntime /libonnxruntime.so /opt/onnxruntime/libonnxruntime.so
+COPY processor/model/anomaly.onnx /opt/pulse/model/anomaly.onnx
+ENV PULSE_PROCESSOR_LISTEN=0.0.0.0:8082 \
+    ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so \
+    PULSE_MODEL_PATH=/opt/pulse/model/anomaly.onnx
+EXPOSE 8082
+ENTRYPOINT ["/usr/local/bin/pulse-processor"]
+
+FROM runtime AS query-api
+COPY --from=build /out/pulse-query-api /usr/local/bin/
+ENV PULSE_QUERY_LISTEN=0.0.0.0:8090
+EXPOSE 8090
+ENTRYPOINT ["/usr/local/bin/pulse-query-api"]
