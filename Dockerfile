@@ -3,6 +3,7 @@
 #   docker build --target ingest    -t pulse/ingest .
 #   docker build --target registry  -t pulse/registry .
 #   docker build --target processor -t pulse/processor .
+#   docker build --target processor-gpu -t pulse/processor-gpu .
 #   docker build --target query-api -t pulse/query-api .
 # Runtime images are Debian slim with only the binary (and, for the
 # processor, ONNX Runtime and the model), running as an unprivileged user.
@@ -52,6 +53,26 @@ COPY processor/model/anomaly.onnx /opt/pulse/model/anomaly.onnx
 ENV PULSE_PROCESSOR_LISTEN=0.0.0.0:8082 \
     ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so \
     PULSE_MODEL_PATH=/opt/pulse/model/anomaly.onnx
+EXPOSE 8082
+ENTRYPOINT ["/usr/local/bin/pulse-processor"]
+
+# The processor for NVIDIA GPU nodes: ONNX Runtime with the CUDA provider
+# and the CUDA/cuDNN libraries, all from PyPI wheels (CUDA 13, driver R580+).
+FROM python:3.12.8-slim-bookworm AS onnxruntime-gpu
+RUN pip install --no-cache-dir --target /opt/ort "onnxruntime-gpu[cuda,cudnn]==1.31.1" \
+ && find /opt/ort/nvidia -type d -name lib > /opt/ort/ld.so.conf
+
+FROM runtime AS processor-gpu
+USER root
+COPY --from=onnxruntime-gpu /opt/ort /opt/ort
+RUN cp /opt/ort/ld.so.conf /etc/ld.so.conf.d/nvidia-wheels.conf && ldconfig
+USER 10001:10001
+COPY --from=build /out/pulse-processor /usr/local/bin/
+COPY processor/model/anomaly.onnx /opt/pulse/model/anomaly.onnx
+ENV PULSE_PROCESSOR_LISTEN=0.0.0.0:8082 \
+    ORT_DYLIB_PATH=/opt/ort/onnxruntime/capi/libonnxruntime.so.1.31.1 \
+    PULSE_MODEL_PATH=/opt/pulse/model/anomaly.onnx \
+    PULSE_DEVICE=cuda
 EXPOSE 8082
 ENTRYPOINT ["/usr/local/bin/pulse-processor"]
 

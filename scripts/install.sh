@@ -11,6 +11,7 @@ install_debian_packages() {
   [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
   command -v kcat >/dev/null || missing+=(kcat)
   command -v curl >/dev/null || missing+=(curl)
+  command -v kubectl >/dev/null || missing+=(kubectl)
   command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null || missing+=(maven)
   [ ${#missing[@]} -eq 0 ] && return 0

@@ -36,6 +36,9 @@ struct Args {
     registry: RegistryArgs,
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
+    /// ClickHouse cluster name: tables are created ON CLUSTER with Replicated engines.
+    #[arg(long, env = "PULSE_CLICKHOUSE_CLUSTER")]
+    clickhouse_cluster: Option<String>,
     /// Consumer group shared by all processor instances.
     #[arg(long, env = "PULSE_PROCESSOR_GROUP", default_value = "pulse-processor")]
     group: String,
@@ -95,7 +98,12 @@ async fn main() -> anyhow::Result<()> {
     .await?;
 
     let clickhouse = pulse_common::clickhouse::client(&args.clickhouse);
-    migrations::apply(&clickhouse, &args.clickhouse.database).await?;
+    migrations::apply(
+        &clickhouse,
+        &args.clickhouse.database,
+        args.clickhouse_cluster.as_deref(),
+    )
+    .await?;
 
     let scorer = Arc::new(Scorer::load(
         &args.ort_dylib,

@@ -28,7 +28,7 @@ use pulse_common::kafka::{client_config, ensure_topics, TopicSpec};
 use pulse_common::shutdown::Shutdown;
 
 const PARTITION: i32 = 0;
-const WRITE_ATTEMPTS: usize = 5;
+const WRITE_ATTEMPTS: u32 = 10;
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -111,6 +111,11 @@ impl KafkaStore {
                 Err(Attempt::Retry(e)) => {
                     tracing::warn!(attempt, error = %e, "registry write did not commit; retrying");
                     last_error = Some(e);
+                    // Another instance is writing: back off for a random,
+                    // growing while so the two stop fencing each other.
+                    let ceiling_ms = 50u64 << attempt.min(5);
+                    let pause = rand::random_range(ceiling_ms / 2..=ceiling_ms);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                 }
             }
         }
