@@ -8,7 +8,7 @@
 # Runtime images are Debian slim with only the binary (and, for the
 # processor, ONNX Runtime and the model), running as an unprivileged user.
 
-FROM rust:1.92.0-slim-bookworm AS build
+FROM rust:1.95.0-slim-bookworm AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake pkg-config libssl-dev zlib1g-dev python3 \
  && rm -rf /var/lib/apt/lists/*
@@ -58,6 +58,7 @@ ENTRYPOINT ["/usr/local/bin/pulse-processor"]
 
 # The processor for NVIDIA GPU nodes: ONNX Runtime with the CUDA provider
 # and the CUDA/cuDNN libraries, all from PyPI wheels (CUDA 13, driver R580+).
+# It runs on CPU too; PULSE_DEVICE=cuda selects the GPU.
 FROM python:3.12.8-slim-bookworm AS onnxruntime-gpu
 RUN pip install --no-cache-dir --target /opt/ort "onnxruntime-gpu[cuda,cudnn]==1.31.1" \
  && find /opt/ort/nvidia -type d -name lib > /opt/ort/ld.so.conf
@@ -71,8 +72,7 @@ COPY --from=build /out/pulse-processor /usr/local/bin/
 COPY processor/model/anomaly.onnx /opt/pulse/model/anomaly.onnx
 ENV PULSE_PROCESSOR_LISTEN=0.0.0.0:8082 \
     ORT_DYLIB_PATH=/opt/ort/onnxruntime/capi/libonnxruntime.so.1.31.1 \
-    PULSE_MODEL_PATH=/opt/pulse/model/anomaly.onnx \
-    PULSE_DEVICE=cuda
+    PULSE_MODEL_PATH=/opt/pulse/model/anomaly.onnx
 EXPOSE 8082
 ENTRYPOINT ["/usr/local/bin/pulse-processor"]
 
