@@ -9,9 +9,11 @@ use pulse_common::config::{KafkaArgs, LogArgs, RegistryArgs};
 use pulse_common::kafka::{ensure_topics, TopicSpec};
 use pulse_common::ops;
 use pulse_common::schemas::EventKind;
+use pulse_ingest::gateway::auth::Credentials;
 use pulse_ingest::gateway::encode::Encoders;
 use pulse_ingest::gateway::http::{self, Gateway};
 use pulse_ingest::gateway::produce::EventProducer;
+use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
 
 #[derive(Parser, Debug)]
@@ -49,6 +51,17 @@ struct Args {
         default_value_t = 10_000
     )]
     delivery_timeout_ms: u64,
+    /// Credentials file (TOML) of API keys and device tokens; without one,
+    /// authentication is off and events name their own tenant.
+    #[arg(long, env = "PULSE_INGEST_CREDENTIALS")]
+    credentials: Option<std::path::PathBuf>,
+    /// Most events waiting for Kafka at once; beyond it requests wait, then get 503.
+    #[arg(
+        long,
+        env = "PULSE_INGEST_MAX_EVENTS_IN_FLIGHT",
+        default_value_t = 100_000
+    )]
+    max_events_in_flight: usize,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -68,7 +81,16 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     ensure_topics(&args.kafka.client, &specs, Duration::from_secs(30)).await?;
-    let encoders = Encoders::new(&args.registry.registry_url, &topics)?;
+    let credentials = match &args.credentials {
+        Some(path) => Some(Credentials::load(path)?),
+        None => {
+            tracing::warn!(
+                "no credentials file: authentication is off, events name their own tenant"
+            );
+            None
+        }
+    };
+    let mut encoders = Encoders::new(&args.registry.registry_url, &topics)?;
     for (subject, version, id) in encoders.register_all().await? {
         tracing::info!(%subject, version, id, "schema registered");
     }
@@ -77,6 +99,9 @@ async fn main() -> anyhow::Result<()> {
         topics,
         encoders,
         producer: EventProducer::new(&args.kafka.client, delivery_timeout)?,
+        credentials,
+        in_flight: Semaphore::new(args.max_events_in_flight),
+        admission_timeout: delivery_timeout,
         max_event_age: Duration::from_secs(args.max_event_age_s),
         max_clock_skew: Duration::from_secs(args.max_clock_skew_s),
         retry_after: Duration::from_secs(1),

@@ -11,12 +11,14 @@ use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
 
-use super::parse::ValidEvent;
+use super::parse::{Payload, ValidEvent};
 
 /// One encoder per (kind, version): the converter caches the schema id per
 /// subject, and every version of a kind shares its topic's subject.
 pub struct Encoders {
     by_version: HashMap<(EventKind, u32), (AvroEncoder, SubjectNameStrategy)>,
+    /// The registry's id of every shipped schema version, once registered.
+    known_ids: HashMap<u32, (EventKind, u32)>,
 }
 
 impl Encoders {
@@ -39,13 +41,21 @@ impl Encoders {
                 by_version.insert((kind, version), (AvroEncoder::new(settings), strategy));
             }
         }
-        Ok(Self { by_version })
+        Ok(Self {
+            by_version,
+            known_ids: HashMap::new(),
+        })
+    }
+
+    /// The kind and version of a registry schema id this gateway accepts.
+    pub fn known_schema(&self, id: u32) -> Option<(EventKind, u32)> {
+        self.known_ids.get(&id).copied()
     }
 
     /// Registers every version, oldest first, so the registry's version
     /// numbers match Pulse's and each is checked for compatibility with the
     /// one before. Returns the schema id of each version.
-    pub async fn register_all(&self) -> anyhow::Result<Vec<(String, u32, u32)>> {
+    pub async fn register_all(&mut self) -> anyhow::Result<Vec<(String, u32, u32)>> {
         let mut ids = Vec::new();
         for kind in EventKind::ALL {
             for version in 1..=kind.latest_version() {
@@ -55,6 +65,7 @@ impl Encoders {
                     .get_schema_and_id(&subject, strategy.clone())
                     .await
                     .map_err(|e| anyhow::anyhow!("registering {subject} v{version}: {e}"))?;
+                self.known_ids.insert(schema.id, (kind, version));
                 ids.push((subject, version, schema.id));
             }
         }
@@ -62,6 +73,10 @@ impl Encoders {
     }
 
     pub async fn encode(&self, event: &ValidEvent) -> anyhow::Result<Vec<u8>> {
+        let value = match &event.payload {
+            Payload::Encoded(bytes) => return Ok(bytes.clone()),
+            Payload::Value(v) => v,
+        };
         let (encoder, strategy) = self
             .by_version
             .get(&(event.kind, event.schema_version))
@@ -69,7 +84,7 @@ impl Encoders {
                 anyhow::anyhow!("no encoder for {:?} v{}", event.kind, event.schema_version)
             })?;
         encoder
-            .encode_value(event.value.clone(), strategy)
+            .encode_value(value.clone(), strategy)
             .await
             .map_err(|e| anyhow::anyhow!("encoding event {}: {e}", event.event_id))
     }

@@ -1,28 +1,41 @@
-//! `POST /v1/events`: validate, encode, produce, then answer.
+//! `POST /v1/events`: authenticate, validate, encode, produce, then answer.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use pulse_common::config::Topics;
 use serde_json::json;
+use tokio::sync::Semaphore;
 
+use super::auth::{Credentials, Principal, Refusal};
+use super::avro_body::parse_avro;
 use super::encode::Encoders;
 use super::metrics;
-use super::parse::{parse_body, EventError, TimeBounds};
+use super::parse::{parse_body, Claims, EventError, Layout, TimeBounds, ValidEvent};
 use super::produce::{EventProducer, Outgoing};
+
+/// Content type of a body holding one Confluent wire-format Avro record.
+pub const AVRO_CONTENT_TYPE: &str = "application/vnd.confluent.avro";
 
 pub struct Gateway {
     pub topics: Topics,
     pub encoders: Encoders,
     pub producer: EventProducer,
+    /// None: authentication is off and events name their own tenant.
+    pub credentials: Option<Credentials>,
     pub max_event_age: Duration,
     pub max_clock_skew: Duration,
+    /// Bounds events waiting for Kafka; a request that cannot get its share
+    /// within `admission_timeout` is answered 503.
+    pub in_flight: Semaphore,
+    pub admission_timeout: Duration,
     /// Suggested wait for a client told 503.
     pub retry_after: Duration,
 }
@@ -41,79 +54,177 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-fn rejected(status: StatusCode, reason: &str, errors: Vec<EventError>) -> Response {
-    metrics::EVENTS_REJECTED
-        .with_label_values(&[reason])
-        .inc_by(errors.len().max(1) as u64);
-    (status, Json(json!({"error": reason, "errors": errors}))).into_response()
+/// A refused request: status, the reason counted in metrics, and the events' errors.
+struct Rejected {
+    status: StatusCode,
+    reason: &'static str,
+    errors: Vec<EventError>,
+    retry_after: Option<Duration>,
+}
+
+impl Rejected {
+    fn new(status: StatusCode, reason: &'static str, errors: Vec<EventError>) -> Self {
+        Self {
+            status,
+            reason,
+            errors,
+            retry_after: None,
+        }
+    }
+
+    fn body(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Self::new(status, reason, vec![EventError::body(message)])
+    }
+}
+
+impl IntoResponse for Rejected {
+    fn into_response(self) -> Response {
+        metrics::EVENTS_REJECTED
+            .with_label_values(&[self.reason])
+            .inc_by(self.errors.len().max(1) as u64);
+        let body = Json(json!({"error": self.reason, "errors": self.errors}));
+        let mut response = (self.status, body).into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            if let Ok(v) = secs.to_string().parse() {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
 }
 
 async fn post_events(
     State(gw): State<Arc<Gateway>>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let response = handle(&gw, body).await;
+    let response = match handle(&gw, &headers, body).await {
+        Ok(r) => r,
+        Err(rejected) => rejected.into_response(),
+    };
     metrics::REQUEST_SECONDS.observe(started.elapsed().as_secs_f64());
     response
 }
 
-async fn handle(
-    gw: &Gateway,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return rejected(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                vec![EventError {
-                    index: 0,
-                    event_id: None,
-                    field: "(body)".into(),
-                    reason: e.body_text(),
-                }],
-            )
-        }
-        Err(e) => {
-            return rejected(
-                e.status(),
-                "unreadable_body",
-                vec![EventError {
-                    index: 0,
-                    event_id: None,
-                    field: "(body)".into(),
-                    reason: e.body_text(),
-                }],
-            )
+fn layout(headers: &HeaderMap) -> Result<Option<Layout>, Rejected> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let mime = content_type.split(';').next().unwrap_or_default().trim();
+    match mime {
+        "application/json" | "" => Ok(Some(Layout::Json)),
+        "application/x-ndjson" | "application/ndjson" => Ok(Some(Layout::Ndjson)),
+        AVRO_CONTENT_TYPE => Ok(None),
+        other => Err(Rejected::body(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("content type {other} is not accepted; send application/json, application/x-ndjson or {AVRO_CONTENT_TYPE}"),
+        )),
+    }
+}
+
+fn refused(r: Refusal) -> Rejected {
+    let status = match r {
+        Refusal::Missing | Refusal::Unknown => StatusCode::UNAUTHORIZED,
+        Refusal::RateLimited { .. } | Refusal::BatchTooLarge { .. } => {
+            StatusCode::TOO_MANY_REQUESTS
         }
     };
+    let reason = match r {
+        Refusal::Missing | Refusal::Unknown => "unauthenticated",
+        _ => "rate_limited",
+    };
+    let retry_after = match &r {
+        Refusal::RateLimited { retry_after, .. } => Some(*retry_after),
+        _ => None,
+    };
+    Rejected {
+        retry_after,
+        ..Rejected::body(status, reason, r.to_string())
+    }
+}
+
+async fn handle(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Rejected> {
+    let principal: Option<Arc<Principal>> = match &gw.credentials {
+        Some(c) => Some(c.authenticate(headers).map_err(refused)?),
+        None => None,
+    };
+    let layout = layout(headers)?;
+    let body = body.map_err(|e| {
+        let reason = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "unreadable_body"
+        };
+        Rejected::body(e.status(), reason, e.body_text())
+    })?;
     let bounds = TimeBounds {
         now_ms: now_ms(),
         max_age_ms: gw.max_event_age.as_millis() as i64,
         max_skew_ms: gw.max_clock_skew.as_millis() as i64,
     };
-    let events = match parse_body(&body, bounds) {
-        Ok(events) => events,
-        Err(errors) => {
-            let status = if errors.iter().any(|e| e.field == "(body)") {
-                StatusCode::BAD_REQUEST
-            } else {
-                StatusCode::UNPROCESSABLE_ENTITY
-            };
-            return rejected(status, "invalid_events", errors);
-        }
+    let claims = principal.as_deref().map(|p| Claims {
+        tenant: &p.tenant,
+        device: p.device.as_deref(),
+    });
+    let parsed = match layout {
+        Some(layout) => parse_body(&body, layout, bounds, claims),
+        None => parse_avro(&body, &gw.encoders, bounds, claims)
+            .map(|e| vec![e])
+            .map_err(|e| vec![e]),
     };
-    let mut payloads = Vec::with_capacity(events.len());
-    for event in &events {
-        match gw.encoders.encode(event).await {
-            Ok(p) => payloads.push(p),
-            Err(e) => {
-                tracing::warn!(error = %e, "schema registry unavailable");
-                return unavailable(gw, "registry_unavailable", &e.to_string());
-            }
+    let events = parsed.map_err(|errors| {
+        if errors.iter().any(|e| e.forbidden) {
+            Rejected::new(StatusCode::FORBIDDEN, "forbidden", errors)
+        } else if errors.iter().any(|e| e.field.starts_with('(')) {
+            Rejected::new(StatusCode::BAD_REQUEST, "malformed_body", errors)
+        } else {
+            Rejected::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_events", errors)
         }
+    })?;
+    if let Some(p) = &principal {
+        p.admit(events.len()).map_err(refused)?;
+    }
+    produce(gw, &events, body.len()).await?;
+    metrics::EVENTS_ACCEPTED.inc_by(events.len() as u64);
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"accepted": events.len(), "event_ids": ids})),
+    )
+        .into_response())
+}
+
+/// Encodes and produces the events, holding their share of the in-flight
+/// allowance until Kafka acknowledged them all.
+async fn produce(gw: &Gateway, events: &[ValidEvent], bytes: usize) -> Result<(), Rejected> {
+    let permits = u32::try_from(events.len()).unwrap_or(u32::MAX);
+    let _admitted = tokio::time::timeout(gw.admission_timeout, gw.in_flight.acquire_many(permits))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .ok_or_else(|| unavailable(gw, "overloaded", "too many events are waiting for Kafka"))?;
+    let _gauges = InFlight::enter(events.len(), bytes);
+    let mut payloads = Vec::with_capacity(events.len());
+    for event in events {
+        let payload = gw.encoders.encode(event).await.map_err(|e| {
+            tracing::warn!(error = %e, "schema registry unavailable");
+            unavailable(gw, "registry_unavailable", &e.to_string())
+        })?;
+        payloads.push(payload);
     }
     let topics: Vec<String> = events.iter().map(|e| gw.topics.events(e.kind)).collect();
     let records = events
@@ -126,29 +237,49 @@ async fn handle(
             payload,
         })
         .collect();
-    let produce_started = Instant::now();
-    if let Err(e) = gw.producer.send_all(records).await {
+    let started = Instant::now();
+    gw.producer.send_all(records).await.map_err(|e| {
         tracing::warn!(error = %e, "Kafka did not acknowledge a request's events");
-        return unavailable(gw, "kafka_unavailable", &e.to_string());
-    }
-    metrics::PRODUCE_SECONDS.observe(produce_started.elapsed().as_secs_f64());
-    metrics::EVENTS_ACCEPTED.inc_by(events.len() as u64);
-    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({"accepted": events.len(), "event_ids": ids})),
-    )
-        .into_response()
+        unavailable(gw, "kafka_unavailable", &e.to_string())
+    })?;
+    metrics::PRODUCE_SECONDS.observe(started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// 503 with Retry-After: some events of the request may have been written,
 /// so the client retries the whole request; event ids make that safe.
-fn unavailable(gw: &Gateway, reason: &str, detail: &str) -> Response {
-    metrics::EVENTS_REJECTED.with_label_values(&[reason]).inc();
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, gw.retry_after.as_secs().max(1).to_string())],
-        Json(json!({"error": reason, "message": detail, "retry": "retry the whole request with the same event ids"})),
-    )
-        .into_response()
+fn unavailable(gw: &Gateway, reason: &'static str, detail: &str) -> Rejected {
+    Rejected {
+        retry_after: Some(gw.retry_after),
+        ..Rejected::body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            reason,
+            format!("{detail}; retry the whole request with the same event ids"),
+        )
+    }
+}
+
+/// Counts a request's events and bytes in the in-flight gauges while alive.
+struct InFlight {
+    events: i64,
+    bytes: i64,
+}
+
+impl InFlight {
+    fn enter(events: usize, bytes: usize) -> Self {
+        let me = Self {
+            events: events as i64,
+            bytes: bytes as i64,
+        };
+        metrics::EVENTS_IN_FLIGHT.add(me.events);
+        metrics::BYTES_IN_FLIGHT.add(me.bytes);
+        me
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::EVENTS_IN_FLIGHT.sub(self.events);
+        metrics::BYTES_IN_FLIGHT.sub(self.bytes);
+    }
 }

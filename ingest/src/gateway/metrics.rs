@@ -3,8 +3,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram, register_int_counter, register_int_counter_vec, Histogram, IntCounter,
-    IntCounterVec,
+    register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge,
+    Histogram, IntCounter, IntCounterVec, IntGauge,
 };
 
 pub static EVENTS_ACCEPTED: LazyLock<IntCounter> = LazyLock::new(|| {
@@ -38,6 +38,22 @@ pub static PRODUCE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
         "pulse_ingest_kafka_produce_seconds",
         "Time for Kafka to acknowledge all events of a request",
         vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+    )
+    .expect("metric registers once")
+});
+
+pub static EVENTS_IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "pulse_ingest_events_in_flight",
+        "Events waiting for Kafka's acknowledgement"
+    )
+    .expect("metric registers once")
+});
+
+pub static BYTES_IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "pulse_ingest_bytes_in_flight",
+        "Request bytes whose events wait for Kafka"
     )
     .expect("metric registers once")
 });

@@ -20,7 +20,15 @@ pub struct ValidEvent {
     pub event_id: String,
     /// Kafka record key: events of one device keep their order.
     pub key: String,
-    pub value: Value,
+    pub payload: Payload,
+}
+
+/// An event's content: validated JSON still to encode, or a record that
+/// arrived already encoded in the Confluent wire format.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    Value(Value),
+    Encoded(Vec<u8>),
 }
 
 /// Why one event of a request was rejected.
@@ -33,6 +41,38 @@ pub struct EventError {
     pub event_id: Option<String>,
     pub field: String,
     pub reason: String,
+    /// The event claims a tenant or source its sender may not write as.
+    #[serde(skip)]
+    pub forbidden: bool,
+}
+
+impl EventError {
+    pub fn body(reason: impl Into<String>) -> Self {
+        Self {
+            index: 0,
+            event_id: None,
+            field: "(body)".into(),
+            reason: reason.into(),
+            forbidden: false,
+        }
+    }
+}
+
+/// What the sender's credential allows it to write as.
+#[derive(Debug, Clone, Copy)]
+pub struct Claims<'a> {
+    pub tenant: &'a str,
+    /// A device token writes as this source only.
+    pub device: Option<&'a str>,
+}
+
+/// How the events of a body are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One JSON event, or a JSON array of events.
+    Json,
+    /// One JSON event per line.
+    Ndjson,
 }
 
 /// Bounds on event time, relative to the gateway's clock.
@@ -43,38 +83,61 @@ pub struct TimeBounds {
     pub max_skew_ms: i64,
 }
 
-/// Parses a body holding one JSON event or a JSON array of events.
-pub fn parse_body(body: &[u8], bounds: TimeBounds) -> Result<Vec<ValidEvent>, Vec<EventError>> {
-    let json: Json = serde_json::from_slice(body).map_err(|e| {
-        vec![EventError {
-            index: 0,
-            event_id: None,
-            field: "(body)".into(),
-            reason: format!("malformed JSON: {e}"),
-        }]
-    })?;
-    let items = match json {
-        Json::Array(items) => items,
-        single => vec![single],
-    };
+/// Splits a body into JSON documents, one per event.
+fn documents(body: &[u8], layout: Layout) -> Result<Vec<Json>, Vec<EventError>> {
+    match layout {
+        Layout::Json => match serde_json::from_slice(body) {
+            Ok(Json::Array(items)) => Ok(items),
+            Ok(single) => Ok(vec![single]),
+            Err(e) => Err(vec![EventError::body(format!("malformed JSON: {e}"))]),
+        },
+        Layout::Ndjson => {
+            let mut items = Vec::new();
+            let mut errors = Vec::new();
+            let lines = body
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.trim_ascii().is_empty());
+            for (index, line) in lines.enumerate() {
+                match serde_json::from_slice(line) {
+                    Ok(item) => items.push(item),
+                    Err(e) => errors.push(EventError {
+                        index,
+                        field: "(line)".into(),
+                        ..EventError::body(format!("malformed JSON: {e}"))
+                    }),
+                }
+            }
+            if errors.is_empty() {
+                Ok(items)
+            } else {
+                Err(errors)
+            }
+        }
+    }
+}
+
+/// Parses and validates every event of a JSON or NDJSON body.
+pub fn parse_body(
+    body: &[u8],
+    layout: Layout,
+    bounds: TimeBounds,
+    claims: Option<Claims<'_>>,
+) -> Result<Vec<ValidEvent>, Vec<EventError>> {
+    let items = documents(body, layout)?;
     if items.is_empty() {
-        return Err(vec![EventError {
-            index: 0,
-            event_id: None,
-            field: "(body)".into(),
-            reason: "no events in the request".into(),
-        }]);
+        return Err(vec![EventError::body("no events in the request")]);
     }
     let mut valid = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     for (index, item) in items.into_iter().enumerate() {
-        match validate(item, bounds) {
+        match validate(item, bounds, claims) {
             Ok(e) => valid.push(e),
-            Err((event_id, field, reason)) => errors.push(EventError {
+            Err(r) => errors.push(EventError {
                 index,
-                event_id,
-                field,
-                reason,
+                event_id: r.event_id,
+                field: r.field,
+                reason: r.reason,
+                forbidden: r.forbidden,
             }),
         }
     }
@@ -85,17 +148,64 @@ pub fn parse_body(body: &[u8], bounds: TimeBounds) -> Result<Vec<ValidEvent>, Ve
     }
 }
 
-type Rejection = (Option<String>, String, String);
+struct Rejection {
+    event_id: Option<String>,
+    field: String,
+    reason: String,
+    forbidden: bool,
+}
 
-fn validate(mut item: Json, bounds: TimeBounds) -> Result<ValidEvent, Rejection> {
+/// Fills `field` from the credential when the event omits it, and refuses
+/// an event that names another value.
+fn claim(
+    obj: &mut serde_json::Map<String, Json>,
+    field: &str,
+    allowed: Option<&str>,
+) -> Result<(), (String, String)> {
+    let Some(allowed) = allowed else {
+        return Ok(());
+    };
+    match obj.get(field) {
+        None => {
+            obj.insert(field.to_string(), Json::String(allowed.to_string()));
+            Ok(())
+        }
+        Some(Json::String(s)) if s == allowed => Ok(()),
+        Some(Json::String(s)) => Err((
+            field.to_string(),
+            format!("'{s}' is not '{allowed}', the only {field} this credential may write"),
+        )),
+        // Wrong types are reported by schema validation.
+        Some(_) => Ok(()),
+    }
+}
+
+fn validate(
+    mut item: Json,
+    bounds: TimeBounds,
+    claims: Option<Claims<'_>>,
+) -> Result<ValidEvent, Rejection> {
     let event_id = item
         .get("event_id")
         .and_then(Json::as_str)
         .map(str::to_string);
-    let reject = |field: &str, reason: String| (event_id.clone(), field.to_string(), reason);
+    let reject = |field: &str, reason: String| Rejection {
+        event_id: event_id.clone(),
+        field: field.to_string(),
+        reason,
+        forbidden: false,
+    };
     let obj = item
         .as_object_mut()
         .ok_or_else(|| reject("(event)", "expected a JSON object".into()))?;
+    if let Some(c) = claims {
+        claim(obj, "tenant_id", Some(c.tenant))
+            .and_then(|()| claim(obj, "source_id", c.device))
+            .map_err(|(field, reason)| Rejection {
+                forbidden: true,
+                ..reject(&field, reason)
+            })?;
+    }
     let kind = match obj.remove(KIND_FIELD) {
         Some(Json::String(k)) => EventKind::parse(&k).ok_or_else(|| {
             reject(
@@ -127,31 +237,45 @@ fn validate(mut item: Json, bounds: TimeBounds) -> Result<ValidEvent, Rejection>
     // json_to_avro checked these fields' presence and types.
     let field = |name: &str| item.get(name).cloned().unwrap_or(Json::Null);
     let event_time = field("event_time").as_i64().unwrap_or_default();
-    if event_time < bounds.now_ms - bounds.max_age_ms {
-        return Err(reject(
-            "event_time",
-            format!("more than {} s in the past", bounds.max_age_ms / 1000),
-        ));
-    }
-    if event_time > bounds.now_ms + bounds.max_skew_ms {
-        return Err(reject(
-            "event_time",
-            format!("more than {} s in the future", bounds.max_skew_ms / 1000),
-        ));
-    }
+    bounds
+        .check(event_time)
+        .map_err(|reason| reject("event_time", reason))?;
     let tenant = field("tenant_id");
     let source = field("source_id");
     Ok(ValidEvent {
         kind,
         schema_version,
         event_id: event_id.unwrap_or_default(),
-        key: format!(
-            "{}/{}",
+        key: record_key(
             tenant.as_str().unwrap_or_default(),
-            source.as_str().unwrap_or_default()
+            source.as_str().unwrap_or_default(),
         ),
-        value,
+        payload: Payload::Value(value),
     })
+}
+
+/// Kafka record key: events of one device stay in order on one partition.
+pub fn record_key(tenant: &str, source: &str) -> String {
+    format!("{tenant}/{source}")
+}
+
+impl TimeBounds {
+    /// Why `event_time` is out of bounds, if it is.
+    pub fn check(&self, event_time: i64) -> Result<(), String> {
+        if event_time < self.now_ms - self.max_age_ms {
+            return Err(format!(
+                "more than {} s in the past",
+                self.max_age_ms / 1000
+            ));
+        }
+        if event_time > self.now_ms + self.max_skew_ms {
+            return Err(format!(
+                "more than {} s in the future",
+                self.max_skew_ms / 1000
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -185,13 +309,19 @@ mod tests {
 
     #[test]
     fn single_event_and_batch_parse() {
-        let one = parse_body(telemetry(ID1).to_string().as_bytes(), bounds()).expect("valid");
+        let one = parse_body(
+            telemetry(ID1).to_string().as_bytes(),
+            Layout::Json,
+            bounds(),
+            None,
+        )
+        .expect("valid");
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].key, "acme/dev-7");
         assert_eq!(one[0].schema_version, 2);
         assert_eq!(one[0].event_id, ID1);
         let batch = json!([telemetry(ID1), telemetry(ID2)]).to_string();
-        let many = parse_body(batch.as_bytes(), bounds()).expect("valid");
+        let many = parse_body(batch.as_bytes(), Layout::Json, bounds(), None).expect("valid");
         assert_eq!(
             many.iter().map(|e| e.event_id.as_str()).collect::<Vec<_>>(),
             [ID1, ID2]
@@ -202,7 +332,8 @@ mod tests {
     fn explicit_v1_is_honoured() {
         let mut e = telemetry(ID1);
         e["schema_version"] = json!(1);
-        let parsed = parse_body(e.to_string().as_bytes(), bounds()).expect("valid");
+        let parsed =
+            parse_body(e.to_string().as_bytes(), Layout::Json, bounds(), None).expect("valid");
         assert_eq!(parsed[0].schema_version, 1);
     }
 
@@ -211,7 +342,8 @@ mod tests {
         let mut bad = telemetry(ID2);
         bad["readings"]["temperature_c"] = json!("warm");
         let body = json!([telemetry(ID1), bad]).to_string();
-        let errors = parse_body(body.as_bytes(), bounds()).expect_err("rejected");
+        let errors =
+            parse_body(body.as_bytes(), Layout::Json, bounds(), None).expect_err("rejected");
         assert_eq!(
             errors,
             vec![EventError {
@@ -219,6 +351,7 @@ mod tests {
                 event_id: Some(ID2.into()),
                 field: "readings.temperature_c".into(),
                 reason: "expected a number, got a string".into(),
+                forbidden: false,
             }]
         );
     }
@@ -249,13 +382,72 @@ mod tests {
         for (field, value, err_field, reason) in cases {
             let mut e = telemetry(ID1);
             e[field] = value;
-            let errors = parse_body(e.to_string().as_bytes(), bounds()).expect_err(field);
+            let errors = parse_body(e.to_string().as_bytes(), Layout::Json, bounds(), None)
+                .expect_err(field);
             assert_eq!(errors[0].field, err_field);
             assert!(errors[0].reason.starts_with(reason), "{:?}", errors[0]);
         }
-        let errors = parse_body(b"{not json", bounds()).expect_err("malformed");
+        let errors = parse_body(b"{not json", Layout::Json, bounds(), None).expect_err("malformed");
         assert_eq!(errors[0].field, "(body)");
-        let errors = parse_body(b"[]", bounds()).expect_err("empty");
+        let errors = parse_body(b"[]", Layout::Json, bounds(), None).expect_err("empty");
         assert_eq!(errors[0].reason, "no events in the request");
+    }
+
+    #[test]
+    fn ndjson_lines_are_events_and_bad_lines_are_named() {
+        let body = format!("{}\n\n{}\n", telemetry(ID1), telemetry(ID2));
+        let parsed = parse_body(body.as_bytes(), Layout::Ndjson, bounds(), None).expect("valid");
+        assert_eq!(parsed.len(), 2);
+        let body = format!("{}\n{{oops\n", telemetry(ID1));
+        let errors =
+            parse_body(body.as_bytes(), Layout::Ndjson, bounds(), None).expect_err("bad line");
+        assert_eq!((errors[0].index, errors[0].field.as_str()), (1, "(line)"));
+    }
+
+    #[test]
+    fn credentials_fill_and_fence_tenant_and_device() {
+        let device = Claims {
+            tenant: "acme",
+            device: Some("dev-7"),
+        };
+        let mut e = telemetry(ID1);
+        e.as_object_mut().expect("object").remove("tenant_id");
+        e.as_object_mut().expect("object").remove("source_id");
+        let parsed = parse_body(
+            e.to_string().as_bytes(),
+            Layout::Json,
+            bounds(),
+            Some(device),
+        )
+        .expect("filled in");
+        assert_eq!(parsed[0].key, "acme/dev-7");
+
+        let other_tenant = Claims {
+            tenant: "globex",
+            device: None,
+        };
+        let errors = parse_body(
+            telemetry(ID1).to_string().as_bytes(),
+            Layout::Json,
+            bounds(),
+            Some(other_tenant),
+        )
+        .expect_err("other tenant");
+        assert!(errors[0].forbidden);
+        assert_eq!(errors[0].field, "tenant_id");
+
+        let other_device = Claims {
+            tenant: "acme",
+            device: Some("dev-8"),
+        };
+        let errors = parse_body(
+            telemetry(ID1).to_string().as_bytes(),
+            Layout::Json,
+            bounds(),
+            Some(other_device),
+        )
+        .expect_err("other device");
+        assert!(errors[0].forbidden);
+        assert_eq!(errors[0].field, "source_id");
     }
 }
