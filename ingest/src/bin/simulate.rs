@@ -38,6 +38,9 @@ struct Args {
     count: u64,
     #[arg(long, env = "PULSE_SIM_SEED", default_value_t = 42)]
     seed: u64,
+    /// API key sent as a bearer token, when ingest requires credentials.
+    #[arg(long, env = "PULSE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -78,7 +81,11 @@ async fn main() -> anyhow::Result<()> {
             .collect();
         let labelled = batch.iter().filter(|g| g.anomaly.is_some()).count() as u64;
         let body: Vec<_> = batch.into_iter().map(|g| g.event).collect();
-        match http.post(&url).json(&body).send().await {
+        let mut request = http.post(&url).json(&body);
+        if let Some(key) = &args.api_key {
+            request = request.bearer_auth(key);
+        }
+        match request.send().await {
             Ok(r) if r.status().is_success() => {
                 sent += body.len() as u64;
                 anomalies += labelled;

@@ -1,0 +1,678 @@
+//! Table-driven bad input against the real gateway and broker: each case
+//! asserts the status, the error body (which event, which field, why), and
+//! that nothing of it reached Kafka. After every case a marker event is
+//! accepted; at the end the topics hold exactly the markers, in order.
+//! Run through `./dev test`.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
+use pulse_common::config::{KafkaClient, Topics};
+use pulse_common::event::Event;
+use pulse_common::kafka::client_config;
+use pulse_common::schemas::EventKind;
+use pulse_common::testkit::{free_port, unique, Service, Stack};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
+use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use serde_json::{json, Value as Json};
+use sha2::{Digest, Sha256};
+
+const KEY: &str = "key-acme-0123456789";
+const DEVICE_TOKEN: &str = "token-dev-1-0123456789";
+const SLOW_KEY: &str = "key-slow-0123456789";
+const MAX_BODY: usize = 64 * 1024;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+fn id(n: u64) -> String {
+    format!("00000000-0000-4000-8000-{n:012x}")
+}
+
+fn telemetry(n: u64) -> Json {
+    json!({
+        "kind": "telemetry", "event_id": id(n), "tenant_id": "acme", "source_id": "dev-1",
+        "event_time": now_ms(), "readings": {"temperature_c": 21.5}
+    })
+}
+
+fn app(n: u64) -> Json {
+    json!({
+        "kind": "app", "event_id": id(n), "tenant_id": "acme", "source_id": "shop",
+        "event_time": now_ms(), "event_type": "opened", "properties": {"screen": "home"}
+    })
+}
+
+fn with(mut event: Json, path: &[&str], value: Json) -> Json {
+    let (last, parents) = path.split_last().expect("a path");
+    let mut target = &mut event;
+    for p in parents {
+        target = &mut target[*p];
+    }
+    target[*last] = value;
+    event
+}
+
+fn without(mut event: Json, field: &str) -> Json {
+    event.as_object_mut().expect("object").remove(field);
+    event
+}
+
+/// One bad request and what the gateway must answer.
+struct Case {
+    name: &'static str,
+    auth: Option<&'static str>,
+    content_type: &'static str,
+    body: Vec<u8>,
+    status: u16,
+    error: &'static str,
+    /// (index, field, start of the reason) of the first error.
+    first: Option<(usize, &'static str, &'static str)>,
+}
+
+fn json_case(
+    name: &'static str,
+    body: Json,
+    status: u16,
+    error: &'static str,
+    first: (usize, &'static str, &'static str),
+) -> Case {
+    Case {
+        name,
+        auth: Some(KEY),
+        content_type: "application/json",
+        body: body.to_string().into_bytes(),
+        status,
+        error,
+        first: Some(first),
+    }
+}
+
+fn invalid(name: &'static str, body: Json, first: (usize, &'static str, &'static str)) -> Case {
+    json_case(name, body, 422, "invalid_events", first)
+}
+
+fn avro_record(
+    schema_id: u32,
+    kind: EventKind,
+    version: u32,
+    fields: Vec<(&str, Value)>,
+) -> Vec<u8> {
+    let schema = kind.schema(version).expect("shipped");
+    let record = Value::Record(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    );
+    let datum = GenericDatumWriter::builder(&schema)
+        .build()
+        .and_then(|w| w.write_value_to_vec(record))
+        .expect("encodes");
+    let mut out = vec![0];
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend(datum);
+    out
+}
+
+fn telemetry_fields(n: u64, tenant: &str) -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "event_id",
+            Value::Uuid(uuid::Uuid::parse_str(&id(n)).expect("uuid")),
+        ),
+        ("tenant_id", Value::String(tenant.into())),
+        ("source_id", Value::String("dev-1".into())),
+        ("event_time", Value::TimestampMillis(now_ms())),
+        (
+            "readings",
+            Value::Map(HashMap::from([("t".to_string(), Value::Double(1.0))])),
+        ),
+        ("firmware_version", Value::Union(0, Box::new(Value::Null))),
+    ]
+}
+
+fn cases(v2_id: u32) -> Vec<Case> {
+    let day = 86_400_000i64;
+    let mut c = vec![
+        json_case(
+            "JSON null instead of an event",
+            json!(null),
+            400,
+            "malformed_body",
+            (0, "(event)", "expected a JSON object"),
+        ),
+        Case {
+            body: b"{\"kind\": ".to_vec(),
+            ..json_case(
+                "truncated JSON",
+                json!(0),
+                400,
+                "malformed_body",
+                (0, "(body)", "malformed JSON"),
+            )
+        },
+        json_case(
+            "empty batch",
+            json!([]),
+            400,
+            "malformed_body",
+            (0, "(body)", "no events in the request"),
+        ),
+        json_case(
+            "array of numbers",
+            json!([1]),
+            400,
+            "malformed_body",
+            (0, "(event)", "expected a JSON object"),
+        ),
+        invalid(
+            "missing kind",
+            without(telemetry(1), "kind"),
+            (0, "kind", "required field is missing"),
+        ),
+        invalid(
+            "unknown kind",
+            with(telemetry(1), &["kind"], json!("video")),
+            (0, "kind", "unknown kind 'video'"),
+        ),
+        invalid(
+            "kind not a string",
+            with(telemetry(1), &["kind"], json!(3)),
+            (0, "kind", "expected a string"),
+        ),
+        invalid(
+            "unknown schema version",
+            with(telemetry(1), &["schema_version"], json!(7)),
+            (0, "schema_version", "unknown telemetry schema version 7"),
+        ),
+        invalid(
+            "schema version not a number",
+            with(telemetry(1), &["schema_version"], json!("2")),
+            (0, "schema_version", "expected a positive integer"),
+        ),
+        invalid(
+            "missing event_id",
+            without(telemetry(1), "event_id"),
+            (0, "event_id", "required field is missing"),
+        ),
+        invalid(
+            "event_id not a UUID",
+            with(telemetry(1), &["event_id"], json!("abc")),
+            (0, "event_id", "not a UUID"),
+        ),
+        invalid(
+            "event_id a number",
+            with(telemetry(1), &["event_id"], json!(5)),
+            (0, "event_id", "expected a UUID string, got a number"),
+        ),
+        invalid(
+            "missing source_id",
+            without(telemetry(1), "source_id"),
+            (0, "source_id", "required field is missing"),
+        ),
+        invalid(
+            "source_id a number",
+            with(telemetry(1), &["source_id"], json!(9)),
+            (0, "source_id", "expected a string, got a number"),
+        ),
+        invalid(
+            "missing event_time",
+            without(telemetry(1), "event_time"),
+            (0, "event_time", "required field is missing"),
+        ),
+        invalid(
+            "event_time a string",
+            with(telemetry(1), &["event_time"], json!("today")),
+            (0, "event_time", "expected an integer, got a string"),
+        ),
+        invalid(
+            "event_time fractional",
+            with(telemetry(1), &["event_time"], json!(1.5)),
+            (0, "event_time", "expected an integer, got a number"),
+        ),
+        invalid(
+            "event_time 8 days old",
+            with(telemetry(1), &["event_time"], json!(now_ms() - 8 * day)),
+            (0, "event_time", "more than 604800 s in the past"),
+        ),
+        invalid(
+            "event_time an hour ahead",
+            with(telemetry(1), &["event_time"], json!(now_ms() + 3_600_000)),
+            (0, "event_time", "more than 300 s in the future"),
+        ),
+        invalid(
+            "missing readings",
+            without(telemetry(1), "readings"),
+            (0, "readings", "required field is missing"),
+        ),
+        invalid(
+            "readings an array",
+            with(telemetry(1), &["readings"], json!([1.0])),
+            (0, "readings", "expected an object, got an array"),
+        ),
+        invalid(
+            "reading a string",
+            with(telemetry(1), &["readings", "temperature_c"], json!("hot")),
+            (
+                0,
+                "readings.temperature_c",
+                "expected a number, got a string",
+            ),
+        ),
+        invalid(
+            "reading null",
+            with(telemetry(1), &["readings", "temperature_c"], json!(null)),
+            (0, "readings.temperature_c", "expected a number, got null"),
+        ),
+        invalid(
+            "reading a boolean",
+            with(telemetry(1), &["readings", "temperature_c"], json!(true)),
+            (
+                0,
+                "readings.temperature_c",
+                "expected a number, got a boolean",
+            ),
+        ),
+        invalid(
+            "unknown field",
+            with(telemetry(1), &["colour"], json!("red")),
+            (0, "colour", "unknown field"),
+        ),
+        invalid(
+            "misspelled optional field",
+            with(telemetry(1), &["firmware_versoin"], json!("1.0")),
+            (0, "firmware_versoin", "unknown field"),
+        ),
+        invalid(
+            "firmware_version a number",
+            with(telemetry(1), &["firmware_version"], json!(2)),
+            (0, "firmware_version", "expected a string, got a number"),
+        ),
+        invalid(
+            "v1 has no firmware_version",
+            with(
+                with(telemetry(1), &["schema_version"], json!(1)),
+                &["firmware_version"],
+                json!("1.0"),
+            ),
+            (0, "firmware_version", "unknown field"),
+        ),
+        invalid(
+            "app event without event_type",
+            without(app(1), "event_type"),
+            (0, "event_type", "required field is missing"),
+        ),
+        invalid(
+            "app property a number",
+            with(app(1), &["properties", "items"], json!(3)),
+            (0, "properties.items", "expected a string, got a number"),
+        ),
+        invalid(
+            "third event of a batch is bad",
+            json!([
+                telemetry(1),
+                app(2),
+                with(telemetry(3), &["readings"], json!("x"))
+            ]),
+            (2, "readings", "expected an object, got a string"),
+        ),
+        json_case(
+            "event of another tenant",
+            with(telemetry(1), &["tenant_id"], json!("globex")),
+            403,
+            "forbidden",
+            (0, "tenant_id", "'globex' is not 'acme'"),
+        ),
+        Case {
+            auth: Some(DEVICE_TOKEN),
+            ..json_case(
+                "device token writing as another device",
+                with(telemetry(1), &["source_id"], json!("dev-2")),
+                403,
+                "forbidden",
+                (0, "source_id", "'dev-2' is not 'dev-1'"),
+            )
+        },
+        Case {
+            auth: None,
+            ..json_case(
+                "no credentials",
+                telemetry(1),
+                401,
+                "unauthenticated",
+                (0, "(body)", "missing credentials"),
+            )
+        },
+        Case {
+            auth: Some("not-a-key"),
+            ..json_case(
+                "unknown key",
+                telemetry(1),
+                401,
+                "unauthenticated",
+                (0, "(body)", "unknown API key"),
+            )
+        },
+        Case {
+            auth: Some(SLOW_KEY),
+            ..json_case(
+                "batch larger than the key's burst",
+                json!([telemetry(1), telemetry(2), telemetry(3)]),
+                429,
+                "rate_limited",
+                (0, "(body)", "3 events exceed the burst of 2"),
+            )
+        },
+        Case {
+            body: {
+                let filler = "x".repeat(MAX_BODY);
+                with(telemetry(1), &["readings"], json!({ filler: 1.0 }))
+                    .to_string()
+                    .into_bytes()
+            },
+            ..json_case(
+                "body over the limit",
+                json!(0),
+                413,
+                "body_too_large",
+                (0, "(body)", "length limit exceeded"),
+            )
+        },
+        Case {
+            content_type: "text/csv",
+            ..json_case(
+                "unsupported content type",
+                telemetry(1),
+                415,
+                "unsupported_media_type",
+                (0, "(body)", "content type text/csv is not accepted"),
+            )
+        },
+        Case {
+            content_type: "application/x-ndjson",
+            body: format!("{}\n{{broken\n", telemetry(1)).into_bytes(),
+            ..json_case(
+                "NDJSON with a broken line",
+                json!(0),
+                400,
+                "malformed_body",
+                (1, "(line)", "malformed JSON"),
+            )
+        },
+        Case {
+            content_type: "application/x-ndjson",
+            body: format!("{}\n{}\n", telemetry(1), without(telemetry(2), "readings")).into_bytes(),
+            ..json_case(
+                "NDJSON with an invalid event",
+                json!(0),
+                422,
+                "invalid_events",
+                (1, "readings", "required field is missing"),
+            )
+        },
+    ];
+    let avro = |name, body: Vec<u8>, status, error, first| Case {
+        content_type: "application/vnd.confluent.avro",
+        body,
+        ..json_case(name, json!(0), status, error, first)
+    };
+    c.push(avro(
+        "Avro without the magic byte",
+        vec![1, 0, 0, 0, 1, 2],
+        400,
+        "malformed_body",
+        (0, "(body)", "not the Confluent wire format"),
+    ));
+    c.push(avro(
+        "Avro with an unknown schema id",
+        avro_record(
+            999_999,
+            EventKind::Telemetry,
+            2,
+            telemetry_fields(1, "acme"),
+        ),
+        400,
+        "malformed_body",
+        (0, "(schema id)", "unknown schema id 999999"),
+    ));
+    let mut truncated = avro_record(v2_id, EventKind::Telemetry, 2, telemetry_fields(1, "acme"));
+    truncated.truncate(truncated.len() - 3);
+    c.push(avro(
+        "truncated Avro record",
+        truncated,
+        400,
+        "malformed_body",
+        (0, "(body)", "not a valid record of schema"),
+    ));
+    let mut trailing = avro_record(v2_id, EventKind::Telemetry, 2, telemetry_fields(1, "acme"));
+    trailing.extend([1, 2, 3]);
+    c.push(avro(
+        "Avro record with trailing bytes",
+        trailing,
+        400,
+        "malformed_body",
+        (0, "(body)", "3 bytes after the record"),
+    ));
+    c.push(avro(
+        "Avro record of another tenant",
+        avro_record(
+            v2_id,
+            EventKind::Telemetry,
+            2,
+            telemetry_fields(1, "globex"),
+        ),
+        403,
+        "forbidden",
+        (0, "tenant_id", "'globex' is not this credential's tenant"),
+    ));
+    c
+}
+
+fn credentials_file() -> tempfile::NamedTempFile {
+    let sha = |s: &str| hex::encode(Sha256::digest(s.as_bytes()));
+    let text = format!(
+        "[[api_keys]]\nname = \"acme\"\ntenant = \"acme\"\nsha256 = \"{}\"\n\n\
+         [[api_keys]]\nname = \"slow\"\ntenant = \"acme\"\nsha256 = \"{}\"\nevents_per_second = 1\nburst = 2\n\n\
+         [[device_tokens]]\nname = \"dev-1\"\ntenant = \"acme\"\ndevice = \"dev-1\"\nsha256 = \"{}\"\n",
+        sha(KEY),
+        sha(SLOW_KEY),
+        sha(DEVICE_TOKEN)
+    );
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    std::io::Write::write_all(&mut file, text.as_bytes()).expect("written");
+    file
+}
+
+async fn post(
+    http: &reqwest::Client,
+    url: &str,
+    auth: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, Option<String>, Json) {
+    let mut req = http
+        .post(url)
+        .header("Content-Type", content_type)
+        .body(body);
+    if let Some(a) = auth {
+        req = req.bearer_auth(a);
+    }
+    let r = req.send().await.expect("gateway answers");
+    let status = r.status().as_u16();
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (status, retry_after, r.json().await.unwrap_or(Json::Null))
+}
+
+async fn event_ids_on(stack: &Stack, topic: &str, registry: &str, expected: usize) -> Vec<String> {
+    let mut cfg = client_config(&KafkaClient::plaintext(&stack.kafka_bootstrap));
+    cfg.set("group.id", unique("bad-input-reader"))
+        .set("auto.offset.reset", "earliest");
+    let consumer: StreamConsumer = cfg.create().expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let decoder = AvroDecoder::new(SrSettings::new(registry.to_string()));
+    let mut ids = Vec::new();
+    loop {
+        let wait = if ids.len() < expected {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_secs(2)
+        };
+        match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(Ok(m)) => {
+                let value = decoder.decode(m.payload()).await.expect("decodes").value;
+                let kind = if topic.ends_with("telemetry") {
+                    EventKind::Telemetry
+                } else {
+                    EventKind::App
+                };
+                ids.push(Event::from_avro(kind, &value).expect("an event").event_id);
+            }
+            Ok(Err(e)) => panic!("consumer error: {e}"),
+            Err(_) => return ids,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: run through ./dev test"]
+async fn bad_input_is_refused_with_a_named_reason_and_never_reaches_kafka() {
+    let stack = Stack::from_env();
+    let prefix = unique("bad") + ".";
+    let credentials = credentials_file();
+    let port = free_port();
+    let registry = Service::start(
+        &stack,
+        "pulse-registry",
+        port,
+        &[],
+        &[
+            ("PULSE_REGISTRY_LISTEN", format!("127.0.0.1:{port}")),
+            ("PULSE_REGISTRY_TOPIC", format!("{prefix}_schemas")),
+        ],
+    )
+    .await;
+    let port = free_port();
+    let ingest = Service::start(
+        &stack,
+        "pulse-ingest",
+        port,
+        &[],
+        &[
+            ("PULSE_INGEST_LISTEN", format!("127.0.0.1:{port}")),
+            ("PULSE_TOPIC_PREFIX", prefix.clone()),
+            ("PULSE_REGISTRY_URL", registry.url.clone()),
+            (
+                "PULSE_INGEST_CREDENTIALS",
+                credentials.path().display().to_string(),
+            ),
+            ("PULSE_INGEST_MAX_BODY_BYTES", MAX_BODY.to_string()),
+            ("PULSE_EVENT_PARTITIONS", "1".into()),
+        ],
+    )
+    .await;
+    let topics = Topics::new(prefix);
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/events", ingest.url);
+    let latest: Json = http
+        .get(format!(
+            "{}/subjects/{}-value/versions/2",
+            registry.url,
+            topics.events(EventKind::Telemetry)
+        ))
+        .send()
+        .await
+        .expect("registry answers")
+        .json()
+        .await
+        .expect("json");
+    let v2_id = u32::try_from(latest["id"].as_u64().expect("id")).expect("small id");
+
+    let cases = cases(v2_id);
+    assert!(cases.len() >= 30, "only {} cases", cases.len());
+    let mut markers = Vec::new();
+    for (n, case) in cases.into_iter().enumerate() {
+        let (status, _, body) = post(&http, &url, case.auth, case.content_type, case.body).await;
+        assert_eq!(status, case.status, "{}: {body}", case.name);
+        assert_eq!(body["error"], case.error, "{}: {body}", case.name);
+        if let Some((index, field, reason)) = case.first {
+            let first = &body["errors"][0];
+            assert_eq!(first["index"], index, "{}: {body}", case.name);
+            assert_eq!(first["field"], field, "{}: {body}", case.name);
+            let got = first["reason"].as_str().unwrap_or_default();
+            assert!(
+                got.starts_with(reason) || got.contains(reason),
+                "{}: reason {got:?} lacks {reason:?}",
+                case.name
+            );
+        }
+        // A marker after every case: the topic's order shows where each case's writes would be.
+        let marker = 1_000_000 + n as u64;
+        let (status, _, body) = post(
+            &http,
+            &url,
+            Some(KEY),
+            "application/json",
+            telemetry(marker).to_string().into_bytes(),
+        )
+        .await;
+        assert_eq!(status, 202, "marker after {}: {body}", case.name);
+        markers.push(id(marker));
+    }
+
+    // The slow key: a burst of 2 is accepted, the next event is told when to retry.
+    let (status, _, _) = post(
+        &http,
+        &url,
+        Some(SLOW_KEY),
+        "application/json",
+        json!([telemetry(2_000_001), telemetry(2_000_002)])
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (status, retry_after, body) = post(
+        &http,
+        &url,
+        Some(SLOW_KEY),
+        "application/json",
+        telemetry(2_000_003).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    markers.extend([id(2_000_001), id(2_000_002)]);
+
+    let telemetry_ids = event_ids_on(
+        &stack,
+        &topics.events(EventKind::Telemetry),
+        &registry.url,
+        markers.len(),
+    )
+    .await;
+    assert_eq!(
+        telemetry_ids, markers,
+        "the telemetry topic holds the markers and nothing else"
+    );
+    let app_ids = event_ids_on(&stack, &topics.events(EventKind::App), &registry.url, 0).await;
+    assert!(
+        app_ids.is_empty(),
+        "app events of rejected batches were written: {app_ids:?}"
+    );
+}
