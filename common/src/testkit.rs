@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub struct Stack {
     pub kafka_bootstrap: String,
     pub clickhouse_url: String,
+    pub mqtt_url: String,
     pub bin_dir: PathBuf,
     pub ort_dylib: String,
     pub model_path: String,
@@ -31,6 +32,7 @@ impl Stack {
         Self {
             kafka_bootstrap: env("PULSE_KAFKA_BOOTSTRAP"),
             clickhouse_url: env("PULSE_CLICKHOUSE_URL"),
+            mqtt_url: env("PULSE_MQTT_URL"),
             bin_dir: PathBuf::from(env("PULSE_BIN_DIR")),
             ort_dylib: env("ORT_DYLIB_PATH"),
             model_path: env("PULSE_MODEL_PATH"),

@@ -12,6 +12,7 @@ use pulse_common::schemas::EventKind;
 use pulse_ingest::gateway::auth::Credentials;
 use pulse_ingest::gateway::encode::Encoders;
 use pulse_ingest::gateway::http::{self, Gateway};
+use pulse_ingest::gateway::mqtt::{self, MqttConfig};
 use pulse_ingest::gateway::produce::EventProducer;
 use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
@@ -62,6 +63,22 @@ struct Args {
         default_value_t = 100_000
     )]
     max_events_in_flight: usize,
+    /// MQTT broker to bridge device messages from (mqtt://host:port); off when unset.
+    #[arg(long, env = "PULSE_MQTT_URL")]
+    mqtt_url: Option<String>,
+    /// Devices publish to <root>/<tenant>/<device>/<kind>.
+    #[arg(long, env = "PULSE_MQTT_TOPIC_ROOT", default_value = "pulse")]
+    mqtt_topic_root: String,
+    /// MQTT client id; the broker keeps unacknowledged messages for it. Unique per instance.
+    #[arg(long, env = "PULSE_MQTT_CLIENT_ID", default_value = "pulse-ingest")]
+    mqtt_client_id: String,
+    #[arg(long, env = "PULSE_MQTT_USERNAME")]
+    mqtt_username: Option<String>,
+    #[arg(long, env = "PULSE_MQTT_PASSWORD", hide_env_values = true)]
+    mqtt_password: Option<String>,
+    /// MQTT messages processed at once.
+    #[arg(long, env = "PULSE_MQTT_MAX_IN_FLIGHT", default_value_t = 200)]
+    mqtt_max_in_flight: u16,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -71,10 +88,13 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (shutdown, readiness) = ops::start_service(&args.log);
     let topics = args.kafka.topics();
+    // The MQTT bridge dead-letters undecodable messages too.
     let specs: Vec<TopicSpec> = EventKind::ALL
         .iter()
-        .map(|k| TopicSpec {
-            name: topics.events(*k),
+        .map(|k| topics.events(*k))
+        .chain([topics.dead_letter()])
+        .map(|name| TopicSpec {
+            name,
             partitions: args.partitions,
             replication_factor: args.replication,
             settings: vec![],
@@ -106,17 +126,31 @@ async fn main() -> anyhow::Result<()> {
         max_clock_skew: Duration::from_secs(args.max_clock_skew_s),
         retry_after: Duration::from_secs(1),
     });
-    readiness.set(true);
+    // With the MQTT bridge on, ready means subscribed too.
+    readiness.set(args.mqtt_url.is_none());
     let app = http::router(gateway.clone(), args.max_body_bytes)
         .merge(ops::router(readiness.clone()))
         .layer(TraceLayer::new_for_http());
-    let serve_shutdown = shutdown.clone();
-    let drain = async move {
-        serve_shutdown.requested().await;
-        readiness.set(false);
-    };
-    tokio::spawn(drain);
+    let bridge = args.mqtt_url.clone().map(|url| {
+        let config = MqttConfig {
+            url,
+            topic_root: args.mqtt_topic_root.clone(),
+            client_id: args.mqtt_client_id.clone(),
+            username: args.mqtt_username.clone(),
+            password: args.mqtt_password.clone(),
+            max_in_flight: args.mqtt_max_in_flight,
+        };
+        tokio::spawn(mqtt::run(
+            gateway.clone(),
+            config,
+            readiness.clone(),
+            shutdown.clone(),
+        ))
+    });
     ops::serve(args.listen, app, shutdown).await?;
+    if let Some(bridge) = bridge {
+        bridge.await??;
+    }
     // Requests still in flight were answered; flush anything left queued.
     gateway.producer.flush(delivery_timeout);
     Ok(())

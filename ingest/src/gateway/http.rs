@@ -40,6 +40,17 @@ pub struct Gateway {
     pub retry_after: Duration,
 }
 
+impl Gateway {
+    /// The accepted range of event times, as of now.
+    pub fn time_bounds(&self) -> TimeBounds {
+        TimeBounds {
+            now_ms: now_ms(),
+            max_age_ms: self.max_event_age.as_millis() as i64,
+            max_skew_ms: self.max_clock_skew.as_millis() as i64,
+        }
+    }
+}
+
 pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
@@ -47,7 +58,7 @@ pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
         .with_state(gateway)
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -55,11 +66,11 @@ fn now_ms() -> i64 {
 }
 
 /// A refused request: status, the reason counted in metrics, and the events' errors.
-struct Rejected {
-    status: StatusCode,
-    reason: &'static str,
-    errors: Vec<EventError>,
-    retry_after: Option<Duration>,
+pub(crate) struct Rejected {
+    pub status: StatusCode,
+    pub reason: &'static str,
+    pub errors: Vec<EventError>,
+    pub retry_after: Option<Duration>,
 }
 
 impl Rejected {
@@ -171,11 +182,7 @@ async fn handle(
         };
         Rejected::body(e.status(), reason, e.body_text())
     })?;
-    let bounds = TimeBounds {
-        now_ms: now_ms(),
-        max_age_ms: gw.max_event_age.as_millis() as i64,
-        max_skew_ms: gw.max_clock_skew.as_millis() as i64,
-    };
+    let bounds = gw.time_bounds();
     let claims = principal.as_deref().map(|p| Claims {
         tenant: &p.tenant,
         device: p.device.as_deref(),
@@ -210,7 +217,11 @@ async fn handle(
 
 /// Encodes and produces the events, holding their share of the in-flight
 /// allowance until Kafka acknowledged them all.
-async fn produce(gw: &Gateway, events: &[ValidEvent], bytes: usize) -> Result<(), Rejected> {
+pub(crate) async fn produce(
+    gw: &Gateway,
+    events: &[ValidEvent],
+    bytes: usize,
+) -> Result<(), Rejected> {
     let permits = u32::try_from(events.len()).unwrap_or(u32::MAX);
     let _admitted = tokio::time::timeout(gw.admission_timeout, gw.in_flight.acquire_many(permits))
         .await

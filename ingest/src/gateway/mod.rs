@@ -6,5 +6,6 @@ pub mod avro_body;
 pub mod encode;
 pub mod http;
 pub mod metrics;
+pub mod mqtt;
 pub mod parse;
 pub mod produce;

@@ -54,6 +54,40 @@ impl EventProducer {
         Ok(())
     }
 
+    /// Sends a record that could not be accepted to the dead-letter topic,
+    /// with why in the `pulse-error` header and `headers` beside it.
+    pub async fn dead_letter(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        reason: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        use rdkafka::message::{Header, OwnedHeaders};
+        let all = headers.iter().fold(
+            OwnedHeaders::new().insert(Header {
+                key: "pulse-error",
+                value: Some(reason),
+            }),
+            |h, (key, value)| {
+                h.insert(Header {
+                    key,
+                    value: Some(*value),
+                })
+            },
+        );
+        self.producer
+            .send(
+                FutureRecord::<(), [u8]>::to(topic)
+                    .payload(payload)
+                    .headers(all),
+                Timeout::After(self.delivery_timeout),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+    }
+
     /// Waits for queued records to be delivered, for graceful shutdown.
     pub fn flush(&self, timeout: Duration) {
         use rdkafka::producer::Producer;

@@ -1,0 +1,274 @@
+//! The MQTT bridge: devices publish JSON events at QoS 1 to
+//! `{root}/{tenant}/{device}/{kind}` on the MQTT broker; the bridge validates
+//! each one, produces it to Kafka and acknowledges it to the broker only
+//! after Kafka acknowledged. Until then the broker keeps the message (a
+//! persistent session), so a crash or a Kafka outage loses nothing.
+//! Messages that can never be accepted go to the dead-letter topic with the
+//! reason in headers, and are then acknowledged.
+//!
+//! The tenant and device come from the topic; which client may publish to
+//! which topic is the broker's access control (Mosquitto: `pattern write
+//! pulse/+/%u/#` style ACLs with per-device credentials).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::Semaphore;
+
+use pulse_common::ops::Readiness;
+use pulse_common::shutdown::Shutdown;
+
+use super::http::{produce, Gateway};
+use super::parse::{parse_body, Claims, Layout};
+
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    /// `mqtt://host:port`.
+    pub url: String,
+    /// First level of the topics the bridge subscribes to.
+    pub topic_root: String,
+    /// Client id; the broker keeps this session's unacknowledged messages.
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Messages being processed at once.
+    pub max_in_flight: u16,
+}
+
+/// Where a message came from and what it may contain.
+#[derive(Debug, PartialEq, Eq)]
+struct Route<'a> {
+    tenant: &'a str,
+    device: &'a str,
+    kind: &'a str,
+}
+
+fn route<'a>(root: &str, topic: &'a str) -> Option<Route<'a>> {
+    let rest = topic.strip_prefix(root)?.strip_prefix('/')?;
+    let mut parts = rest.split('/');
+    let (tenant, device, kind) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || tenant.is_empty() || device.is_empty() {
+        return None;
+    }
+    Some(Route {
+        tenant,
+        device,
+        kind,
+    })
+}
+
+fn options(config: &MqttConfig) -> anyhow::Result<MqttOptions> {
+    let address = config
+        .url
+        .strip_prefix("mqtt://")
+        .ok_or_else(|| anyhow::anyhow!("MQTT URL must start with mqtt://: {}", config.url))?;
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow::anyhow!("MQTT URL needs host:port: {}", config.url))?;
+    let port: u16 = port
+        .trim_end_matches('/')
+        .parse()
+        .map_err(|e| anyhow::anyhow!("MQTT port in {}: {e}", config.url))?;
+    let mut o = MqttOptions::new(&config.client_id, host, port);
+    o.set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_inflight(config.max_in_flight);
+    if let (Some(u), Some(p)) = (&config.username, &config.password) {
+        o.set_credentials(u, p);
+    }
+    Ok(o)
+}
+
+/// Runs the bridge until shutdown; reconnects after broker outages.
+/// `subscribed` is set once the broker confirmed the subscription.
+pub async fn run(
+    gw: Arc<Gateway>,
+    config: MqttConfig,
+    subscribed: Readiness,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let (client, mut events) =
+        AsyncClient::new(options(&config)?, usize::from(config.max_in_flight));
+    let filter = format!("{}/+/+/+", config.topic_root);
+    let slots = Arc::new(Semaphore::new(usize::from(config.max_in_flight)));
+    tracing::info!(url = %config.url, %filter, "MQTT bridge starting");
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.requested() => break,
+            e = events.poll() => e,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                // Subscribing again on every connection is harmless and
+                // covers a broker that lost the session.
+                client.subscribe(&filter, QoS::AtLeastOnce).await?;
+                tracing::info!(%filter, "MQTT bridge subscribed");
+            }
+            Ok(Event::Incoming(Packet::SubAck(_))) => subscribed.set(true),
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let permit = slots.clone().acquire_owned().await?;
+                let (gw, client, root) = (gw.clone(), client.clone(), config.topic_root.clone());
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    if handle(&gw, &root, &publish, &shutdown).await {
+                        if let Err(e) = client.ack(&publish).await {
+                            tracing::warn!(error = %e, "cannot acknowledge MQTT message");
+                        }
+                    }
+                    drop(permit);
+                });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "MQTT connection lost; reconnecting");
+                tokio::select! {
+                    _ = shutdown.requested() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+    drain(&slots, config.max_in_flight, &mut events).await;
+    Ok(())
+}
+
+/// Lets the messages being processed finish and their acknowledgements go out.
+async fn drain(slots: &Semaphore, max: u16, events: &mut EventLoop) {
+    let all = slots.acquire_many(u32::from(max));
+    tokio::pin!(all);
+    let deadline = tokio::time::sleep(Duration::from_secs(30));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut all => break,
+            _ = &mut deadline => break,
+            _ = events.poll() => {}
+        }
+    }
+    // Flush the acknowledgements queued last.
+    let _ = tokio::time::timeout(Duration::from_millis(500), events.poll()).await;
+}
+
+/// Processes one message; true when it may be acknowledged: Kafka has it,
+/// or it went to the dead-letter topic.
+async fn handle(gw: &Gateway, root: &str, publish: &Publish, shutdown: &Shutdown) -> bool {
+    let dead = gw.topics.dead_letter();
+    let Some(route) = route(root, &publish.topic) else {
+        let reason = format!("topic is not {root}/<tenant>/<device>/<kind>");
+        return dead_letter(gw, &dead, publish, &reason).await;
+    };
+    let claims = Claims {
+        tenant: route.tenant,
+        device: Some(route.device),
+    };
+    let mut body: serde_json::Value = match serde_json::from_slice(&publish.payload) {
+        Ok(v) => v,
+        Err(e) => return dead_letter(gw, &dead, publish, &format!("malformed JSON: {e}")).await,
+    };
+    if let Some(obj) = body.as_object_mut() {
+        obj.entry("kind")
+            .or_insert_with(|| serde_json::Value::String(route.kind.to_string()));
+    }
+    let events = match parse_body(
+        body.to_string().as_bytes(),
+        Layout::Json,
+        gw.time_bounds(),
+        Some(claims),
+    ) {
+        Ok(events) => events,
+        Err(errors) => {
+            let reason = errors
+                .iter()
+                .map(|e| format!("{}: {}", e.field, e.reason))
+                .collect::<Vec<_>>()
+                .join("; ");
+            return dead_letter(gw, &dead, publish, &reason).await;
+        }
+    };
+    // Kafka is down or slow: keep trying; the broker holds the message meanwhile.
+    loop {
+        match produce(gw, &events, publish.payload.len()).await {
+            Ok(()) => {
+                super::metrics::EVENTS_ACCEPTED.inc_by(events.len() as u64);
+                return true;
+            }
+            Err(r) => {
+                tracing::warn!(reason = r.reason, topic = %publish.topic, "MQTT message not yet in Kafka; retrying");
+                tokio::select! {
+                    _ = shutdown.requested() => return false,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn dead_letter(gw: &Gateway, topic: &str, publish: &Publish, reason: &str) -> bool {
+    super::metrics::EVENTS_REJECTED
+        .with_label_values(&["mqtt_dead_lettered"])
+        .inc();
+    match gw
+        .producer
+        .dead_letter(
+            topic,
+            &publish.payload,
+            reason,
+            &[("pulse-mqtt-topic", &publish.topic)],
+        )
+        .await
+    {
+        Ok(()) => {
+            tracing::warn!(topic = %publish.topic, %reason, "MQTT message dead-lettered");
+            true
+        }
+        Err(e) => {
+            // Not acknowledged: the broker redelivers it later.
+            tracing::warn!(error = %e, "cannot dead-letter MQTT message");
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_route_to_tenant_device_and_kind() {
+        assert_eq!(
+            route("pulse", "pulse/acme/dev-1/telemetry"),
+            Some(Route {
+                tenant: "acme",
+                device: "dev-1",
+                kind: "telemetry"
+            })
+        );
+        assert_eq!(route("pulse", "pulse/acme/dev-1"), None);
+        assert_eq!(route("pulse", "pulse/acme/dev-1/telemetry/extra"), None);
+        assert_eq!(route("pulse", "other/acme/dev-1/telemetry"), None);
+        assert_eq!(route("pulse", "pulse//dev-1/telemetry"), None);
+    }
+
+    #[test]
+    fn urls_parse_to_host_and_port() {
+        let config = MqttConfig {
+            url: "mqtt://127.0.0.1:11883".into(),
+            topic_root: "pulse".into(),
+            client_id: "c".into(),
+            username: None,
+            password: None,
+            max_in_flight: 10,
+        };
+        assert_eq!(
+            options(&config).expect("valid").broker_address(),
+            ("127.0.0.1".to_string(), 11883)
+        );
+        let bad = MqttConfig {
+            url: "127.0.0.1:11883".into(),
+            ..config
+        };
+        assert!(options(&bad).is_err());
+    }
+}
