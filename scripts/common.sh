@@ -75,6 +75,13 @@ stop_process() {
   log "$name stopped"
 }
 
+render() { # template destination key=value...: replaces @key@ with value
+  local src=$1 dst=$2; shift 2
+  local text; text=$(cat "$src")
+  for kv in "$@"; do text=${text//@${kv%%=*}@/${kv#*=}}; done
+  printf '%s\n' "$text" > "$dst"
+}
+
 ort_dylib() {
   ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n 1
 }

@@ -5,34 +5,6 @@
 #   scripts/stack.sh start|stop|status|reset
 source "$(dirname "$0")/common.sh"
 
-render() { # template destination key=value...
-  local src=$1 dst=$2; shift 2
-  local text; text=$(cat "$src")
-  for kv in "$@"; do text=${text//@${kv%%=*}@/${kv#*=}}; done
-  printf '%s\n' "$text" > "$dst"
-}
-
-KAFKA_JAVA=(java -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20
-  -Djava.awt.headless=true
-  -Dlog4j2.configurationFile="$ROOT/stack/kafka/log4j2.properties"
-  -cp "$KAFKA_LIBS/*")
-
-kafka_ready() { kcat -b "127.0.0.1:$KAFKA_PORT" -L -m 2 >/dev/null 2>&1; }
-
-start_kafka() {
-  local dir="$PULSE_HOME/kafka"
-  mkdir -p "$dir/data"
-  render "$ROOT/stack/kafka/server.properties.in" "$dir/server.properties" \
-    "PORT=$KAFKA_PORT" "CONTROLLER_PORT=$KAFKA_CONTROLLER_PORT" "DATA=$dir/data"
-  if [ ! -f "$dir/data/meta.properties" ]; then
-    local cluster_id; cluster_id=$("${KAFKA_JAVA[@]}" kafka.tools.StorageTool random-uuid)
-    "${KAFKA_JAVA[@]}" kafka.tools.StorageTool format --standalone -t "$cluster_id" \
-      -c "$dir/server.properties" >/dev/null
-  fi
-  start_process kafka "${KAFKA_JAVA[@]}" kafka.Kafka "$dir/server.properties"
-  wait_until 90 kafka_ready || die "Kafka did not become ready; see $LOG_DIR/kafka.log"
-}
-
 clickhouse_ready() { curl -sf "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/?query=SELECT%201" | grep -q 1; }
 
 start_clickhouse() {
@@ -66,7 +38,7 @@ case "${1:-}" in
   start)
     start_clickhouse
     start_mosquitto
-    start_kafka
+    bash "$ROOT/scripts/kafka-node.sh" start kafka "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"
     log "stack ready: Kafka 127.0.0.1:$KAFKA_PORT, ClickHouse http://127.0.0.1:$CLICKHOUSE_HTTP_PORT, MQTT 127.0.0.1:$MQTT_PORT"
     ;;
   stop)
