@@ -256,3 +256,104 @@ async fn acknowledged_events_survive_a_broker_restart_exactly_once() {
     );
     assert!(during > 0, "nothing accepted after the kill");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: run through ./dev test"]
+async fn requests_get_503_with_retry_after_while_kafka_is_down_then_succeed() {
+    let stack = Stack::from_env();
+    let broker = Broker {
+        name: unique("kafka-down-"),
+        port: free_port(),
+        controller_port: free_port(),
+    };
+    tokio::task::block_in_place(|| broker.start());
+    let prefix = unique("down") + ".";
+    let port = free_port();
+    let registry = Service::start(
+        &stack,
+        "pulse-registry",
+        port,
+        &[],
+        &[
+            ("PULSE_REGISTRY_LISTEN", format!("127.0.0.1:{port}")),
+            ("PULSE_REGISTRY_TOPIC", format!("{prefix}_schemas")),
+        ],
+    )
+    .await;
+    let port = free_port();
+    let ingest = Service::start(
+        &stack,
+        "pulse-ingest",
+        port,
+        &[],
+        &[
+            ("PULSE_INGEST_LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "PULSE_KAFKA_BOOTSTRAP",
+                format!("127.0.0.1:{}", broker.port),
+            ),
+            ("PULSE_TOPIC_PREFIX", prefix),
+            ("PULSE_REGISTRY_URL", registry.url.clone()),
+            ("PULSE_INGEST_DELIVERY_TIMEOUT_MS", "2000".into()),
+        ],
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/events", ingest.url);
+    let event = |n: u64| {
+        json!({"kind": "telemetry", "event_id": format!("00000000-0000-4000-8000-{n:012x}"),
+        "tenant_id": "acme", "source_id": "dev-1", "event_time": now_ms(), "readings": {"v": 1.0}})
+    };
+
+    assert_eq!(
+        http.post(&url)
+            .json(&event(1))
+            .send()
+            .await
+            .expect("answer")
+            .status(),
+        202
+    );
+    tokio::task::block_in_place(|| broker.kill());
+    let started = Instant::now();
+    let r = http
+        .post(&url)
+        .json(&event(2))
+        .send()
+        .await
+        .expect("answer");
+    let waited = started.elapsed();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["error"], "kafka_unavailable");
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "answered before the bound: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "waited past the bound: {waited:?}"
+    );
+
+    tokio::task::block_in_place(|| broker.start());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = http
+            .post(&url)
+            .json(&event(3))
+            .send()
+            .await
+            .expect("answer")
+            .status();
+        if status == 202 {
+            break;
+        }
+        assert_eq!(status, 503, "only 503 while recovering");
+        assert!(Instant::now() < deadline, "ingest did not recover");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
