@@ -190,7 +190,7 @@ async fn acknowledged_events_survive_a_broker_restart_exactly_once() {
         c.await.expect("client task");
     }
 
-    let outcomes = outcomes.lock().expect("outcomes");
+    let outcomes = std::mem::take(&mut *outcomes.lock().expect("outcomes"));
     let accepted: HashMap<&str, bool> = outcomes
         .accepted
         .iter()

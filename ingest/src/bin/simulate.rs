@@ -1,41 +1,62 @@
-//! `pulse-simulate`: a device fleet posting telemetry to ingest over HTTP at
-//! a target rate, with labelled anomalies.
+//! `pulse-simulate`: a device fleet sending telemetry with labelled anomalies
+//! over HTTP, MQTT or straight to Kafka, at a target rate or as fast as the
+//! path allows; prints a JSON summary (events/s, p50/p99 latency) at the end.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
-use pulse_common::config::LogArgs;
+use pulse_common::config::{KafkaArgs, LogArgs, RegistryArgs};
+use pulse_ingest::simulate::send::{Sender, Transport};
+use pulse_ingest::simulate::stats::Stats;
 use pulse_ingest::simulate::Fleet;
+use tokio::sync::Mutex;
 
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "Simulated device fleet posting telemetry to pulse-ingest"
-)]
+#[command(version, about = "Simulated device fleet for demos and load runs")]
 struct Args {
-    /// Ingest's base URL.
+    /// How events travel: ingest's HTTP API, MQTT (through the bridge), or straight to Kafka.
+    #[arg(long, env = "PULSE_SIM_TRANSPORT", default_value = "http")]
+    transport: Transport,
+    /// Ingest's base URL (http transport).
     #[arg(
         long,
         env = "PULSE_INGEST_URL",
         default_value = "http://127.0.0.1:18080"
     )]
     ingest_url: String,
+    /// MQTT broker (mqtt transport).
+    #[arg(long, env = "PULSE_MQTT_URL", default_value = "mqtt://127.0.0.1:11883")]
+    mqtt_url: String,
+    #[arg(long, env = "PULSE_MQTT_TOPIC_ROOT", default_value = "pulse")]
+    mqtt_topic_root: String,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
     #[arg(long, env = "PULSE_SIM_TENANT", default_value = "demo")]
     tenant: String,
     #[arg(long, env = "PULSE_SIM_DEVICES", default_value_t = 50)]
     devices: usize,
-    /// Events per second across the fleet.
+    /// Events per second across the fleet; 0 sends as fast as the path allows.
     #[arg(long, env = "PULSE_SIM_RATE", default_value_t = 100)]
     rate: u32,
-    /// Share of events carrying an injected anomaly.
+    /// Share of events carrying an injected, labelled anomaly.
     #[arg(long, env = "PULSE_SIM_ANOMALY_RATE", default_value_t = 0.01)]
     anomaly_rate: f64,
-    /// Events per HTTP request.
+    /// Events per send (one HTTP request, or one Kafka round).
     #[arg(long, env = "PULSE_SIM_BATCH", default_value_t = 50)]
     batch: usize,
-    /// Stop after this many events (0: run until stopped).
+    /// Senders working at once.
+    #[arg(long, env = "PULSE_SIM_CONCURRENCY", default_value_t = 1)]
+    concurrency: usize,
+    /// Stop after this many events (0: no limit).
     #[arg(long, env = "PULSE_SIM_COUNT", default_value_t = 0)]
     count: u64,
+    /// Stop after this many seconds (0: no limit).
+    #[arg(long, env = "PULSE_SIM_DURATION_S", default_value_t = 0)]
+    duration_s: u64,
     #[arg(long, env = "PULSE_SIM_SEED", default_value_t = 42)]
     seed: u64,
     /// API key sent as a bearer token, when ingest requires credentials.
@@ -57,53 +78,111 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (shutdown, _) = pulse_common::ops::start_service(&args.log);
     anyhow::ensure!(
-        args.devices > 0 && args.rate > 0 && args.batch > 0,
-        "devices, rate and batch must be positive"
+        args.devices > 0 && args.batch > 0 && args.concurrency > 0,
+        "devices, batch and concurrency must be positive"
     );
-    let mut fleet = Fleet::new(&args.tenant, args.devices, args.anomaly_rate, args.seed);
-    let http = reqwest::Client::new();
-    let url = format!("{}/v1/events", args.ingest_url);
-    let interval = Duration::from_secs_f64(args.batch as f64 / f64::from(args.rate));
-    let mut tick = tokio::time::interval(interval);
-    let (mut sent, mut anomalies, mut i) = (0u64, 0u64, 0usize);
+    let sender = Arc::new(match args.transport {
+        Transport::Http => Sender::http(&args.ingest_url, args.api_key.clone()),
+        Transport::Mqtt => Sender::mqtt(
+            &args.mqtt_url,
+            &args.mqtt_topic_root,
+            &format!("pulse-simulate-{}", std::process::id()),
+            &args.kafka.client,
+            &args.kafka.topics(),
+        )?,
+        Transport::Kafka => {
+            Sender::kafka(
+                &args.kafka.client,
+                &args.registry.registry_url,
+                args.kafka.topics(),
+            )
+            .await?
+        }
+    });
+    let fleet = Arc::new(Mutex::new(Fleet::new(
+        &args.tenant,
+        args.devices,
+        args.anomaly_rate,
+        args.seed,
+    )));
+    let claimed = Arc::new(AtomicU64::new(0));
+    let next_device = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    while args.count == 0 || sent < args.count {
-        tokio::select! {
-            _ = shutdown.requested() => break,
-            _ = tick.tick() => {}
-        }
-        let now = now_ms();
-        let batch: Vec<_> = (0..args.batch)
-            .map(|_| {
-                i += 1;
-                fleet.next(i, now)
-            })
-            .collect();
-        let labelled = batch.iter().filter(|g| g.anomaly.is_some()).count() as u64;
-        let body: Vec<_> = batch.into_iter().map(|g| g.event).collect();
-        let mut request = http.post(&url).json(&body);
-        if let Some(key) = &args.api_key {
-            request = request.bearer_auth(key);
-        }
-        match request.send().await {
-            Ok(r) if r.status().is_success() => {
-                sent += body.len() as u64;
-                anomalies += labelled;
-            }
-            Ok(r) => {
-                tracing::warn!(status = %r.status(), body = %r.text().await.unwrap_or_default(), "batch refused")
-            }
-            Err(e) => tracing::warn!(error = %e, "ingest unreachable"),
-        }
-        if sent > 0 && sent % (u64::from(args.rate) * 10) < args.batch as u64 {
-            tracing::info!(
-                sent,
-                anomalies,
-                elapsed_s = started.elapsed().as_secs(),
-                "fleet progress"
+    let deadline = (args.duration_s > 0).then(|| started + Duration::from_secs(args.duration_s));
+    // Each sender paces itself to its share of the rate.
+    let period = (args.rate > 0).then(|| {
+        Duration::from_secs_f64(args.batch as f64 * args.concurrency as f64 / f64::from(args.rate))
+    });
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|_| {
+            let (sender, fleet, claimed, next_device) = (
+                sender.clone(),
+                fleet.clone(),
+                claimed.clone(),
+                next_device.clone(),
             );
-        }
+            let shutdown = shutdown.clone();
+            let (batch, count) = (args.batch as u64, args.count);
+            tokio::spawn(async move {
+                let mut stats = Stats::default();
+                let mut tick = period.map(tokio::time::interval);
+                loop {
+                    if let Some(t) = tick.as_mut() {
+                        tokio::select! {
+                            _ = shutdown.requested() => break,
+                            _ = t.tick() => {}
+                        }
+                    }
+                    if shutdown.is_requested() || deadline.is_some_and(|d| Instant::now() >= d) {
+                        break;
+                    }
+                    let n = if count > 0 {
+                        let before = claimed.fetch_add(batch, Ordering::SeqCst);
+                        if before >= count {
+                            break;
+                        }
+                        batch.min(count - before)
+                    } else {
+                        batch
+                    };
+                    let now = now_ms();
+                    let generated: Vec<_> = {
+                        let mut f = fleet.lock().await;
+                        (0..n)
+                            .map(|_| {
+                                f.next(next_device.fetch_add(1, Ordering::Relaxed) as usize, now)
+                            })
+                            .collect()
+                    };
+                    let anomalies = generated.iter().filter(|g| g.anomaly.is_some()).count() as u64;
+                    let events: Vec<_> = generated.into_iter().map(|g| g.event).collect();
+                    let sent_at = Instant::now();
+                    match sender.send(&events).await {
+                        Ok(bytes) => stats.record(n, anomalies, bytes, sent_at.elapsed()),
+                        Err(e) => {
+                            stats.failures += 1;
+                            tracing::warn!(error = %e, "send failed");
+                        }
+                    }
+                }
+                stats
+            })
+        })
+        .collect();
+    let mut total = Stats::default();
+    for w in workers {
+        total.merge(w.await?);
     }
-    tracing::info!(sent, anomalies, "fleet stopped");
+    sender.settle(total.events, Duration::from_secs(60)).await?;
+    let summary = total.summary(started.elapsed());
+    tracing::info!(
+        events = summary.events,
+        anomalies = summary.anomalies,
+        "fleet stopped"
+    );
+    println!(
+        "{}",
+        serde_json::json!({"transport": format!("{:?}", args.transport).to_lowercase(), "batch": args.batch, "concurrency": args.concurrency, "summary": summary})
+    );
     Ok(())
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
-use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use pulse_common::ops::Readiness;
 use pulse_common::shutdown::Shutdown;
@@ -89,10 +89,13 @@ pub async fn run(
     subscribed: Readiness,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    // The event loop never waits for the handlers, or their acknowledgements
+    // could not get through; the broker's in-flight window (Mosquitto's
+    // max_inflight_messages) bounds how many are handled at once.
     let (client, mut events) =
-        AsyncClient::new(options(&config)?, usize::from(config.max_in_flight));
+        AsyncClient::new(options(&config)?, 4 * usize::from(config.max_in_flight));
     let filter = format!("{}/+/+/+", config.topic_root);
-    let slots = Arc::new(Semaphore::new(usize::from(config.max_in_flight)));
+    let mut handlers = JoinSet::new();
     tracing::info!(url = %config.url, %filter, "MQTT bridge starting");
     loop {
         let event = tokio::select! {
@@ -108,17 +111,16 @@ pub async fn run(
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => subscribed.set(true),
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let permit = slots.clone().acquire_owned().await?;
                 let (gw, client, root) = (gw.clone(), client.clone(), config.topic_root.clone());
                 let shutdown = shutdown.clone();
-                tokio::spawn(async move {
+                handlers.spawn(async move {
                     if handle(&gw, &root, &publish, &shutdown).await {
                         if let Err(e) = client.ack(&publish).await {
                             tracing::warn!(error = %e, "cannot acknowledge MQTT message");
                         }
                     }
-                    drop(permit);
                 });
+                while handlers.try_join_next().is_some() {}
             }
             Ok(_) => {}
             Err(e) => {
@@ -130,19 +132,17 @@ pub async fn run(
             }
         }
     }
-    drain(&slots, config.max_in_flight, &mut events).await;
+    drain(&mut handlers, &mut events).await;
     Ok(())
 }
 
 /// Lets the messages being processed finish and their acknowledgements go out.
-async fn drain(slots: &Semaphore, max: u16, events: &mut EventLoop) {
-    let all = slots.acquire_many(u32::from(max));
-    tokio::pin!(all);
+async fn drain(handlers: &mut JoinSet<()>, events: &mut EventLoop) {
     let deadline = tokio::time::sleep(Duration::from_secs(30));
     tokio::pin!(deadline);
-    loop {
+    while !handlers.is_empty() {
         tokio::select! {
-            _ = &mut all => break,
+            _ = handlers.join_next() => {}
             _ = &mut deadline => break,
             _ = events.poll() => {}
         }
