@@ -2,6 +2,7 @@
 //! over HTTP, MQTT or straight to Kafka, at a target rate or as fast as the
 //! path allows; prints a JSON summary (events/s, p50/p99 latency) at the end.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -59,6 +60,10 @@ struct Args {
     duration_s: u64,
     #[arg(long, env = "PULSE_SIM_SEED", default_value_t = 42)]
     seed: u64,
+    /// Write each sent event's id and label (normal, heat_spike, vibration_burst)
+    /// to this CSV file, to score detection against.
+    #[arg(long, env = "PULSE_SIM_LABELS_OUT")]
+    labels_out: Option<std::path::PathBuf>,
     /// API key sent as a bearer token, when ingest requires credentials.
     #[arg(long, env = "PULSE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
@@ -105,6 +110,14 @@ async fn main() -> anyhow::Result<()> {
         args.anomaly_rate,
         args.seed,
     )));
+    let labels = match &args.labels_out {
+        Some(path) => {
+            let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+            writeln!(file, "event_id,label")?;
+            Some(Arc::new(std::sync::Mutex::new(file)))
+        }
+        None => None,
+    };
     let claimed = Arc::new(AtomicU64::new(0));
     let next_device = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -121,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
                 claimed.clone(),
                 next_device.clone(),
             );
+            let labels = labels.clone();
             let shutdown = shutdown.clone();
             let (batch, count) = (args.batch as u64, args.count);
             tokio::spawn(async move {
@@ -155,10 +169,30 @@ async fn main() -> anyhow::Result<()> {
                             .collect()
                     };
                     let anomalies = generated.iter().filter(|g| g.anomaly.is_some()).count() as u64;
+                    let label_rows: Vec<String> = generated
+                        .iter()
+                        .map(|g| {
+                            format!(
+                                "{},{}",
+                                g.event["event_id"].as_str().unwrap_or_default(),
+                                g.anomaly.map_or("normal", |a| a.label())
+                            )
+                        })
+                        .collect();
                     let events: Vec<_> = generated.into_iter().map(|g| g.event).collect();
                     let sent_at = Instant::now();
                     match sender.send(&events).await {
-                        Ok(bytes) => stats.record(n, anomalies, bytes, sent_at.elapsed()),
+                        Ok(bytes) => {
+                            stats.record(n, anomalies, bytes, sent_at.elapsed());
+                            if let Some(l) = &labels {
+                                let mut file = l.lock().unwrap_or_else(|p| p.into_inner());
+                                for row in &label_rows {
+                                    if let Err(e) = writeln!(file, "{row}") {
+                                        tracing::warn!(error = %e, "cannot write labels");
+                                    }
+                                }
+                            }
+                        }
                         Err(e) => {
                             stats.failures += 1;
                             tracing::warn!(error = %e, "send failed");
@@ -174,6 +208,9 @@ async fn main() -> anyhow::Result<()> {
         total.merge(w.await?);
     }
     sender.settle(total.events, Duration::from_secs(60)).await?;
+    if let Some(l) = labels {
+        l.lock().unwrap_or_else(|p| p.into_inner()).flush()?;
+    }
     let summary = total.summary(started.elapsed());
     tracing::info!(
         events = summary.events,

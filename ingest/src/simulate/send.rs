@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use pulse_common::config::{KafkaClient, Topics};
-use pulse_common::kafka::client_config;
+use pulse_common::kafka::{client_config, ensure_topics, TopicSpec};
 use pulse_common::schemas::EventKind;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
@@ -98,6 +98,17 @@ impl Sender {
         registry_url: &str,
         topics: Topics,
     ) -> anyhow::Result<Self> {
+        // Like ingest, create the event topics when they are missing.
+        let specs: Vec<TopicSpec> = EventKind::ALL
+            .iter()
+            .map(|k| TopicSpec {
+                name: topics.events(*k),
+                partitions: 6,
+                replication_factor: 1,
+                settings: vec![],
+            })
+            .collect();
+        ensure_topics(kafka, &specs, Duration::from_secs(30)).await?;
         let mut encoders = Encoders::new(registry_url, &topics)?;
         encoders.register_all().await?;
         Ok(Sender::Kafka {
