@@ -29,4 +29,8 @@ pub struct ScoredEvent {
     pub is_anomaly: u8,
     pub model_version: String,
     pub processed_ms: i64,
+    /// Where the event was read from: replays are recognised by offset.
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
 }

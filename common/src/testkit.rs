@@ -128,6 +128,12 @@ impl Service {
         }
     }
 
+    /// Kills the process with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for a clean exit; returns the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         // SAFETY: kill(2) on a pid this process spawned and has not reaped.

@@ -10,10 +10,12 @@ use pulse_common::config::{ClickHouseArgs, KafkaArgs, LogArgs, RegistryArgs};
 use pulse_common::kafka::{client_config, durable_producer_config, ensure_topics, TopicSpec};
 use pulse_common::ops;
 use pulse_common::schemas::EventKind;
+use pulse_processor::delivery::{Delivery, RebalanceAware, Watermarks};
 use pulse_processor::migrations;
 use pulse_processor::pipeline::Pipeline;
 use pulse_processor::scorer::{Device, Scorer};
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, Producer};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 
@@ -39,6 +41,10 @@ struct Args {
     /// ClickHouse cluster name: tables are created ON CLUSTER with Replicated engines.
     #[arg(long, env = "PULSE_CLICKHOUSE_CLUSTER")]
     clickhouse_cluster: Option<String>,
+    /// Static group membership (e.g. the pod name): a restarted instance takes
+    /// its partitions straight back instead of waiting out its old session.
+    #[arg(long, env = "PULSE_PROCESSOR_INSTANCE_ID")]
+    instance_id: Option<String>,
     /// Consumer group shared by all processor instances.
     #[arg(long, env = "PULSE_PROCESSOR_GROUP", default_value = "pulse-processor")]
     group: String,
@@ -112,13 +118,22 @@ async fn main() -> anyhow::Result<()> {
         args.inference_threads,
     )?);
 
+    let watermarks = Watermarks::default();
     let mut consumer_cfg = client_config(&args.kafka.client);
+    // Offsets are committed inside the producer's transactions.
     consumer_cfg
         .set("group.id", &args.group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
         .set("partition.assignment.strategy", "cooperative-sticky");
-    let consumer: StreamConsumer = consumer_cfg.create()?;
+    if let Some(id) = &args.instance_id {
+        consumer_cfg.set("group.instance.id", id);
+    }
+    let consumer: StreamConsumer<RebalanceAware> =
+        consumer_cfg.create_with_context(RebalanceAware {
+            watermarks: watermarks.clone(),
+        })?;
     let event_topics: Vec<String> = EventKind::ALL.iter().map(|k| topics.events(*k)).collect();
     let names: Vec<&str> = event_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
@@ -131,8 +146,18 @@ async fn main() -> anyhow::Result<()> {
                 .build()?,
         ),
         scorer,
-        clickhouse,
-        producer: durable_producer_config(&args.kafka.client).create()?,
+        delivery: Delivery {
+            clickhouse,
+            producer: transactional_producer(
+                &args.kafka.client,
+                &args.group,
+                args.instance_id.as_deref(),
+            )?,
+            watermarks,
+            results_topic: topics.results(),
+            dead_letter_topic: topics.dead_letter(),
+            timeout: Duration::from_secs(30),
+        },
         topics,
         max_batch: args.max_batch,
         max_wait: Duration::from_millis(args.max_wait_ms),
@@ -143,4 +168,34 @@ async fn main() -> anyhow::Result<()> {
     readiness.set(false);
     ops_task.await??;
     result
+}
+
+/// A producer whose transactions carry results, dead letters and offsets.
+/// Zombies are fenced through the consumer group's generation (KIP-447).
+/// With a stable instance id, a restarted instance reuses its transactional
+/// id, which aborts the transaction its predecessor left open at once;
+/// without one, that transaction holds back the partitions' offsets until it
+/// times out, so the timeout is kept short.
+fn transactional_producer(
+    kafka: &pulse_common::config::KafkaClient,
+    group: &str,
+    instance_id: Option<&str>,
+) -> anyhow::Result<FutureProducer> {
+    let id = match instance_id {
+        Some(i) => format!("{group}-{i}"),
+        None => format!("{group}-{}-{}", std::process::id(), now_nanos()),
+    };
+    let mut cfg = durable_producer_config(kafka);
+    cfg.set("transactional.id", id)
+        .set("transaction.timeout.ms", "15000");
+    let producer: FutureProducer = cfg.create()?;
+    producer.init_transactions(Duration::from_secs(30))?;
+    Ok(producer)
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
 }

@@ -4,7 +4,13 @@
 use clickhouse::Client;
 
 /// (version, statement); `{db}` stands for the database name.
-const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("../../schemas/clickhouse/0001_events.sql"))];
+const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("../../schemas/clickhouse/0001_events.sql")),
+    (
+        2,
+        include_str!("../../schemas/clickhouse/0002_source_offsets.sql"),
+    ),
+];
 
 /// Rewrites a single-server statement for a replicated cluster: the DDL runs
 /// ON CLUSTER and MergeTree-family engines become their Replicated kind, with
@@ -19,6 +25,7 @@ pub fn for_cluster(statement: &str, cluster: Option<&str>) -> String {
     for keyword in [
         "CREATE TABLE IF NOT EXISTS ",
         "CREATE DATABASE IF NOT EXISTS ",
+        "ALTER TABLE ",
     ] {
         if let Some(start) = rest.find(keyword) {
             let name_start = start + keyword.len();
@@ -139,7 +146,13 @@ mod tests {
         for (_, sql) in super::MIGRATIONS {
             let clustered = for_cluster(&sql.replace("{db}", "pulse"), Some("pulse"));
             assert!(clustered.contains("ON CLUSTER 'pulse'"), "{clustered}");
-            assert!(clustered.contains("ENGINE = Replicated"), "{clustered}");
+            if clustered.contains("ENGINE") {
+                assert!(clustered.contains("ENGINE = Replicated"), "{clustered}");
+            }
         }
+        assert_eq!(
+            for_cluster("ALTER TABLE d.t\n    ADD COLUMN a Int8", Some("c")),
+            "ALTER TABLE d.t ON CLUSTER 'c'\n    ADD COLUMN a Int8"
+        );
     }
 }

@@ -1,47 +1,34 @@
 //! The processing loop: take a batch of records from Kafka, decode them
-//! through the registry, score telemetry, write rows to ClickHouse and
-//! results to the results topic, then commit the batch's offsets.
-//!
-//! Offsets are committed only after the rows and results were acknowledged,
-//! so a crash replays the batch; replays are collapsed by event id in
-//! ClickHouse (ReplacingMergeTree) and by consumers of the results topic.
+//! through the registry, score telemetry, then hand the batch to
+//! [`Delivery`], which stores it exactly once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures::future::join_all;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::Message;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 
 use pulse_common::config::Topics;
 use pulse_common::event::Event;
 use pulse_common::schemas::EventKind;
-use pulse_common::scored::{ScoredEvent, EVENTS_TABLE};
+use pulse_common::scored::ScoredEvent;
 use pulse_common::shutdown::Shutdown;
 
+use crate::delivery::{DeadLetter, Delivery, DeliveryError, RebalanceAware};
 use crate::metrics;
 use crate::scorer::{Score, Scorer};
 
 pub struct Pipeline {
-    pub consumer: StreamConsumer,
+    pub consumer: StreamConsumer<RebalanceAware>,
     pub decoder: AvroDecoder,
     pub scorer: Arc<Scorer>,
-    pub clickhouse: clickhouse::Client,
-    pub producer: FutureProducer,
+    pub delivery: Delivery,
     pub topics: Topics,
     pub max_batch: usize,
     pub max_wait: Duration,
-}
-
-/// A record that cannot be processed, bound for the dead-letter topic.
-struct DeadLetter {
-    message: OwnedMessage,
-    reason: String,
 }
 
 /// What a batch turned into.
@@ -70,7 +57,11 @@ impl Pipeline {
                 }
             };
             let mut attempt = 0;
-            while let Err(e) = self.deliver(&outcome).await {
+            while let Err(e) = self.deliver(&batch, &outcome).await {
+                let e = match e {
+                    DeliveryError::Fatal(e) => return Err(e.context("cannot deliver batch")),
+                    DeliveryError::Retry(e) => e,
+                };
                 attempt += 1;
                 tracing::warn!(error = %e, attempt, "cannot deliver batch; retrying");
                 if !self.backoff(&shutdown).await {
@@ -78,7 +69,6 @@ impl Pipeline {
                     return Ok(());
                 }
             }
-            self.commit(&batch)?;
             metrics::BATCH_SIZE.observe(batch.len() as f64);
             metrics::EVENTS
                 .with_label_values(&["stored"])
@@ -130,7 +120,7 @@ impl Pipeline {
         kinds: &HashMap<String, EventKind>,
     ) -> anyhow::Result<Outcome> {
         let mut outcome = Outcome::default();
-        let mut events: Vec<(Event, u32)> = Vec::with_capacity(batch.len());
+        let mut events: Vec<(Event, &OwnedMessage)> = Vec::with_capacity(batch.len());
         for message in batch {
             let Some(kind) = kinds.get(message.topic()).copied() else {
                 outcome.dead.push(DeadLetter {
@@ -153,7 +143,7 @@ impl Pipeline {
                 }
             };
             match Event::from_avro(kind, &decoded.value) {
-                Ok(event) => events.push((event, schema_id(payload))),
+                Ok(event) => events.push((event, message)),
                 Err(e) => outcome.dead.push(DeadLetter {
                     message: message.clone(),
                     reason: format!("invalid event: {e}"),
@@ -169,7 +159,7 @@ impl Pipeline {
         let mut scores = self.scorer.score(&telemetry)?.into_iter();
         metrics::INFERENCE_SECONDS.observe(started.elapsed().as_secs_f64());
         let processed_ms = now_ms();
-        for (event, schema_id) in events {
+        for (event, source) in events {
             let score = if event.kind == EventKind::Telemetry {
                 scores.next()
             } else {
@@ -177,7 +167,7 @@ impl Pipeline {
             };
             outcome
                 .rows
-                .push(self.row(event, schema_id, score, processed_ms));
+                .push(self.row(event, source, score, processed_ms));
         }
         Ok(outcome)
     }
@@ -185,7 +175,7 @@ impl Pipeline {
     fn row(
         &self,
         e: Event,
-        schema_id: u32,
+        source: &OwnedMessage,
         score: Option<Score>,
         processed_ms: i64,
     ) -> ScoredEvent {
@@ -201,7 +191,7 @@ impl Pipeline {
             kind: e.kind.as_str().to_string(),
             event_time: u32::try_from(e.event_time_ms.div_euclid(1000)).unwrap_or_default(),
             event_time_ms: e.event_time_ms,
-            schema_id,
+            schema_id: schema_id(source.payload()),
             reading_names,
             reading_values,
             event_type: e.event_type,
@@ -211,93 +201,27 @@ impl Pipeline {
             is_anomaly: u8::from(score.is_anomaly),
             model_version: self.scorer.model_version.clone(),
             processed_ms,
+            source_topic: source.topic().to_string(),
+            source_partition: source.partition(),
+            source_offset: source.offset(),
         }
     }
 
-    /// Writes the rows to ClickHouse, then the results and dead letters to
-    /// Kafka, waiting for every acknowledgement.
-    async fn deliver(&self, outcome: &Outcome) -> anyhow::Result<()> {
-        if !outcome.rows.is_empty() {
-            let started = Instant::now();
-            let mut insert = self.clickhouse.insert::<ScoredEvent>(EVENTS_TABLE).await?;
-            for row in &outcome.rows {
-                insert.write(row).await?;
-            }
-            insert.end().await?;
-            metrics::SINK_SECONDS.observe(started.elapsed().as_secs_f64());
-        }
-        let results_topic = self.topics.results();
-        let dead_topic = self.topics.dead_letter();
-        let results: Vec<(String, Vec<u8>)> = outcome
-            .rows
-            .iter()
-            .map(|r| {
-                (
-                    format!("{}/{}", r.tenant_id, r.source_id),
-                    serde_json::to_vec(r).unwrap_or_default(),
-                )
-            })
-            .collect();
-        let timeout = Timeout::After(Duration::from_secs(30));
-        let sends = results.iter().map(|(key, payload)| {
-            self.producer.send(
-                FutureRecord::to(&results_topic).key(key).payload(payload),
-                timeout,
-            )
-        });
-        let dead_sends = outcome.dead.iter().map(|d| {
-            let m = &d.message;
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: "pulse-error",
-                    value: Some(d.reason.as_str()),
-                })
-                .insert(Header {
-                    key: "pulse-source-topic",
-                    value: Some(m.topic()),
-                })
-                .insert(Header {
-                    key: "pulse-source-partition",
-                    value: Some(&m.partition().to_string()),
-                })
-                .insert(Header {
-                    key: "pulse-source-offset",
-                    value: Some(&m.offset().to_string()),
-                });
-            let mut record = FutureRecord::<[u8], [u8]>::to(&dead_topic).headers(headers);
-            if let Some(k) = m.key() {
-                record = record.key(k);
-            }
-            if let Some(p) = m.payload() {
-                record = record.payload(p);
-            }
-            self.producer.send(record, timeout)
-        });
-        for r in join_all(sends)
+    /// Stores the rows, then publishes results and offsets in one transaction.
+    async fn deliver(
+        &self,
+        batch: &[OwnedMessage],
+        outcome: &Outcome,
+    ) -> Result<(), DeliveryError> {
+        self.delivery
+            .store(&outcome.rows)
             .await
-            .into_iter()
-            .chain(join_all(dead_sends).await)
-        {
-            r.map_err(|(e, _)| e)?;
-        }
-        for d in &outcome.dead {
-            tracing::warn!(topic = d.message.topic(), offset = d.message.offset(), reason = %d.reason, "record dead-lettered");
-        }
-        Ok(())
-    }
-
-    fn commit(&self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
-        let mut next: HashMap<(&str, i32), i64> = HashMap::new();
-        for m in batch {
-            let e = next.entry((m.topic(), m.partition())).or_insert(0);
-            *e = (*e).max(m.offset() + 1);
-        }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in next {
-            tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
-        }
-        self.consumer.commit(&tpl, CommitMode::Sync)?;
-        Ok(())
+            .map_err(DeliveryError::Retry)?;
+        let group = self.consumer.group_metadata().ok_or_else(|| {
+            DeliveryError::Fatal(anyhow::anyhow!("consumer has no group metadata"))
+        })?;
+        self.delivery
+            .publish(&outcome.rows, &outcome.dead, batch, &group)
     }
 }
 

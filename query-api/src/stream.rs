@@ -24,8 +24,10 @@ use crate::metrics;
 /// reads all results itself: no consumer group.
 pub async fn consumer_from_now(kafka: &KafkaClient, topic: &str) -> anyhow::Result<StreamConsumer> {
     let mut cfg = client_config(kafka);
+    // Results are written in transactions: only committed ones are shown.
     cfg.set("group.id", "pulse-query-api")
-        .set("enable.auto.commit", "false");
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
     let consumer: StreamConsumer = cfg.create()?;
     let timeout = Duration::from_secs(10);
     let topic = topic.to_string();

@@ -1,0 +1,136 @@
+//! Crash test: 200,000 events, and the processor is killed with SIGKILL at
+//! random points five times while it works through them. Afterwards the
+//! events table holds every event exactly once:
+//! count() == uniqExact(event_id) == events produced. Run through `./dev test`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use pulse_common::config::ClickHouseArgs;
+use pulse_common::testkit::{free_port, poll_until, unique, Service, Stack};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const EVENTS: u64 = 200_000;
+const KILLS: usize = 5;
+
+async fn counts(client: &clickhouse::Client) -> Option<(u64, u64)> {
+    client
+        .query("SELECT count(), uniqExact(event_id) FROM events")
+        .fetch_one::<(u64, u64)>()
+        .await
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: run through ./dev test"]
+async fn processor_killed_five_times_stores_every_event_exactly_once() {
+    let stack = Stack::from_env();
+    let prefix = unique("crash") + ".";
+    let database = unique("crash_");
+    let port = free_port();
+    let registry = Service::start(
+        &stack,
+        "pulse-registry",
+        port,
+        &[],
+        &[
+            ("PULSE_REGISTRY_LISTEN", format!("127.0.0.1:{port}")),
+            ("PULSE_REGISTRY_TOPIC", format!("{prefix}_schemas")),
+        ],
+    )
+    .await;
+
+    // The events, produced straight to Kafka as ingest would write them.
+    let started = Instant::now();
+    let produced = Command::new(stack.bin_dir.join("pulse-simulate"))
+        .args([
+            "--transport",
+            "kafka",
+            "--rate",
+            "0",
+            "--batch",
+            "1000",
+            "--concurrency",
+            "4",
+        ])
+        .args([
+            "--devices",
+            "2000",
+            "--count",
+            &EVENTS.to_string(),
+            "--seed",
+            "7",
+        ])
+        .env("PULSE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
+        .env("PULSE_TOPIC_PREFIX", &prefix)
+        .env("PULSE_REGISTRY_URL", &registry.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("pulse-simulate runs");
+    assert!(
+        produced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&produced.stdout).expect("a JSON summary");
+    assert_eq!(summary["summary"]["events"], EVENTS);
+    assert_eq!(summary["summary"]["failures"], 0);
+    eprintln!("produced {EVENTS} events in {:?}", started.elapsed());
+
+    let clickhouse = pulse_common::clickhouse::client(&ClickHouseArgs {
+        url: stack.clickhouse_url.clone(),
+        database: database.clone(),
+        user: "default".into(),
+        password: String::new(),
+    });
+    let port = free_port();
+    let env = vec![
+        ("PULSE_PROCESSOR_LISTEN", format!("127.0.0.1:{port}")),
+        ("PULSE_TOPIC_PREFIX", prefix.clone()),
+        ("PULSE_REGISTRY_URL", registry.url.clone()),
+        ("PULSE_CLICKHOUSE_DATABASE", database.clone()),
+        ("PULSE_PROCESSOR_GROUP", format!("{prefix}processor")),
+        ("PULSE_MAX_BATCH", "1000".into()),
+        ("PULSE_PROCESSOR_INSTANCE_ID", "crash-test".into()),
+    ];
+    let mut rng = StdRng::seed_from_u64(20261122);
+    let mut stored_at_kill = Vec::new();
+    let mut stored = 0;
+    for _ in 0..KILLS {
+        let mut processor = Service::start(&stack, "pulse-processor", port, &[], &env).await;
+        // Kill it at a random point once it is making progress again.
+        stored = poll_until(
+            "progress after a restart",
+            Duration::from_secs(60),
+            || async {
+                counts(&clickhouse)
+                    .await
+                    .map(|(c, _)| c)
+                    .filter(|c| *c > stored)
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..1500))).await;
+        processor.kill();
+        stored = counts(&clickhouse).await.map_or(stored, |(c, _)| c);
+        stored_at_kill.push(stored);
+    }
+    let _processor = Service::start(&stack, "pulse-processor", port, &[], &env).await;
+    let (count, unique_ids) =
+        poll_until("every event stored", Duration::from_secs(240), || async {
+            counts(&clickhouse).await.filter(|(c, _)| *c >= EVENTS)
+        })
+        .await;
+    // A late duplicate would show up after the count first reached EVENTS.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (count_after, unique_after) = counts(&clickhouse).await.expect("counts");
+    eprintln!("rows stored at each kill: {stored_at_kill:?}; finally {count_after} rows, {unique_after} unique");
+    assert!(
+        stored_at_kill.iter().all(|c| *c > 0 && *c < EVENTS),
+        "a kill landed outside the run: {stored_at_kill:?}"
+    );
+    assert_eq!((count, unique_ids), (EVENTS, EVENTS));
+    assert_eq!((count_after, unique_after), (EVENTS, EVENTS));
+}
