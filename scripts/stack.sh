@@ -5,18 +5,6 @@
 #   scripts/stack.sh start|stop|status|reset
 source "$(dirname "$0")/common.sh"
 
-clickhouse_ready() { curl -sf "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/?query=SELECT%201" | grep -q 1; }
-
-start_clickhouse() {
-  local dir="$PULSE_HOME/clickhouse"
-  mkdir -p "$dir/log" "$dir/data" "$dir/tmp" "$dir/user_files" "$dir/format_schemas"
-  render "$ROOT/stack/clickhouse/config.xml.in" "$dir/config.xml" \
-    "DIR=$dir" "HTTP_PORT=$CLICKHOUSE_HTTP_PORT" "TCP_PORT=$CLICKHOUSE_TCP_PORT"
-  cp "$ROOT/stack/clickhouse/users.xml" "$dir/users.xml"
-  start_process clickhouse /usr/sbin/clickhouse-server --config-file="$dir/config.xml"
-  wait_until 60 clickhouse_ready || die "ClickHouse did not become ready; see $dir/log"
-}
-
 start_mosquitto() {
   local dir="$PULSE_HOME/mosquitto"
   mkdir -p "$dir/data"
@@ -36,7 +24,7 @@ status() {
 
 case "${1:-}" in
   start)
-    start_clickhouse
+    bash "$ROOT/scripts/clickhouse-node.sh" start clickhouse "$CLICKHOUSE_HTTP_PORT" "$CLICKHOUSE_TCP_PORT"
     start_mosquitto
     bash "$ROOT/scripts/kafka-node.sh" start kafka "$KAFKA_PORT" "$KAFKA_CONTROLLER_PORT"
     log "stack ready: Kafka 127.0.0.1:$KAFKA_PORT, ClickHouse http://127.0.0.1:$CLICKHOUSE_HTTP_PORT, MQTT 127.0.0.1:$MQTT_PORT"

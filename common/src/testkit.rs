@@ -128,6 +128,11 @@ impl Service {
         }
     }
 
+    /// The process id, e.g. to read its memory use from /proc.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process with SIGKILL, as a crash would, and reaps it.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

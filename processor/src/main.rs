@@ -126,6 +126,8 @@ async fn main() -> anyhow::Result<()> {
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
+        // Bounds what is prefetched while the sink is down and nothing is consumed.
+        .set("queued.max.messages.kbytes", "16384")
         .set("partition.assignment.strategy", "cooperative-sticky");
     if let Some(id) = &args.instance_id {
         consumer_cfg.set("group.instance.id", id);

@@ -45,12 +45,14 @@ impl Pipeline {
             .map(|k| (self.topics.events(*k), *k))
             .collect();
         while let Some(batch) = self.next_batch(&shutdown).await {
+            let mut attempt = 0;
             let outcome = loop {
                 match self.decode_and_score(&batch, &kinds).await {
                     Ok(o) => break o,
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot process batch yet; retrying");
-                        if !self.backoff(&shutdown).await {
+                        attempt += 1;
+                        tracing::warn!(error = %e, attempt, "cannot process batch yet; retrying");
+                        if !backoff(&shutdown, attempt).await {
                             return Ok(());
                         }
                     }
@@ -64,7 +66,7 @@ impl Pipeline {
                 };
                 attempt += 1;
                 tracing::warn!(error = %e, attempt, "cannot deliver batch; retrying");
-                if !self.backoff(&shutdown).await {
+                if !backoff(&shutdown, attempt).await {
                     // Not committed: the batch is processed again after restart.
                     return Ok(());
                 }
@@ -79,14 +81,6 @@ impl Pipeline {
         }
         tracing::info!("processor drained");
         Ok(())
-    }
-
-    /// Waits before a retry; false when shutdown was requested meanwhile.
-    async fn backoff(&self, shutdown: &Shutdown) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => true,
-            _ = shutdown.requested() => false,
-        }
     }
 
     /// The next batch: waits for a first record, then takes what arrives
@@ -222,6 +216,17 @@ impl Pipeline {
         })?;
         self.delivery
             .publish(&outcome.rows, &outcome.dead, batch, &group)
+    }
+}
+
+/// Waits before retry `attempt` (0.25 s doubling to 10 s); false when
+/// shutdown was requested meanwhile. The batch stays in memory and nothing
+/// more is consumed, so memory stays bounded however long the outage.
+async fn backoff(shutdown: &Shutdown, attempt: u32) -> bool {
+    let pause = Duration::from_millis(250 << attempt.min(6)).min(Duration::from_secs(10));
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => true,
+        _ = shutdown.requested() => false,
     }
 }
 
