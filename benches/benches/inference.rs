@@ -1,0 +1,58 @@
+//! Model inference rows/s at batch sizes 1, 64 and 1024 on the CPU provider,
+//! through the processor's own scorer. Batch 1 is the baseline the larger
+//! batches are read against. Needs ORT_DYLIB_PATH (`./dev install` provides
+//! the library; `source scripts/common.sh; export_stack_env` sets it).
+//!   cargo bench -p pulse-benches --bench inference
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use pulse_common::event::Event;
+use pulse_common::schemas::EventKind;
+use pulse_processor::scorer::{Device, Scorer};
+
+fn event(i: usize) -> Event {
+    let x = (i % 97) as f64 / 97.0;
+    Event {
+        kind: EventKind::Telemetry,
+        event_id: String::new(),
+        tenant_id: "bench".into(),
+        source_id: format!("device-{}", i % 1000),
+        event_time_ms: 0,
+        readings: BTreeMap::from([
+            ("temperature_c".to_string(), 18.0 + 6.0 * x),
+            ("humidity_pct".to_string(), 60.0 - 9.0 * x),
+            ("vibration_g".to_string(), 0.15 + 0.1 * x),
+            ("battery_v".to_string(), 3.6 + 0.4 * x),
+        ]),
+        firmware_version: None,
+        event_type: String::new(),
+        properties: BTreeMap::new(),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let Ok(dylib) = std::env::var("ORT_DYLIB_PATH") else {
+        eprintln!("ORT_DYLIB_PATH is not set; skipping the inference benchmark");
+        return;
+    };
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../processor/model/anomaly.onnx");
+    let scorer = match Scorer::load(dylib.as_ref(), &model, Device::Cpu, 1) {
+        Ok(s) => s,
+        Err(e) => panic!("cannot load the model: {e}"),
+    };
+    let events: Vec<Event> = (0..1024).map(event).collect();
+    let mut group = c.benchmark_group("inference_cpu");
+    for batch in [1usize, 64, 1024] {
+        let refs: Vec<&Event> = events[..batch].iter().collect();
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(batch), &refs, |b, refs| {
+            b.iter(|| scorer.score(refs).map(|s| s.len()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
