@@ -10,6 +10,14 @@ const MIGRATIONS: &[(u32, &str)] = &[
         2,
         include_str!("../../schemas/clickhouse/0002_source_offsets.sql"),
     ),
+    (
+        3,
+        include_str!("../../schemas/clickhouse/0003_device_minute.sql"),
+    ),
+    (
+        4,
+        include_str!("../../schemas/clickhouse/0004_device_minute_mv.sql"),
+    ),
 ];
 
 /// Rewrites a single-server statement for a replicated cluster: the DDL runs
@@ -25,6 +33,7 @@ pub fn for_cluster(statement: &str, cluster: Option<&str>) -> String {
     for keyword in [
         "CREATE TABLE IF NOT EXISTS ",
         "CREATE DATABASE IF NOT EXISTS ",
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS ",
         "ALTER TABLE ",
     ] {
         if let Some(start) = rest.find(keyword) {

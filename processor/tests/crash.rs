@@ -133,4 +133,11 @@ async fn processor_killed_five_times_stores_every_event_exactly_once() {
     );
     assert_eq!((count, unique_ids), (EVENTS, EVENTS));
     assert_eq!((count_after, unique_after), (EVENTS, EVENTS));
+    // The per-device-minute rollup, fed by a materialized view, agrees.
+    let rolled_up: u64 = clickhouse
+        .query("SELECT countMerge(events) FROM device_minute")
+        .fetch_one()
+        .await
+        .expect("rollup readable");
+    assert_eq!(rolled_up, EVENTS);
 }
