@@ -184,3 +184,148 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A schema registry of a test's own, on a topic no other test uses.
+pub async fn start_registry(stack: &Stack, prefix: &str) -> Service {
+    let port = free_port();
+    Service::start(
+        stack,
+        "pulse-registry",
+        port,
+        &[],
+        &[
+            ("PULSE_REGISTRY_LISTEN", format!("127.0.0.1:{port}")),
+            ("PULSE_REGISTRY_TOPIC", format!("{prefix}_schemas")),
+        ],
+    )
+    .await
+}
+
+/// A ClickHouse client of `database` on the server at `url`.
+pub fn clickhouse(url: &str, database: &str) -> clickhouse::Client {
+    crate::clickhouse::client(&crate::config::ClickHouseArgs {
+        url: url.to_string(),
+        database: database.to_string(),
+        user: "default".into(),
+        password: String::new(),
+    })
+}
+
+/// Produces `count` simulated telemetry events straight to Kafka, as ingest
+/// would write them, and returns pulse-simulate's summary.
+pub fn produce_events(
+    stack: &Stack,
+    prefix: &str,
+    registry_url: &str,
+    count: u64,
+    seed: u64,
+) -> serde_json::Value {
+    let out = Command::new(stack.bin_dir.join("pulse-simulate"))
+        .args([
+            "--transport",
+            "kafka",
+            "--rate",
+            "0",
+            "--batch",
+            "1000",
+            "--concurrency",
+            "4",
+        ])
+        .args([
+            "--devices",
+            "1000",
+            "--count",
+            &count.to_string(),
+            "--seed",
+            &seed.to_string(),
+        ])
+        .env("PULSE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
+        .env("PULSE_TOPIC_PREFIX", prefix)
+        .env("PULSE_REGISTRY_URL", registry_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("pulse-simulate runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON summary");
+    assert_eq!(summary["summary"]["events"], count);
+    assert_eq!(summary["summary"]["failures"], 0);
+    summary
+}
+
+/// A server of a test's own, run by one of the project's scripts
+/// (`scripts/kafka-node.sh`, `scripts/clickhouse-node.sh`), so that a fault
+/// test can stop or kill it without disturbing others; removed with its
+/// data when dropped.
+pub struct ScriptedServer {
+    script: PathBuf,
+    name: String,
+    ports: [u16; 2],
+}
+
+impl ScriptedServer {
+    fn new(script: &str, name: &str) -> Self {
+        Self {
+            script: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../scripts")
+                .join(script),
+            name: unique(name),
+            ports: [free_port(), free_port()],
+        }
+    }
+
+    /// A single-node Kafka (KRaft); `port()` is its listener.
+    pub fn kafka() -> Self {
+        Self::new("kafka-node.sh", "kafka-test-")
+    }
+
+    /// A ClickHouse server; `port()` is its HTTP interface.
+    pub fn clickhouse() -> Self {
+        Self::new("clickhouse-node.sh", "clickhouse-test-")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.ports[0]
+    }
+
+    fn run(&self, args: &[&str]) {
+        let status = Command::new("bash")
+            .arg(&self.script)
+            .args(args)
+            .status()
+            .expect("the script runs");
+        assert!(
+            status.success(),
+            "{} {args:?} failed",
+            self.script.display()
+        );
+    }
+
+    /// Starts the server and waits until it answers.
+    pub fn start(&self) {
+        let ports = self.ports.map(|p| p.to_string());
+        self.run(&["start", &self.name, &ports[0], &ports[1]]);
+    }
+
+    /// Stops it cleanly (SIGTERM).
+    pub fn stop(&self) {
+        self.run(&["stop", &self.name]);
+    }
+
+    /// Kills it as a crash would (SIGKILL); Kafka only.
+    pub fn kill(&self) {
+        self.run(&["kill", &self.name]);
+    }
+}
+
+impl Drop for ScriptedServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(&self.script)
+            .args(["remove", &self.name])
+            .status();
+    }
+}

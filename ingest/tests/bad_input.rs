@@ -13,7 +13,7 @@ use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::event::Event;
 use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
-use pulse_common::testkit::{free_port, unique, Service, Stack};
+use pulse_common::testkit::{free_port, start_registry, unique, Service, Stack};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
@@ -552,18 +552,7 @@ async fn bad_input_is_refused_with_a_named_reason_and_never_reaches_kafka() {
     let stack = Stack::from_env();
     let prefix = unique("bad") + ".";
     let credentials = credentials_file();
-    let port = free_port();
-    let registry = Service::start(
-        &stack,
-        "pulse-registry",
-        port,
-        &[],
-        &[
-            ("PULSE_REGISTRY_LISTEN", format!("127.0.0.1:{port}")),
-            ("PULSE_REGISTRY_TOPIC", format!("{prefix}_schemas")),
-        ],
-    )
-    .await;
+    let registry = start_registry(&stack, &prefix).await;
     let port = free_port();
     let ingest = Service::start(
         &stack,

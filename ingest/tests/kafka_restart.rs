@@ -5,8 +5,6 @@
 //! `./dev test`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,7 +13,7 @@ use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::event::Event;
 use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
-use pulse_common::testkit::{free_port, unique, Service, Stack};
+use pulse_common::testkit::{free_port, start_registry, unique, ScriptedServer, Service, Stack};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
@@ -24,50 +22,6 @@ use serde_json::json;
 
 const CLIENTS: usize = 4;
 const BATCH: usize = 20;
-
-/// A broker of the test's own, removed with its data when dropped.
-struct Broker {
-    name: String,
-    port: u16,
-    controller_port: u16,
-}
-
-impl Broker {
-    fn script() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka-node.sh")
-    }
-
-    fn run(&self, args: &[&str]) {
-        let status = Command::new("bash")
-            .arg(Self::script())
-            .args(args)
-            .status()
-            .expect("kafka-node.sh runs");
-        assert!(status.success(), "kafka-node.sh {args:?} failed");
-    }
-
-    fn start(&self) {
-        self.run(&[
-            "start",
-            &self.name,
-            &self.port.to_string(),
-            &self.controller_port.to_string(),
-        ]);
-    }
-
-    fn kill(&self) {
-        self.run(&["kill", &self.name]);
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(Self::script())
-            .args(["remove", &self.name])
-            .status();
-    }
-}
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -88,27 +42,12 @@ struct Outcomes {
 #[ignore = "needs the local stack: run through ./dev test"]
 async fn acknowledged_events_survive_a_broker_restart_exactly_once() {
     let stack = Stack::from_env();
-    let broker = Broker {
-        name: unique("kafka-fault-"),
-        port: free_port(),
-        controller_port: free_port(),
-    };
-    let bootstrap = format!("127.0.0.1:{}", broker.port);
+    let broker = ScriptedServer::kafka();
+    let bootstrap = format!("127.0.0.1:{}", broker.port());
     tokio::task::block_in_place(|| broker.start());
 
     let prefix = unique("fault") + ".";
-    let port = free_port();
-    let registry = Service::start(
-        &stack,
-        "pulse-registry",
-        port,
-        &[],
-        &[
-            ("PULSE_REGISTRY_LISTEN", format!("127.0.0.1:{port}")),
-            ("PULSE_REGISTRY_TOPIC", format!("{prefix}_schemas")),
-        ],
-    )
-    .await;
+    let registry = start_registry(&stack, &prefix).await;
     let port = free_port();
     let ingest = Service::start(
         &stack,
@@ -261,25 +200,10 @@ async fn acknowledged_events_survive_a_broker_restart_exactly_once() {
 #[ignore = "needs the local stack: run through ./dev test"]
 async fn requests_get_503_with_retry_after_while_kafka_is_down_then_succeed() {
     let stack = Stack::from_env();
-    let broker = Broker {
-        name: unique("kafka-down-"),
-        port: free_port(),
-        controller_port: free_port(),
-    };
+    let broker = ScriptedServer::kafka();
     tokio::task::block_in_place(|| broker.start());
     let prefix = unique("down") + ".";
-    let port = free_port();
-    let registry = Service::start(
-        &stack,
-        "pulse-registry",
-        port,
-        &[],
-        &[
-            ("PULSE_REGISTRY_LISTEN", format!("127.0.0.1:{port}")),
-            ("PULSE_REGISTRY_TOPIC", format!("{prefix}_schemas")),
-        ],
-    )
-    .await;
+    let registry = start_registry(&stack, &prefix).await;
     let port = free_port();
     let ingest = Service::start(
         &stack,
@@ -290,7 +214,7 @@ async fn requests_get_503_with_retry_after_while_kafka_is_down_then_succeed() {
             ("PULSE_INGEST_LISTEN", format!("127.0.0.1:{port}")),
             (
                 "PULSE_KAFKA_BOOTSTRAP",
-                format!("127.0.0.1:{}", broker.port),
+                format!("127.0.0.1:{}", broker.port()),
             ),
             ("PULSE_TOPIC_PREFIX", prefix),
             ("PULSE_REGISTRY_URL", registry.url.clone()),

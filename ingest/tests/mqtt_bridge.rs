@@ -10,7 +10,7 @@ use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::event::Event;
 use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
-use pulse_common::testkit::{free_port, unique, Service, Stack};
+use pulse_common::testkit::{free_port, start_registry, unique, Service, Stack};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::Message;
@@ -63,18 +63,7 @@ async fn mqtt_messages_reach_kafka_or_the_dead_letter_topic_and_are_acknowledged
     let stack = Stack::from_env();
     let prefix = unique("mqtt") + ".";
     let root = unique("fleet");
-    let port = free_port();
-    let registry = Service::start(
-        &stack,
-        "pulse-registry",
-        port,
-        &[],
-        &[
-            ("PULSE_REGISTRY_LISTEN", format!("127.0.0.1:{port}")),
-            ("PULSE_REGISTRY_TOPIC", format!("{prefix}_schemas")),
-        ],
-    )
-    .await;
+    let registry = start_registry(&stack, &prefix).await;
     let port = free_port();
     let _ingest = Service::start(
         &stack,

@@ -6,28 +6,13 @@ use std::collections::BTreeSet;
 
 use apache_avro::types::Value;
 use futures::future::join_all;
-use pulse_common::testkit::{free_port, unique, Service, Stack};
+use pulse_common::testkit::{start_registry, unique, Stack};
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
 use serde_json::{json, Value as Json};
-
-async fn registry(stack: &Stack, topic: &str) -> Service {
-    let port = free_port();
-    Service::start(
-        stack,
-        "pulse-registry",
-        port,
-        &[],
-        &[
-            ("PULSE_REGISTRY_LISTEN", format!("127.0.0.1:{port}")),
-            ("PULSE_REGISTRY_TOPIC", topic.to_string()),
-        ],
-    )
-    .await
-}
 
 fn record_schema(i: usize) -> String {
     json!({"type": "record", "name": format!("R{i}"), "fields": [{"name": "n", "type": "long"}]})
@@ -56,9 +41,9 @@ async fn get(http: &reqwest::Client, url: String) -> (u16, Json) {
 #[ignore = "needs the local stack: run through ./dev test"]
 async fn instances_agree_under_concurrent_writes_and_survive_restart() {
     let stack = Stack::from_env();
-    let topic = unique("_schemas_test_");
-    let a = registry(&stack, &topic).await;
-    let b = registry(&stack, &topic).await;
+    let prefix = unique("registry-test-");
+    let a = start_registry(&stack, &prefix).await;
+    let b = start_registry(&stack, &prefix).await;
     let http = reqwest::Client::new();
 
     // Different record names: incompatible under BACKWARD, so allow anything.
@@ -104,7 +89,7 @@ async fn instances_agree_under_concurrent_writes_and_survive_restart() {
     // Restart: a fresh instance rebuilds the same state from the topic.
     drop(a);
     drop(b);
-    let c = registry(&stack, &topic).await;
+    let c = start_registry(&stack, &prefix).await;
     let (_, listed) = get(&http, format!("{}/subjects/shared-value/versions", c.url)).await;
     assert_eq!(listed, json!((1..=10).collect::<Vec<_>>()));
     let (_, config) = get(&http, format!("{}/config/shared-value", c.url)).await;
@@ -134,7 +119,7 @@ async fn instances_agree_under_concurrent_writes_and_survive_restart() {
 #[ignore = "needs the local stack: run through ./dev test"]
 async fn schema_registry_converter_round_trips_through_the_registry() {
     let stack = Stack::from_env();
-    let r = registry(&stack, &unique("_schemas_test_")).await;
+    let r = start_registry(&stack, &unique("registry-test-")).await;
     let schema = r#"{"type":"record","name":"Reading","fields":[{"name":"device","type":"string"},{"name":"value","type":"double"}]}"#;
     let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
         "readings".into(),

@@ -3,58 +3,15 @@
 //! stored exactly once. Uses a ClickHouse server of its own. Run through
 //! `./dev test`.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pulse_common::config::ClickHouseArgs;
-use pulse_common::testkit::{free_port, poll_until, unique, Service, Stack};
+use pulse_common::testkit::{
+    clickhouse, free_port, poll_until, produce_events, start_registry, unique, ScriptedServer,
+    Service, Stack,
+};
 
 const EVENTS: u64 = 60_000;
 const OUTAGE: Duration = Duration::from_secs(30);
-
-struct ClickHouseNode {
-    name: String,
-    http_port: u16,
-    tcp_port: u16,
-}
-
-impl ClickHouseNode {
-    fn run(&self, args: &[&str]) {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/clickhouse-node.sh");
-        let status = Command::new("bash")
-            .arg(script)
-            .args(args)
-            .status()
-            .expect("script runs");
-        assert!(status.success(), "clickhouse-node.sh {args:?} failed");
-    }
-
-    fn start(&self) {
-        self.run(&[
-            "start",
-            &self.name,
-            &self.http_port.to_string(),
-            &self.tcp_port.to_string(),
-        ]);
-    }
-
-    fn stop(&self) {
-        self.run(&["stop", &self.name]);
-    }
-}
-
-impl Drop for ClickHouseNode {
-    fn drop(&mut self) {
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/clickhouse-node.sh");
-        let _ = Command::new("bash")
-            .arg(script)
-            .args(["remove", &self.name])
-            .status();
-    }
-}
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -80,64 +37,15 @@ async fn counts(client: &clickhouse::Client) -> Option<(u64, u64)> {
 #[ignore = "needs the local stack: run through ./dev test"]
 async fn clickhouse_outage_pauses_processing_and_loses_nothing() {
     let stack = Stack::from_env();
-    let node = ClickHouseNode {
-        name: unique("clickhouse-outage-"),
-        http_port: free_port(),
-        tcp_port: free_port(),
-    };
-    tokio::task::block_in_place(|| node.start());
-    let clickhouse_url = format!("http://127.0.0.1:{}", node.http_port);
+    let server = ScriptedServer::clickhouse();
+    tokio::task::block_in_place(|| server.start());
+    let clickhouse_url = format!("http://127.0.0.1:{}", server.port());
     let prefix = unique("chout") + ".";
     let database = unique("chout_");
-    let port = free_port();
-    let registry = Service::start(
-        &stack,
-        "pulse-registry",
-        port,
-        &[],
-        &[
-            ("PULSE_REGISTRY_LISTEN", format!("127.0.0.1:{port}")),
-            ("PULSE_REGISTRY_TOPIC", format!("{prefix}_schemas")),
-        ],
-    )
-    .await;
-    let produced = Command::new(stack.bin_dir.join("pulse-simulate"))
-        .args([
-            "--transport",
-            "kafka",
-            "--rate",
-            "0",
-            "--batch",
-            "1000",
-            "--concurrency",
-            "4",
-        ])
-        .args([
-            "--devices",
-            "500",
-            "--count",
-            &EVENTS.to_string(),
-            "--seed",
-            "11",
-        ])
-        .env("PULSE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
-        .env("PULSE_TOPIC_PREFIX", &prefix)
-        .env("PULSE_REGISTRY_URL", &registry.url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("pulse-simulate runs");
-    assert!(
-        produced.status.success(),
-        "{}",
-        String::from_utf8_lossy(&produced.stderr)
-    );
+    let registry = start_registry(&stack, &prefix).await;
+    produce_events(&stack, &prefix, &registry.url, EVENTS, 11);
 
-    let clickhouse = pulse_common::clickhouse::client(&ClickHouseArgs {
-        url: clickhouse_url.clone(),
-        database: database.clone(),
-        user: "default".into(),
-        password: String::new(),
-    });
+    let client = clickhouse(&clickhouse_url, &database);
     let port = free_port();
     let processor = Service::start(
         &stack,
@@ -158,21 +66,21 @@ async fn clickhouse_outage_pauses_processing_and_loses_nothing() {
     .await;
 
     let before = poll_until("first rows stored", Duration::from_secs(60), || async {
-        counts(&clickhouse).await.map(|(c, _)| c).filter(|c| *c > 0)
+        counts(&client).await.map(|(c, _)| c).filter(|c| *c > 0)
     })
     .await;
-    tokio::task::block_in_place(|| node.stop());
+    tokio::task::block_in_place(|| server.stop());
     let mut peak_rss = rss_kib(processor.pid());
     let outage_started = Instant::now();
     while outage_started.elapsed() < OUTAGE {
         peak_rss = peak_rss.max(rss_kib(processor.pid()));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    tokio::task::block_in_place(|| node.start());
+    tokio::task::block_in_place(|| server.start());
     let deadline = Instant::now() + Duration::from_secs(180);
     let (count, unique_ids) = loop {
         peak_rss = peak_rss.max(rss_kib(processor.pid()));
-        if let Some(c) = counts(&clickhouse).await.filter(|(c, _)| *c >= EVENTS) {
+        if let Some(c) = counts(&client).await.filter(|(c, _)| *c >= EVENTS) {
             break c;
         }
         assert!(

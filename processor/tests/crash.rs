@@ -3,11 +3,11 @@
 //! events table holds every event exactly once:
 //! count() == uniqExact(event_id) == events produced. Run through `./dev test`.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use pulse_common::config::ClickHouseArgs;
-use pulse_common::testkit::{free_port, poll_until, unique, Service, Stack};
+use pulse_common::testkit::{
+    clickhouse, free_port, poll_until, produce_events, start_registry, unique, Service, Stack,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -28,63 +28,10 @@ async fn processor_killed_five_times_stores_every_event_exactly_once() {
     let stack = Stack::from_env();
     let prefix = unique("crash") + ".";
     let database = unique("crash_");
-    let port = free_port();
-    let registry = Service::start(
-        &stack,
-        "pulse-registry",
-        port,
-        &[],
-        &[
-            ("PULSE_REGISTRY_LISTEN", format!("127.0.0.1:{port}")),
-            ("PULSE_REGISTRY_TOPIC", format!("{prefix}_schemas")),
-        ],
-    )
-    .await;
+    let registry = start_registry(&stack, &prefix).await;
+    produce_events(&stack, &prefix, &registry.url, EVENTS, 7);
 
-    // The events, produced straight to Kafka as ingest would write them.
-    let started = Instant::now();
-    let produced = Command::new(stack.bin_dir.join("pulse-simulate"))
-        .args([
-            "--transport",
-            "kafka",
-            "--rate",
-            "0",
-            "--batch",
-            "1000",
-            "--concurrency",
-            "4",
-        ])
-        .args([
-            "--devices",
-            "2000",
-            "--count",
-            &EVENTS.to_string(),
-            "--seed",
-            "7",
-        ])
-        .env("PULSE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
-        .env("PULSE_TOPIC_PREFIX", &prefix)
-        .env("PULSE_REGISTRY_URL", &registry.url)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("pulse-simulate runs");
-    assert!(
-        produced.status.success(),
-        "{}",
-        String::from_utf8_lossy(&produced.stderr)
-    );
-    let summary: serde_json::Value =
-        serde_json::from_slice(&produced.stdout).expect("a JSON summary");
-    assert_eq!(summary["summary"]["events"], EVENTS);
-    assert_eq!(summary["summary"]["failures"], 0);
-    eprintln!("produced {EVENTS} events in {:?}", started.elapsed());
-
-    let clickhouse = pulse_common::clickhouse::client(&ClickHouseArgs {
-        url: stack.clickhouse_url.clone(),
-        database: database.clone(),
-        user: "default".into(),
-        password: String::new(),
-    });
+    let client = clickhouse(&stack.clickhouse_url, &database);
     let port = free_port();
     let env = vec![
         ("PULSE_PROCESSOR_LISTEN", format!("127.0.0.1:{port}")),
@@ -105,7 +52,7 @@ async fn processor_killed_five_times_stores_every_event_exactly_once() {
             "progress after a restart",
             Duration::from_secs(60),
             || async {
-                counts(&clickhouse)
+                counts(&client)
                     .await
                     .map(|(c, _)| c)
                     .filter(|c| *c > stored)
@@ -114,18 +61,18 @@ async fn processor_killed_five_times_stores_every_event_exactly_once() {
         .await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..1500))).await;
         processor.kill();
-        stored = counts(&clickhouse).await.map_or(stored, |(c, _)| c);
+        stored = counts(&client).await.map_or(stored, |(c, _)| c);
         stored_at_kill.push(stored);
     }
     let _processor = Service::start(&stack, "pulse-processor", port, &[], &env).await;
     let (count, unique_ids) =
         poll_until("every event stored", Duration::from_secs(240), || async {
-            counts(&clickhouse).await.filter(|(c, _)| *c >= EVENTS)
+            counts(&client).await.filter(|(c, _)| *c >= EVENTS)
         })
         .await;
     // A late duplicate would show up after the count first reached EVENTS.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (count_after, unique_after) = counts(&clickhouse).await.expect("counts");
+    let (count_after, unique_after) = counts(&client).await.expect("counts");
     eprintln!("rows stored at each kill: {stored_at_kill:?}; finally {count_after} rows, {unique_after} unique");
     assert!(
         stored_at_kill.iter().all(|c| *c > 0 && *c < EVENTS),
@@ -134,7 +81,7 @@ async fn processor_killed_five_times_stores_every_event_exactly_once() {
     assert_eq!((count, unique_ids), (EVENTS, EVENTS));
     assert_eq!((count_after, unique_after), (EVENTS, EVENTS));
     // The per-device-minute rollup, fed by a materialized view, agrees.
-    let rolled_up: u64 = clickhouse
+    let rolled_up: u64 = client
         .query("SELECT countMerge(events) FROM device_minute")
         .fetch_one()
         .await

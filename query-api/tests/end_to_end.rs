@@ -7,12 +7,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apache_avro::types::Value;
 use futures::StreamExt;
-use pulse_common::config::{ClickHouseArgs, KafkaClient, Topics};
+use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::event::Event;
 use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
 use pulse_common::scored::ScoredEvent;
-use pulse_common::testkit::{free_port, poll_until, unique, Service, Stack};
+use pulse_common::testkit::{
+    clickhouse, free_port, poll_until, start_registry, unique, Service, Stack,
+};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
@@ -36,21 +38,7 @@ async fn start_pipeline() -> Pipeline {
     let stack = Stack::from_env();
     let prefix = unique("e2e") + ".";
     let database = unique("e2e_");
-    let registry_port = free_port();
-    let registry = Service::start(
-        &stack,
-        "pulse-registry",
-        registry_port,
-        &[],
-        &[
-            (
-                "PULSE_REGISTRY_LISTEN",
-                format!("127.0.0.1:{registry_port}"),
-            ),
-            ("PULSE_REGISTRY_TOPIC", format!("{prefix}_schemas")),
-        ],
-    )
-    .await;
+    let registry = start_registry(&stack, &prefix).await;
     let common = |listen_var: &'static str, port: u16| {
         vec![
             (listen_var, format!("127.0.0.1:{port}")),
@@ -145,12 +133,7 @@ async fn read_topic(bootstrap: &str, topic: &str, n: usize) -> Vec<Vec<u8>> {
 }
 
 async fn clickhouse_row(p: &Pipeline, event_id: &str) -> Option<ScoredEvent> {
-    let client = pulse_common::clickhouse::client(&ClickHouseArgs {
-        url: p.stack.clickhouse_url.clone(),
-        database: p.database.clone(),
-        user: "default".into(),
-        password: String::new(),
-    });
+    let client = clickhouse(&p.stack.clickhouse_url, &p.database);
     client
         .query("SELECT ?fields FROM events FINAL WHERE event_id = ?")
         .bind(event_id)
