@@ -329,3 +329,30 @@ impl Drop for ScriptedServer {
             .status();
     }
 }
+
+/// An ingest gateway of a test's own: topics under `prefix`, schemas in the
+/// registry at `registry_url`, plus the test's own settings.
+pub async fn start_ingest(
+    stack: &Stack,
+    prefix: &str,
+    registry_url: &str,
+    settings: &[(&str, String)],
+) -> Service {
+    let port = free_port();
+    let mut env = vec![
+        ("PULSE_INGEST_LISTEN", format!("127.0.0.1:{port}")),
+        ("PULSE_TOPIC_PREFIX", prefix.to_string()),
+        ("PULSE_REGISTRY_URL", registry_url.to_string()),
+    ];
+    env.extend(settings.iter().cloned());
+    Service::start(stack, "pulse-ingest", port, &[], &env).await
+}
+
+/// `count()` and `uniqExact(event_id)` of the events table.
+pub async fn event_counts(client: &clickhouse::Client) -> Option<(u64, u64)> {
+    client
+        .query("SELECT count(), uniqExact(event_id) FROM events")
+        .fetch_one::<(u64, u64)>()
+        .await
+        .ok()
+}

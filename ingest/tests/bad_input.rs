@@ -13,7 +13,7 @@ use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::event::Event;
 use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
-use pulse_common::testkit::{free_port, start_registry, unique, Service, Stack};
+use pulse_common::testkit::{start_ingest, start_registry, unique, Stack};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
@@ -553,16 +553,11 @@ async fn bad_input_is_refused_with_a_named_reason_and_never_reaches_kafka() {
     let prefix = unique("bad") + ".";
     let credentials = credentials_file();
     let registry = start_registry(&stack, &prefix).await;
-    let port = free_port();
-    let ingest = Service::start(
+    let ingest = start_ingest(
         &stack,
-        "pulse-ingest",
-        port,
-        &[],
+        &prefix,
+        &registry.url,
         &[
-            ("PULSE_INGEST_LISTEN", format!("127.0.0.1:{port}")),
-            ("PULSE_TOPIC_PREFIX", prefix.clone()),
-            ("PULSE_REGISTRY_URL", registry.url.clone()),
             (
                 "PULSE_INGEST_CREDENTIALS",
                 credentials.path().display().to_string(),

@@ -13,7 +13,7 @@ use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::event::Event;
 use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
-use pulse_common::testkit::{free_port, start_registry, unique, ScriptedServer, Service, Stack};
+use pulse_common::testkit::{start_ingest, start_registry, unique, ScriptedServer, Stack};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
@@ -48,17 +48,12 @@ async fn acknowledged_events_survive_a_broker_restart_exactly_once() {
 
     let prefix = unique("fault") + ".";
     let registry = start_registry(&stack, &prefix).await;
-    let port = free_port();
-    let ingest = Service::start(
+    let ingest = start_ingest(
         &stack,
-        "pulse-ingest",
-        port,
-        &[],
+        &prefix,
+        &registry.url,
         &[
-            ("PULSE_INGEST_LISTEN", format!("127.0.0.1:{port}")),
             ("PULSE_KAFKA_BOOTSTRAP", bootstrap.clone()),
-            ("PULSE_TOPIC_PREFIX", prefix.clone()),
-            ("PULSE_REGISTRY_URL", registry.url.clone()),
             ("PULSE_EVENT_PARTITIONS", "3".into()),
             ("PULSE_INGEST_DELIVERY_TIMEOUT_MS", "30000".into()),
         ],
@@ -204,20 +199,15 @@ async fn requests_get_503_with_retry_after_while_kafka_is_down_then_succeed() {
     tokio::task::block_in_place(|| broker.start());
     let prefix = unique("down") + ".";
     let registry = start_registry(&stack, &prefix).await;
-    let port = free_port();
-    let ingest = Service::start(
+    let ingest = start_ingest(
         &stack,
-        "pulse-ingest",
-        port,
-        &[],
+        &prefix,
+        &registry.url,
         &[
-            ("PULSE_INGEST_LISTEN", format!("127.0.0.1:{port}")),
             (
                 "PULSE_KAFKA_BOOTSTRAP",
                 format!("127.0.0.1:{}", broker.port()),
             ),
-            ("PULSE_TOPIC_PREFIX", prefix),
-            ("PULSE_REGISTRY_URL", registry.url.clone()),
             ("PULSE_INGEST_DELIVERY_TIMEOUT_MS", "2000".into()),
         ],
     )

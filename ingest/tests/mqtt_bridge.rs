@@ -10,7 +10,7 @@ use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::event::Event;
 use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
-use pulse_common::testkit::{free_port, start_registry, unique, Service, Stack};
+use pulse_common::testkit::{start_ingest, start_registry, unique, Stack};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::Message;
@@ -64,16 +64,11 @@ async fn mqtt_messages_reach_kafka_or_the_dead_letter_topic_and_are_acknowledged
     let prefix = unique("mqtt") + ".";
     let root = unique("fleet");
     let registry = start_registry(&stack, &prefix).await;
-    let port = free_port();
-    let _ingest = Service::start(
+    let _ingest = start_ingest(
         &stack,
-        "pulse-ingest",
-        port,
-        &[],
+        &prefix,
+        &registry.url,
         &[
-            ("PULSE_INGEST_LISTEN", format!("127.0.0.1:{port}")),
-            ("PULSE_TOPIC_PREFIX", prefix.clone()),
-            ("PULSE_REGISTRY_URL", registry.url.clone()),
             ("PULSE_EVENT_PARTITIONS", "1".into()),
             ("PULSE_MQTT_URL", stack.mqtt_url.clone()),
             ("PULSE_MQTT_TOPIC_ROOT", root.clone()),

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use pulse_common::testkit::{
-    clickhouse, free_port, poll_until, produce_events, start_registry, unique, ScriptedServer,
-    Service, Stack,
+    clickhouse, event_counts, free_port, poll_until, produce_events, start_registry, unique,
+    ScriptedServer, Service, Stack,
 };
 
 const EVENTS: u64 = 60_000;
@@ -23,14 +23,6 @@ fn rss_kib(pid: u32) -> u64 {
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
-}
-
-async fn counts(client: &clickhouse::Client) -> Option<(u64, u64)> {
-    client
-        .query("SELECT count(), uniqExact(event_id) FROM events")
-        .fetch_one::<(u64, u64)>()
-        .await
-        .ok()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -66,7 +58,10 @@ async fn clickhouse_outage_pauses_processing_and_loses_nothing() {
     .await;
 
     let before = poll_until("first rows stored", Duration::from_secs(60), || async {
-        counts(&client).await.map(|(c, _)| c).filter(|c| *c > 0)
+        event_counts(&client)
+            .await
+            .map(|(c, _)| c)
+            .filter(|c| *c > 0)
     })
     .await;
     tokio::task::block_in_place(|| server.stop());
@@ -80,7 +75,7 @@ async fn clickhouse_outage_pauses_processing_and_loses_nothing() {
     let deadline = Instant::now() + Duration::from_secs(180);
     let (count, unique_ids) = loop {
         peak_rss = peak_rss.max(rss_kib(processor.pid()));
-        if let Some(c) = counts(&client).await.filter(|(c, _)| *c >= EVENTS) {
+        if let Some(c) = event_counts(&client).await.filter(|(c, _)| *c >= EVENTS) {
             break c;
         }
         assert!(

@@ -6,21 +6,14 @@
 use std::time::Duration;
 
 use pulse_common::testkit::{
-    clickhouse, free_port, poll_until, produce_events, start_registry, unique, Service, Stack,
+    clickhouse, event_counts, free_port, poll_until, produce_events, start_registry, unique,
+    Service, Stack,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const EVENTS: u64 = 200_000;
 const KILLS: usize = 5;
-
-async fn counts(client: &clickhouse::Client) -> Option<(u64, u64)> {
-    client
-        .query("SELECT count(), uniqExact(event_id) FROM events")
-        .fetch_one::<(u64, u64)>()
-        .await
-        .ok()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the local stack: run through ./dev test"]
@@ -52,7 +45,7 @@ async fn processor_killed_five_times_stores_every_event_exactly_once() {
             "progress after a restart",
             Duration::from_secs(60),
             || async {
-                counts(&client)
+                event_counts(&client)
                     .await
                     .map(|(c, _)| c)
                     .filter(|c| *c > stored)
@@ -61,18 +54,18 @@ async fn processor_killed_five_times_stores_every_event_exactly_once() {
         .await;
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..1500))).await;
         processor.kill();
-        stored = counts(&client).await.map_or(stored, |(c, _)| c);
+        stored = event_counts(&client).await.map_or(stored, |(c, _)| c);
         stored_at_kill.push(stored);
     }
     let _processor = Service::start(&stack, "pulse-processor", port, &[], &env).await;
     let (count, unique_ids) =
         poll_until("every event stored", Duration::from_secs(240), || async {
-            counts(&client).await.filter(|(c, _)| *c >= EVENTS)
+            event_counts(&client).await.filter(|(c, _)| *c >= EVENTS)
         })
         .await;
     // A late duplicate would show up after the count first reached EVENTS.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (count_after, unique_after) = counts(&client).await.expect("counts");
+    let (count_after, unique_after) = event_counts(&client).await.expect("counts");
     eprintln!("rows stored at each kill: {stored_at_kill:?}; finally {count_after} rows, {unique_after} unique");
     assert!(
         stored_at_kill.iter().all(|c| *c > 0 && *c < EVENTS),
