@@ -60,8 +60,8 @@ struct Args {
     duration_s: u64,
     #[arg(long, env = "PULSE_SIM_SEED", default_value_t = 42)]
     seed: u64,
-    /// Write each sent event's id and label (normal, heat_spike, vibration_burst)
-    /// to this CSV file, to score detection against.
+    /// Write each sent event's id, label (normal, heat_spike, vibration_burst)
+    /// and readings to this CSV file, to score detection against.
     #[arg(long, env = "PULSE_SIM_LABELS_OUT")]
     labels_out: Option<std::path::PathBuf>,
     /// API key sent as a bearer token, when ingest requires credentials.
@@ -87,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         "devices, batch and concurrency must be positive"
     );
     let sender = Arc::new(match args.transport {
+        Transport::None => Sender::None,
         Transport::Http => Sender::http(&args.ingest_url, args.api_key.clone()),
         Transport::Mqtt => Sender::mqtt(
             &args.mqtt_url,
@@ -113,7 +114,10 @@ async fn main() -> anyhow::Result<()> {
     let labels = match &args.labels_out {
         Some(path) => {
             let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-            writeln!(file, "event_id,label")?;
+            writeln!(
+                file,
+                "event_id,label,temperature_c,humidity_pct,vibration_g,battery_v"
+            )?;
             Some(Arc::new(std::sync::Mutex::new(file)))
         }
         None => None,
@@ -172,10 +176,15 @@ async fn main() -> anyhow::Result<()> {
                     let label_rows: Vec<String> = generated
                         .iter()
                         .map(|g| {
+                            let r = &g.event["readings"];
                             format!(
-                                "{},{}",
+                                "{},{},{},{},{},{}",
                                 g.event["event_id"].as_str().unwrap_or_default(),
-                                g.anomaly.map_or("normal", |a| a.label())
+                                g.anomaly.map_or("normal", |a| a.label()),
+                                r["temperature_c"],
+                                r["humidity_pct"],
+                                r["vibration_g"],
+                                r["battery_v"]
                             )
                         })
                         .collect();
