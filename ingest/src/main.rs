@@ -76,7 +76,8 @@ struct Args {
     mqtt_username: Option<String>,
     #[arg(long, env = "PULSE_MQTT_PASSWORD", hide_env_values = true)]
     mqtt_password: Option<String>,
-    /// MQTT messages processed at once.
+    /// Sizes the MQTT client's queues; how many messages the bridge handles at
+    /// once is the broker's `max_inflight_messages`.
     #[arg(long, env = "PULSE_MQTT_MAX_IN_FLIGHT", default_value_t = 200)]
     mqtt_max_in_flight: u16,
     #[command(flatten)]

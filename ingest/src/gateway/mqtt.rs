@@ -32,7 +32,7 @@ pub struct MqttConfig {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// Messages being processed at once.
+    /// Sizes the client's queues (the broker bounds messages in flight).
     pub max_in_flight: u16,
 }
 
