@@ -45,6 +45,18 @@ pub struct TopicSpec {
     pub settings: Vec<(&'static str, String)>,
 }
 
+impl TopicSpec {
+    /// A topic with the broker's default settings.
+    pub fn new(name: impl Into<String>, partitions: i32, replication_factor: i32) -> Self {
+        Self {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            settings: vec![],
+        }
+    }
+}
+
 /// Creates the topics that do not exist yet; existing ones are left as they are.
 pub async fn ensure_topics(
     kafka: &KafkaClient,

@@ -3,6 +3,7 @@
 //! (`/healthz`, `/readyz`, `/metrics`) with logging and shutdown handling.
 
 pub mod clickhouse;
+pub mod clock;
 pub mod config;
 pub mod event;
 pub mod json_avro;

@@ -94,12 +94,7 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|k| topics.events(*k))
         .chain([topics.dead_letter()])
-        .map(|name| TopicSpec {
-            name,
-            partitions: args.partitions,
-            replication_factor: args.replication,
-            settings: vec![],
-        })
+        .map(|name| TopicSpec::new(name, args.partitions, args.replication))
         .collect();
     ensure_topics(&args.kafka.client, &specs, Duration::from_secs(30)).await?;
     let credentials = match &args.credentials {

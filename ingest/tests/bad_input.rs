@@ -5,10 +5,11 @@
 //! Run through `./dev test`.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
+use pulse_common::clock::now_ms;
 use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::event::Event;
 use pulse_common::kafka::client_config;
@@ -25,13 +26,6 @@ const KEY: &str = "key-acme-0123456789";
 const DEVICE_TOKEN: &str = "token-dev-1-0123456789";
 const SLOW_KEY: &str = "key-slow-0123456789";
 const MAX_BODY: usize = 64 * 1024;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
 
 fn id(n: u64) -> String {
     format!("00000000-0000-4000-8000-{n:012x}")

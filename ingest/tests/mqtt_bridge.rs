@@ -4,8 +4,9 @@
 //! and every message is acknowledged to the broker. Run through `./dev test`.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use pulse_common::clock::now_ms;
 use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::event::Event;
 use pulse_common::kafka::client_config;
@@ -18,13 +19,6 @@ use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use serde_json::json;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
 
 /// Every record of `topic`, waiting up to 30 s for `n`, then 2 s for extras.
 async fn records(bootstrap: &str, topic: &str, n: usize) -> Vec<OwnedMessage> {

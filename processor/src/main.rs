@@ -90,12 +90,7 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     let topics = args.kafka.topics();
-    let spec = |name: String| TopicSpec {
-        name,
-        partitions: args.result_partitions,
-        replication_factor: args.replication,
-        settings: vec![],
-    };
+    let spec = |name: String| TopicSpec::new(name, args.result_partitions, args.replication);
     ensure_topics(
         &args.kafka.client,
         &[spec(topics.results()), spec(topics.dead_letter())],

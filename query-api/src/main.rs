@@ -54,12 +54,11 @@ async fn main() -> anyhow::Result<()> {
     let results_topic = args.kafka.topics().results();
     ensure_topics(
         &args.kafka.client,
-        &[TopicSpec {
-            name: results_topic.clone(),
-            partitions: args.result_partitions,
-            replication_factor: args.replication,
-            settings: vec![],
-        }],
+        &[TopicSpec::new(
+            results_topic.clone(),
+            args.result_partitions,
+            args.replication,
+        )],
         Duration::from_secs(30),
     )
     .await?;

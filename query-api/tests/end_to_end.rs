@@ -3,10 +3,11 @@
 //! and pushed to a WebSocket subscriber. Run through `./dev test`.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use apache_avro::types::Value;
 use futures::StreamExt;
+use pulse_common::clock::now_ms;
 use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::event::Event;
 use pulse_common::kafka::client_config;
@@ -86,13 +87,6 @@ async fn start_pipeline() -> Pipeline {
         _processor: processor,
         query,
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 fn telemetry(id: &str, source: &str, readings: Json) -> Json {

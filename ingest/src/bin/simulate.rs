@@ -5,9 +5,10 @@
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
+use pulse_common::clock::now_ms;
 use pulse_common::config::{KafkaArgs, LogArgs, RegistryArgs};
 use pulse_ingest::simulate::send::{Sender, Transport};
 use pulse_ingest::simulate::stats::Stats;
@@ -69,13 +70,6 @@ struct Args {
     api_key: Option<String>,
     #[command(flatten)]
     log: LogArgs,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 #[tokio::main]

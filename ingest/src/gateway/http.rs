@@ -1,7 +1,7 @@
 //! `POST /v1/events`: authenticate, validate, encode, produce, then answer.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -10,6 +10,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use pulse_common::clock::now_ms;
 use pulse_common::config::Topics;
 use serde_json::json;
 use tokio::sync::Semaphore;
@@ -56,13 +57,6 @@ pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
         .route("/v1/events", post(post_events))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(gateway)
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 /// A refused request: status, the reason counted in metrics, and the events' errors.

@@ -104,12 +104,7 @@ impl Sender {
         // Like ingest, create the event topics when they are missing.
         let specs: Vec<TopicSpec> = EventKind::ALL
             .iter()
-            .map(|k| TopicSpec {
-                name: topics.events(*k),
-                partitions: 6,
-                replication_factor: 1,
-                settings: vec![],
-            })
+            .map(|k| TopicSpec::new(topics.events(*k), 6, 1))
             .collect();
         ensure_topics(kafka, &specs, Duration::from_secs(30)).await?;
         let mut encoders = Encoders::new(registry_url, &topics)?;
