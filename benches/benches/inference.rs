@@ -11,6 +11,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use pulse_common::event::Event;
 use pulse_common::schemas::EventKind;
 use pulse_processor::scorer::{Device, Scorer};
+use pulse_processor::state::Features;
 
 fn event(i: usize) -> Event {
     let x = (i % 97) as f64 / 97.0;
@@ -43,9 +44,11 @@ fn bench(c: &mut Criterion) {
         Err(e) => panic!("cannot load the model: {e}"),
     };
     let events: Vec<Event> = (0..1024).map(event).collect();
+    let history = Features::default();
     let mut group = c.benchmark_group("inference_cpu");
     for batch in [1usize, 64, 1024] {
-        let refs: Vec<&Event> = events[..batch].iter().collect();
+        let refs: Vec<(&Event, &Features)> =
+            events[..batch].iter().map(|e| (e, &history)).collect();
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_with_input(BenchmarkId::from_parameter(batch), &refs, |b, refs| {
             b.iter(|| scorer.score(refs).map(|s| s.len()))

@@ -28,6 +28,14 @@ pub struct ScoredEvent {
     pub score: f32,
     pub is_anomaly: u8,
     pub model_version: String,
+    /// The event's position in its device's sequence, from 1; retries of an
+    /// event are not counted.
+    pub device_seq: u64,
+    /// The device-history features computed for the event (EWMA mean,
+    /// z-score and delta of each reading, seconds since the previous event),
+    /// names and values side by side; a feature without a value yet is left out.
+    pub feature_names: Vec<String>,
+    pub feature_values: Vec<f64>,
     pub processed_ms: i64,
     /// Where the event was read from: replays are recognised by offset.
     pub source_topic: String,

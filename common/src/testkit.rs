@@ -139,6 +139,20 @@ impl Service {
         let _ = self.child.wait();
     }
 
+    /// The value of a Prometheus sample from the service's /metrics, e.g.
+    /// `pulse_processor_events_total{outcome="stored"}`; None if absent.
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let body = reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// Sends SIGTERM and waits for a clean exit; returns the exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         // SAFETY: kill(2) on a pid this process spawned and has not reaped.
@@ -220,6 +234,19 @@ pub fn produce_events(
     count: u64,
     seed: u64,
 ) -> serde_json::Value {
+    produce_events_with_retries(stack, prefix, registry_url, count, seed, 0.0)
+}
+
+/// As [`produce_events`], with a share of the events sent twice under the
+/// same id, as retrying clients do.
+pub fn produce_events_with_retries(
+    stack: &Stack,
+    prefix: &str,
+    registry_url: &str,
+    count: u64,
+    seed: u64,
+    retry_rate: f64,
+) -> serde_json::Value {
     let out = Command::new(stack.bin_dir.join("pulse-simulate"))
         .args([
             "--transport",
@@ -238,6 +265,8 @@ pub fn produce_events(
             &count.to_string(),
             "--seed",
             &seed.to_string(),
+            "--retry-rate",
+            &retry_rate.to_string(),
         ])
         .env("PULSE_KAFKA_BOOTSTRAP", &stack.kafka_bootstrap)
         .env("PULSE_TOPIC_PREFIX", prefix)
@@ -352,6 +381,22 @@ pub async fn start_ingest(
 pub async fn event_counts(client: &clickhouse::Client) -> Option<(u64, u64)> {
     client
         .query("SELECT count(), uniqExact(event_id) FROM events")
+        .fetch_one::<(u64, u64)>()
+        .await
+        .ok()
+}
+
+/// Devices in the events table, and how many of them have a sequence that
+/// is not exactly 1..n (a number repeated or skipped: state lost or an
+/// event counted twice).
+pub async fn device_sequences(client: &clickhouse::Client) -> Option<(u64, u64)> {
+    client
+        .query(
+            "SELECT count(), countIf(top != n OR distinct_seqs != n) FROM \
+             (SELECT tenant_id, source_id, max(device_seq) AS top, count() AS n, \
+                     uniqExact(device_seq) AS distinct_seqs \
+              FROM events GROUP BY tenant_id, source_id)",
+        )
         .fetch_one::<(u64, u64)>()
         .await
         .ok()

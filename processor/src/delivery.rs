@@ -17,11 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clickhouse::Client;
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, ConsumerGroupMetadata, Rebalance};
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 use pulse_common::scored::{ScoredEvent, EVENTS_TABLE};
 
@@ -42,25 +42,18 @@ impl Watermarks {
     }
 }
 
-/// Consumer context that drops the watermarks whenever partitions move, so
-/// they are read again from ClickHouse before the next insert.
-pub struct RebalanceAware {
-    pub watermarks: Watermarks,
-}
-
-impl ClientContext for RebalanceAware {}
-
-impl ConsumerContext for RebalanceAware {
-    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        tracing::info!(?rebalance, "rebalance");
-        self.watermarks.forget_all();
-    }
-}
-
 /// A record that cannot be processed, bound for the dead-letter topic.
 pub struct DeadLetter {
     pub message: OwnedMessage,
     pub reason: String,
+}
+
+/// A device's new state, bound for its changelog partition.
+pub struct StateRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
 }
 
 pub enum DeliveryError {
@@ -133,16 +126,10 @@ impl Delivery {
         Ok(if rows == 0 { -1 } else { max })
     }
 
-    /// Publishes the results and dead letters and commits the batch's
-    /// offsets, all in one Kafka transaction.
-    pub fn publish(
-        &self,
-        rows: &[ScoredEvent],
-        dead: &[DeadLetter],
-        batch: &[OwnedMessage],
-        group: &ConsumerGroupMetadata,
-    ) -> Result<(), DeliveryError> {
-        let result = tokio::task::block_in_place(|| self.transaction(rows, dead, batch, group));
+    /// Publishes the results, dead letters and device states and commits the
+    /// batch's offsets, all in one Kafka transaction.
+    pub fn publish(&self, out: &Publish<'_>) -> Result<(), DeliveryError> {
+        let result = tokio::task::block_in_place(|| self.transaction(out));
         result.map_err(|e| {
             let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
             if !fatal {
@@ -156,16 +143,10 @@ impl Delivery {
         })
     }
 
-    fn transaction(
-        &self,
-        rows: &[ScoredEvent],
-        dead: &[DeadLetter],
-        batch: &[OwnedMessage],
-        group: &ConsumerGroupMetadata,
-    ) -> Result<(), KafkaError> {
+    fn transaction(&self, out: &Publish<'_>) -> Result<(), KafkaError> {
         self.producer.begin_transaction()?;
-        let mut deliveries = Vec::with_capacity(rows.len() + dead.len());
-        for r in rows {
+        let mut deliveries = Vec::with_capacity(out.rows.len() + out.dead.len() + out.states.len());
+        for r in out.rows {
             let key = format!("{}/{}", r.tenant_id, r.source_id);
             let payload = serde_json::to_vec(r).unwrap_or_default();
             let record = FutureRecord::to(&self.results_topic)
@@ -173,7 +154,14 @@ impl Delivery {
                 .payload(&payload);
             deliveries.push(self.producer.send_result(record).map_err(|(e, _)| e)?);
         }
-        for d in dead {
+        for s in out.states {
+            let record = FutureRecord::to(&s.topic)
+                .partition(s.partition)
+                .key(&s.key)
+                .payload(&s.value);
+            deliveries.push(self.producer.send_result(record).map_err(|(e, _)| e)?);
+        }
+        for d in out.dead {
             let m = &d.message;
             let headers = OwnedHeaders::new()
                 .insert(Header {
@@ -203,13 +191,25 @@ impl Delivery {
             deliveries.push(self.producer.send_result(record).map_err(|(e, _)| e)?);
             tracing::warn!(topic = m.topic(), offset = m.offset(), reason = %d.reason, "record dead-lettered");
         }
-        self.producer
-            .send_offsets_to_transaction(&next_offsets(batch)?, group, self.timeout)?;
+        self.producer.send_offsets_to_transaction(
+            &next_offsets(out.batch)?,
+            out.group,
+            self.timeout,
+        )?;
         // Commit flushes every record first; a failed one fails the commit.
         self.producer.commit_transaction(self.timeout)?;
         drop(deliveries);
         Ok(())
     }
+}
+
+/// What one batch's transaction publishes.
+pub struct Publish<'a> {
+    pub rows: &'a [ScoredEvent],
+    pub dead: &'a [DeadLetter],
+    pub states: &'a [StateRecord],
+    pub batch: &'a [OwnedMessage],
+    pub group: &'a ConsumerGroupMetadata,
 }
 
 /// The offsets to commit after `batch`: one past the last record of each partition.

@@ -1,8 +1,14 @@
-//! Pulse processor: consumes events, scores telemetry with an ONNX model and
-//! writes scored events to ClickHouse and the results topic.
+//! Pulse processor: consumes events, keeps per-device state, scores
+//! telemetry with an ONNX model and writes scored events to ClickHouse and
+//! the results topic.
 
+pub mod assignment;
+pub mod changelog;
 pub mod delivery;
 pub mod metrics;
 pub mod migrations;
 pub mod pipeline;
 pub mod scorer;
+pub mod state;
+pub mod state_store;
+pub mod topics;

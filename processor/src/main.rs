@@ -7,13 +7,16 @@ use std::time::Duration;
 
 use clap::Parser;
 use pulse_common::config::{ClickHouseArgs, KafkaArgs, LogArgs, RegistryArgs};
-use pulse_common::kafka::{client_config, durable_producer_config, ensure_topics, TopicSpec};
+use pulse_common::kafka::{client_config, durable_producer_config};
 use pulse_common::ops;
 use pulse_common::schemas::EventKind;
-use pulse_processor::delivery::{Delivery, RebalanceAware, Watermarks};
+use pulse_processor::assignment::{Assignment, RebalanceAware};
+use pulse_processor::delivery::{Delivery, Watermarks};
 use pulse_processor::migrations;
 use pulse_processor::pipeline::Pipeline;
 use pulse_processor::scorer::{Device, Scorer};
+use pulse_processor::state::FeatureSettings;
+use pulse_processor::topics;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, Producer};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
@@ -70,9 +73,25 @@ struct Args {
     /// Longest wait to fill a batch, in milliseconds.
     #[arg(long, env = "PULSE_MAX_WAIT_MS", default_value_t = 50)]
     max_wait_ms: u64,
-    /// Partitions and replication of the results and dead-letter topics when created here.
+    /// Weight of the newest reading in each device's moving mean and variance.
+    #[arg(long, env = "PULSE_EWMA_ALPHA", default_value_t = 0.1)]
+    ewma_alpha: f64,
+    /// Readings a device must have sent before its z-scores count.
+    #[arg(long, env = "PULSE_ZSCORE_WARMUP", default_value_t = 10)]
+    zscore_warmup: u64,
+    /// Recent event ids remembered per device to drop clients' retries.
+    #[arg(long, env = "PULSE_DEDUP_WINDOW", default_value_t = 16)]
+    dedup_window: usize,
+    /// Longest time to read a partition's device state back from its changelog, in seconds.
+    #[arg(long, env = "PULSE_RESTORE_TIMEOUT_S", default_value_t = 120)]
+    restore_timeout_s: u64,
+    /// Partitions of the event topics when created here (ingest normally creates them).
+    #[arg(long, env = "PULSE_EVENT_PARTITIONS", default_value_t = 6)]
+    event_partitions: i32,
+    /// Partitions of the results and dead-letter topics when created here.
     #[arg(long, env = "PULSE_RESULT_PARTITIONS", default_value_t = 6)]
     result_partitions: i32,
+    /// Replication factor of the topics created here (3 in production).
     #[arg(long, env = "PULSE_TOPIC_REPLICATION", default_value_t = 1)]
     replication: i32,
     #[command(flatten)]
@@ -90,11 +109,14 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     let topics = args.kafka.topics();
-    let spec = |name: String| TopicSpec::new(name, args.result_partitions, args.replication);
-    ensure_topics(
+    topics::ensure(
         &args.kafka.client,
-        &[spec(topics.results()), spec(topics.dead_letter())],
-        Duration::from_secs(30),
+        &topics,
+        &topics::Layout {
+            event_partitions: args.event_partitions,
+            result_partitions: args.result_partitions,
+            replication: args.replication,
+        },
     )
     .await?;
 
@@ -127,9 +149,12 @@ async fn main() -> anyhow::Result<()> {
     if let Some(id) = &args.instance_id {
         consumer_cfg.set("group.instance.id", id);
     }
+    let assignment = Assignment::default();
+    let forget = watermarks.clone();
     let consumer: StreamConsumer<RebalanceAware> =
         consumer_cfg.create_with_context(RebalanceAware {
-            watermarks: watermarks.clone(),
+            assignment: assignment.clone(),
+            on_move: Box::new(move || forget.forget_all()),
         })?;
     let event_topics: Vec<String> = EventKind::ALL.iter().map(|k| topics.events(*k)).collect();
     let names: Vec<&str> = event_topics.iter().map(String::as_str).collect();
@@ -137,6 +162,14 @@ async fn main() -> anyhow::Result<()> {
 
     let pipeline = Pipeline {
         consumer,
+        assignment,
+        restore_config: client_config(&args.kafka.client),
+        restore_timeout: Duration::from_secs(args.restore_timeout_s),
+        features: FeatureSettings {
+            alpha: args.ewma_alpha,
+            warmup: args.zscore_warmup,
+            dedup_window: args.dedup_window,
+        },
         decoder: AvroDecoder::new(
             SrSettings::new_builder(args.registry.registry_url.clone())
                 .no_proxy()

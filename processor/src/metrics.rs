@@ -2,12 +2,15 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register_histogram, register_int_counter_vec, Histogram, IntCounterVec};
+use prometheus::{
+    register_histogram, register_int_counter_vec, register_int_gauge, Histogram, IntCounterVec,
+    IntGauge,
+};
 
 pub static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "pulse_processor_events_total",
-        "Events handled, by outcome (stored, dead_lettered)",
+        "Events handled, by outcome (stored, dead_lettered, duplicate)",
         &["outcome"]
     )
     .expect("metric registers once")
@@ -40,6 +43,14 @@ pub static BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
         "pulse_processor_batch_events",
         "Events per processed batch",
         vec![1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0]
+    )
+    .expect("metric registers once")
+});
+
+pub static STATE_DEVICES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "pulse_processor_state_devices",
+        "Devices whose state this instance holds"
     )
     .expect("metric registers once")
 });

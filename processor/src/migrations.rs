@@ -18,6 +18,10 @@ const MIGRATIONS: &[(u32, &str)] = &[
         4,
         include_str!("../../schemas/clickhouse/0004_device_minute_mv.sql"),
     ),
+    (
+        5,
+        include_str!("../../schemas/clickhouse/0005_device_features.sql"),
+    ),
 ];
 
 /// Rewrites a single-server statement for a replicated cluster: the DDL runs

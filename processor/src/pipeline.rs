@@ -1,6 +1,7 @@
 //! The processing loop: take a batch of records from Kafka, decode them
-//! through the registry, score telemetry, then hand the batch to
-//! [`Delivery`], which stores it exactly once.
+//! through the registry, bring each device's state up to date, score
+//! telemetry, then hand the batch to [`Delivery`], which stores it exactly
+//! once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
-use rdkafka::Message;
+use rdkafka::{ClientConfig, Message, Offset};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 
 use pulse_common::clock::now_ms;
@@ -18,18 +19,34 @@ use pulse_common::schemas::EventKind;
 use pulse_common::scored::ScoredEvent;
 use pulse_common::shutdown::Shutdown;
 
-use crate::delivery::{DeadLetter, Delivery, DeliveryError, RebalanceAware};
+use crate::assignment::{Assignment, Partition, RebalanceAware};
+use crate::changelog::{self, encode_key, encode_state};
+use crate::delivery::{DeadLetter, Delivery, DeliveryError, Publish, StateRecord};
 use crate::metrics;
 use crate::scorer::{Score, Scorer};
+use crate::state::{FeatureSettings, Features};
+use crate::state_store::{BatchState, StateStore};
 
 pub struct Pipeline {
     pub consumer: StreamConsumer<RebalanceAware>,
+    pub assignment: Assignment,
+    /// Client settings for reading the state changelog back.
+    pub restore_config: ClientConfig,
+    pub restore_timeout: Duration,
     pub decoder: AvroDecoder,
     pub scorer: Arc<Scorer>,
+    pub features: FeatureSettings,
     pub delivery: Delivery,
     pub topics: Topics,
     pub max_batch: usize,
     pub max_wait: Duration,
+}
+
+/// Records received together, with the generation under which each one's
+/// partition was owned when it arrived.
+struct Batch {
+    messages: Vec<OwnedMessage>,
+    generations: HashMap<Partition, u64>,
 }
 
 /// What a batch turned into.
@@ -37,6 +54,8 @@ pub struct Pipeline {
 struct Outcome {
     rows: Vec<ScoredEvent>,
     dead: Vec<DeadLetter>,
+    state: BatchState,
+    duplicates: u64,
 }
 
 impl Pipeline {
@@ -45,48 +64,61 @@ impl Pipeline {
             .iter()
             .map(|k| (self.topics.events(*k), *k))
             .collect();
+        let mut store = StateStore::default();
+        let mut attempt = 0;
         while let Some(batch) = self.next_batch(&shutdown).await {
-            let mut attempt = 0;
+            store.retain(|p| self.assignment.generation(&p.0, p.1).is_some());
+            if batch.messages.is_empty() {
+                continue;
+            }
+            let mut retries = 0;
             let outcome = loop {
-                match self.decode_and_score(&batch, &kinds).await {
+                match self.decode_and_score(&batch, &kinds, &mut store).await {
                     Ok(o) => break o,
                     Err(e) => {
-                        attempt += 1;
-                        tracing::warn!(error = %e, attempt, "cannot process batch yet; retrying");
-                        if !backoff(&shutdown, attempt).await {
+                        retries += 1;
+                        tracing::warn!(error = %e, attempt = retries, "cannot process batch yet; retrying");
+                        if !backoff(&shutdown, retries).await {
                             return Ok(());
                         }
                     }
                 }
             };
-            let mut attempt = 0;
-            while let Err(e) = self.deliver(&batch, &outcome).await {
-                let e = match e {
-                    DeliveryError::Fatal(e) => return Err(e.context("cannot deliver batch")),
-                    DeliveryError::Retry(e) => e,
-                };
-                attempt += 1;
-                tracing::warn!(error = %e, attempt, "cannot deliver batch; retrying");
-                if !backoff(&shutdown, attempt).await {
-                    // Not committed: the batch is processed again after restart.
-                    return Ok(());
+            match self.deliver(&batch, &outcome, &kinds, &shutdown).await {
+                Delivered::Yes => attempt = 0,
+                Delivered::Stopping => return Ok(()),
+                Delivered::Fatal(e) => return Err(e),
+                Delivered::Rewind(e) => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "cannot commit batch; consuming it again");
+                    self.rewind(&batch)?;
+                    if !backoff(&shutdown, attempt).await {
+                        return Ok(());
+                    }
+                    continue;
                 }
             }
-            metrics::BATCH_SIZE.observe(batch.len() as f64);
-            metrics::EVENTS
-                .with_label_values(&["stored"])
-                .inc_by(outcome.rows.len() as u64);
-            metrics::EVENTS
-                .with_label_values(&["dead_lettered"])
-                .inc_by(outcome.dead.len() as u64);
+            metrics::BATCH_SIZE.observe(batch.messages.len() as f64);
+            for (outcome_label, n) in [
+                ("stored", outcome.rows.len() as u64),
+                ("dead_lettered", outcome.dead.len() as u64),
+                ("duplicate", outcome.duplicates),
+            ] {
+                metrics::EVENTS
+                    .with_label_values(&[outcome_label])
+                    .inc_by(n);
+            }
+            store.apply(outcome.state);
+            metrics::STATE_DEVICES.set(store.devices() as i64);
         }
         tracing::info!("processor drained");
         Ok(())
     }
 
     /// The next batch: waits for a first record, then takes what arrives
-    /// within `max_wait`, up to `max_batch`. None once shutdown is requested.
-    async fn next_batch(&self, shutdown: &Shutdown) -> Option<Vec<OwnedMessage>> {
+    /// within `max_wait`, up to `max_batch`; records of partitions revoked
+    /// meanwhile are left out. None once shutdown is requested.
+    async fn next_batch(&self, shutdown: &Shutdown) -> Option<Batch> {
         let first = loop {
             tokio::select! {
                 _ = shutdown.requested() => return None,
@@ -96,27 +128,88 @@ impl Pipeline {
                 }
             }
         };
-        let mut batch = vec![first];
+        let mut received = vec![self.tagged(first)];
         let deadline = Instant::now() + self.max_wait;
-        while batch.len() < self.max_batch {
+        while received.len() < self.max_batch {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.consumer.recv()).await {
-                Ok(Ok(m)) => batch.push(m.detach()),
+                Ok(Ok(m)) => received.push(self.tagged(m.detach())),
                 Ok(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
                 Err(_) => break,
             }
         }
+        let mut batch = Batch {
+            messages: Vec::with_capacity(received.len()),
+            generations: HashMap::new(),
+        };
+        let mut stale = 0;
+        for (m, generation) in received {
+            let current = self.assignment.generation(m.topic(), m.partition());
+            if generation.is_none() || current != generation {
+                stale += 1;
+                continue;
+            }
+            if let Some(g) = generation {
+                batch
+                    .generations
+                    .insert((m.topic().to_string(), m.partition()), g);
+            }
+            batch.messages.push(m);
+        }
+        if stale > 0 {
+            tracing::info!(
+                stale,
+                "records of revoked partitions left to their new owner"
+            );
+        }
         Some(batch)
+    }
+
+    fn tagged(&self, m: OwnedMessage) -> (OwnedMessage, Option<u64>) {
+        let generation = self.assignment.generation(m.topic(), m.partition());
+        (m, generation)
+    }
+
+    /// Reads the state of each partition in the batch from its changelog
+    /// unless it was loaded under the partition's current assignment.
+    fn restore_state(
+        &self,
+        batch: &Batch,
+        kinds: &HashMap<String, EventKind>,
+        store: &mut StateStore,
+    ) -> anyhow::Result<()> {
+        for (partition, generation) in &batch.generations {
+            if store.is_loaded(partition, *generation) {
+                continue;
+            }
+            let Some(kind) = kinds.get(&partition.0) else {
+                continue;
+            };
+            let topic = self.topics.changelog(*kind);
+            let devices = tokio::task::block_in_place(|| {
+                changelog::restore(
+                    &self.restore_config,
+                    &topic,
+                    partition.1,
+                    self.restore_timeout,
+                )
+            })?;
+            store.load(partition.clone(), *generation, devices);
+        }
+        Ok(())
     }
 
     async fn decode_and_score(
         &self,
-        batch: &[OwnedMessage],
+        batch: &Batch,
         kinds: &HashMap<String, EventKind>,
+        store: &mut StateStore,
     ) -> anyhow::Result<Outcome> {
+        self.restore_state(batch, kinds, store)?;
         let mut outcome = Outcome::default();
-        let mut events: Vec<(Event, &OwnedMessage)> = Vec::with_capacity(batch.len());
-        for message in batch {
+        let mut events: Vec<(Event, &OwnedMessage, Features)> =
+            Vec::with_capacity(batch.messages.len());
+        for message in &batch.messages {
             let Some(kind) = kinds.get(message.topic()).copied() else {
                 outcome.dead.push(DeadLetter {
                     message: message.clone(),
@@ -137,24 +230,35 @@ impl Pipeline {
                     continue;
                 }
             };
-            match Event::from_avro(kind, &decoded.value) {
-                Ok(event) => events.push((event, message)),
-                Err(e) => outcome.dead.push(DeadLetter {
-                    message: message.clone(),
-                    reason: format!("invalid event: {e}"),
-                }),
+            let event = match Event::from_avro(kind, &decoded.value) {
+                Ok(event) => event,
+                Err(e) => {
+                    outcome.dead.push(DeadLetter {
+                        message: message.clone(),
+                        reason: format!("invalid event: {e}"),
+                    });
+                    continue;
+                }
+            };
+            let partition = (message.topic().to_string(), message.partition());
+            match outcome
+                .state
+                .observe(store, &partition, &event, &self.features)
+            {
+                Some(features) => events.push((event, message, features)),
+                None => outcome.duplicates += 1,
             }
         }
-        let telemetry: Vec<&Event> = events
+        let telemetry: Vec<(&Event, &Features)> = events
             .iter()
-            .map(|(e, _)| e)
-            .filter(|e| e.kind == EventKind::Telemetry)
+            .filter(|(e, _, _)| e.kind == EventKind::Telemetry)
+            .map(|(e, _, f)| (e, f))
             .collect();
         let started = Instant::now();
         let mut scores = self.scorer.score(&telemetry)?.into_iter();
         metrics::INFERENCE_SECONDS.observe(started.elapsed().as_secs_f64());
         let processed_ms = now_ms();
-        for (event, source) in events {
+        for (event, source, features) in events {
             let score = if event.kind == EventKind::Telemetry {
                 scores.next()
             } else {
@@ -162,7 +266,7 @@ impl Pipeline {
             };
             outcome
                 .rows
-                .push(self.row(event, source, score, processed_ms));
+                .push(self.row(event, source, features, score, processed_ms));
         }
         Ok(outcome)
     }
@@ -171,6 +275,7 @@ impl Pipeline {
         &self,
         e: Event,
         source: &OwnedMessage,
+        features: Features,
         score: Option<Score>,
         processed_ms: i64,
     ) -> ScoredEvent {
@@ -179,6 +284,12 @@ impl Pipeline {
             is_anomaly: false,
         });
         let (reading_names, reading_values) = e.readings.into_iter().unzip();
+        let (feature_names, feature_values) = features
+            .names
+            .into_iter()
+            .zip(features.values)
+            .filter(|(_, v)| v.is_finite())
+            .unzip();
         ScoredEvent {
             tenant_id: e.tenant_id,
             source_id: e.source_id,
@@ -195,6 +306,9 @@ impl Pipeline {
             score: score.score,
             is_anomaly: u8::from(score.is_anomaly),
             model_version: self.scorer.model_version.clone(),
+            device_seq: features.seq,
+            feature_names,
+            feature_values,
             processed_ms,
             source_topic: source.topic().to_string(),
             source_partition: source.partition(),
@@ -202,22 +316,96 @@ impl Pipeline {
         }
     }
 
-    /// Stores the rows, then publishes results and offsets in one transaction.
+    /// Stores the rows, retrying while ClickHouse is unavailable, then
+    /// publishes results, dead letters, device states and offsets in one
+    /// transaction.
     async fn deliver(
         &self,
-        batch: &[OwnedMessage],
+        batch: &Batch,
         outcome: &Outcome,
-    ) -> Result<(), DeliveryError> {
-        self.delivery
-            .store(&outcome.rows)
-            .await
-            .map_err(DeliveryError::Retry)?;
-        let group = self.consumer.group_metadata().ok_or_else(|| {
-            DeliveryError::Fatal(anyhow::anyhow!("consumer has no group metadata"))
-        })?;
-        self.delivery
-            .publish(&outcome.rows, &outcome.dead, batch, &group)
+        kinds: &HashMap<String, EventKind>,
+        shutdown: &Shutdown,
+    ) -> Delivered {
+        let mut attempt = 0;
+        while let Err(e) = self.delivery.store(&outcome.rows).await {
+            attempt += 1;
+            tracing::warn!(error = %e, attempt, "cannot store batch; retrying");
+            if !backoff(shutdown, attempt).await {
+                // Not committed: the batch is processed again after restart.
+                return Delivered::Stopping;
+            }
+        }
+        let Some(group) = self.consumer.group_metadata() else {
+            return Delivered::Fatal(anyhow::anyhow!("consumer has no group metadata"));
+        };
+        let states: Vec<StateRecord> = outcome
+            .state
+            .changed
+            .iter()
+            .filter_map(|((partition, device), state)| {
+                Some(StateRecord {
+                    topic: self.topics.changelog(*kinds.get(&partition.0)?),
+                    partition: partition.1,
+                    key: encode_key(device),
+                    value: encode_state(state),
+                })
+            })
+            .collect();
+        let publish = Publish {
+            rows: &outcome.rows,
+            dead: &outcome.dead,
+            states: &states,
+            batch: &batch.messages,
+            group: &group,
+        };
+        match self.delivery.publish(&publish) {
+            Ok(()) => Delivered::Yes,
+            Err(DeliveryError::Retry(e)) => Delivered::Rewind(e),
+            Err(DeliveryError::Fatal(e)) => Delivered::Fatal(e.context("cannot deliver batch")),
+        }
     }
+
+    /// Puts the consumer back to the first record of the batch in each
+    /// partition still owned, so an uncommitted batch is consumed again
+    /// (and, with a rebalance pending, polled so the rebalance can happen).
+    /// A failed seek would skip records, so it stops the processor instead.
+    fn rewind(&self, batch: &Batch) -> anyhow::Result<()> {
+        let mut first: HashMap<&Partition, i64> = HashMap::new();
+        for m in &batch.messages {
+            let Some((p, _)) = batch
+                .generations
+                .get_key_value(&(m.topic().to_string(), m.partition()))
+            else {
+                continue;
+            };
+            let o = first.entry(p).or_insert(m.offset());
+            *o = (*o).min(m.offset());
+        }
+        for (partition, offset) in first {
+            if self.assignment.generation(&partition.0, partition.1)
+                != batch.generations.get(partition).copied()
+            {
+                continue;
+            }
+            self.consumer
+                .seek(
+                    &partition.0,
+                    partition.1,
+                    Offset::Offset(offset),
+                    Duration::from_secs(10),
+                )
+                .map_err(|e| anyhow::anyhow!("cannot rewind {partition:?} to {offset}: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+enum Delivered {
+    Yes,
+    Stopping,
+    /// The transaction did not commit; consume the batch again.
+    Rewind(anyhow::Error),
+    Fatal(anyhow::Error),
 }
 
 /// Waits before retry `attempt` (0.25 s doubling to 10 s); false when

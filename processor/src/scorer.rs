@@ -10,6 +10,8 @@ use ort::session::Session;
 use ort::value::Tensor;
 use pulse_common::event::Event;
 
+use crate::state::Features;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Device {
     /// ONNX Runtime's CPU provider.
@@ -83,24 +85,29 @@ impl Scorer {
         })
     }
 
-    /// The model's input row for an event: its readings in the model's
-    /// feature order, NaN where the event lacks one.
-    fn row(&self, event: &Event, out: &mut Vec<f32>) {
-        out.extend(
-            self.features
-                .iter()
-                .map(|f| event.readings.get(f).map_or(f32::NAN, |v| *v as f32)),
-        );
+    /// The model's input row for an event: each feature the model names,
+    /// from the event's readings or its device-history features, NaN where
+    /// neither has it.
+    fn row(&self, event: &Event, history: &Features, out: &mut Vec<f32>) {
+        out.extend(self.features.iter().map(|f| {
+            event
+                .readings
+                .get(f)
+                .copied()
+                .or_else(|| history.get(f))
+                .map_or(f32::NAN, |v| v as f32)
+        }));
     }
 
-    /// Scores a batch of telemetry events in one model run.
-    pub fn score(&self, events: &[&Event]) -> anyhow::Result<Vec<Score>> {
+    /// Scores a batch of telemetry events, each with its device-history
+    /// features, in one model run.
+    pub fn score(&self, events: &[(&Event, &Features)]) -> anyhow::Result<Vec<Score>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let mut data = Vec::with_capacity(events.len() * self.features.len());
-        for e in events {
-            self.row(e, &mut data);
+        for (e, history) in events {
+            self.row(e, history, &mut data);
         }
         let input = Tensor::from_array(([events.len(), self.features.len()], data))?;
         let mut session = self

@@ -1,13 +1,14 @@
 //! Crash test: 200,000 events, and the processor is killed with SIGKILL at
 //! random points five times while it works through them. Afterwards the
 //! events table holds every event exactly once:
-//! count() == uniqExact(event_id) == events produced. Run through `./dev test`.
+//! count() == uniqExact(event_id) == events produced, and each device's
+//! state was restored after every kill. Run through `./dev test`.
 
 use std::time::Duration;
 
 use pulse_common::testkit::{
-    clickhouse, event_counts, free_port, poll_until, produce_events, start_registry, unique,
-    Service, Stack,
+    clickhouse, device_sequences, event_counts, free_port, poll_until, produce_events,
+    start_registry, unique, Service, Stack,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -80,4 +81,6 @@ async fn processor_killed_five_times_stores_every_event_exactly_once() {
         .await
         .expect("rollup readable");
     assert_eq!(rolled_up, EVENTS);
+    // Device state came back from the changelog after every kill.
+    assert_eq!(device_sequences(&client).await, Some((1000, 0)));
 }

@@ -10,9 +10,12 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use pulse_common::clock::now_ms;
 use pulse_common::config::{KafkaArgs, LogArgs, RegistryArgs};
+use pulse_ingest::simulate::fleet::with_retries;
 use pulse_ingest::simulate::send::{Sender, Transport};
 use pulse_ingest::simulate::stats::Stats;
 use pulse_ingest::simulate::Fleet;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use tokio::sync::Mutex;
 
 #[derive(Parser, Debug)]
@@ -47,6 +50,9 @@ struct Args {
     /// Share of events carrying an injected, labelled anomaly.
     #[arg(long, env = "PULSE_SIM_ANOMALY_RATE", default_value_t = 0.01)]
     anomaly_rate: f64,
+    /// Share of events sent twice with the same id, as retrying clients do.
+    #[arg(long, env = "PULSE_SIM_RETRY_RATE", default_value_t = 0.0)]
+    retry_rate: f64,
     /// Events per send (one HTTP request, or one Kafka round).
     #[arg(long, env = "PULSE_SIM_BATCH", default_value_t = 50)]
     batch: usize,
@@ -125,7 +131,9 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs_f64(args.batch as f64 * args.concurrency as f64 / f64::from(args.rate))
     });
     let workers: Vec<_> = (0..args.concurrency)
-        .map(|_| {
+        .map(|worker| {
+            let mut retry_rng = StdRng::seed_from_u64(args.seed ^ (worker as u64 + 1));
+            let retry_rate = args.retry_rate;
             let (sender, fleet, claimed, next_device) = (
                 sender.clone(),
                 fleet.clone(),
@@ -182,11 +190,13 @@ async fn main() -> anyhow::Result<()> {
                             )
                         })
                         .collect();
-                    let events: Vec<_> = generated.into_iter().map(|g| g.event).collect();
+                    let mut events: Vec<_> = generated.into_iter().map(|g| g.event).collect();
+                    let retries = with_retries(&mut events, retry_rate, &mut retry_rng);
                     let sent_at = Instant::now();
                     match sender.send(&events).await {
                         Ok(bytes) => {
                             stats.record(n, anomalies, bytes, sent_at.elapsed());
+                            stats.retries += retries;
                             if let Some(l) = &labels {
                                 let mut file = l.lock().unwrap_or_else(|p| p.into_inner());
                                 for row in &label_rows {
@@ -210,7 +220,9 @@ async fn main() -> anyhow::Result<()> {
     for w in workers {
         total.merge(w.await?);
     }
-    sender.settle(total.events, Duration::from_secs(60)).await?;
+    sender
+        .settle(total.events + total.retries, Duration::from_secs(60))
+        .await?;
     if let Some(l) = labels {
         l.lock().unwrap_or_else(|p| p.into_inner()).flush()?;
     }

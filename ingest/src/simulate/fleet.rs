@@ -115,6 +115,26 @@ impl Fleet {
     }
 }
 
+/// Sends some events twice, right after themselves, as clients that retry a
+/// send whose acknowledgement was lost do; returns how many were repeated.
+pub fn with_retries(events: &mut Vec<Value>, rate: f64, rng: &mut StdRng) -> u64 {
+    if rate <= 0.0 {
+        return 0;
+    }
+    let mut out = Vec::with_capacity(events.len());
+    let mut repeated = 0;
+    for e in events.drain(..) {
+        let again = rng.random_bool(rate.min(1.0));
+        if again {
+            out.push(e.clone());
+            repeated += 1;
+        }
+        out.push(e);
+    }
+    *events = out;
+    repeated
+}
+
 fn round(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }

@@ -8,6 +8,8 @@ use serde::Serialize;
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub events: u64,
+    /// Events sent a second time, as a client retrying would.
+    pub retries: u64,
     pub anomalies: u64,
     pub failures: u64,
     pub bytes: u64,
@@ -18,6 +20,7 @@ pub struct Stats {
 #[derive(Debug, Serialize, PartialEq)]
 pub struct Summary {
     pub events: u64,
+    pub retries: u64,
     pub anomalies: u64,
     pub failures: u64,
     pub seconds: f64,
@@ -39,6 +42,7 @@ impl Stats {
         self.events += other.events;
         self.anomalies += other.anomalies;
         self.failures += other.failures;
+        self.retries += other.retries;
         self.bytes += other.bytes;
         self.latencies_us.extend(other.latencies_us);
     }
@@ -57,6 +61,7 @@ impl Stats {
         let seconds = elapsed.as_secs_f64().max(f64::EPSILON);
         Summary {
             events: self.events,
+            retries: self.retries,
             anomalies: self.anomalies,
             failures: self.failures,
             seconds,

@@ -1,0 +1,115 @@
+//! Which partitions this instance owns right now, as the consumer group's
+//! rebalances move them.
+//!
+//! Every assignment of a partition gets a new generation number. A record is
+//! tagged with its partition's generation when it is received; if the
+//! partition was revoked before the batch is processed the generation no
+//! longer matches, and the record is left to the partition's new owner.
+//! Per-partition state loaded under an older generation is restored again.
+//! Rebalance callbacks run inside the consumer's poll, so nothing changes
+//! while a batch is processed between two polls.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::{ClientContext, TopicPartitionList};
+
+/// A topic partition.
+pub type Partition = (String, i32);
+
+#[derive(Clone, Default)]
+pub struct Assignment(Arc<Mutex<Owned>>);
+
+#[derive(Default)]
+struct Owned {
+    next_generation: u64,
+    partitions: HashMap<Partition, u64>,
+}
+
+impl Assignment {
+    fn lock(&self) -> MutexGuard<'_, Owned> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The generation under which `partition` is owned, if it is.
+    pub fn generation(&self, topic: &str, partition: i32) -> Option<u64> {
+        self.lock()
+            .partitions
+            .get(&(topic.to_string(), partition))
+            .copied()
+    }
+
+    fn assign(&self, tpl: &TopicPartitionList) {
+        let mut owned = self.lock();
+        for e in tpl.elements() {
+            owned.next_generation += 1;
+            let generation = owned.next_generation;
+            owned
+                .partitions
+                .insert((e.topic().to_string(), e.partition()), generation);
+        }
+    }
+
+    fn revoke(&self, tpl: &TopicPartitionList) {
+        let mut owned = self.lock();
+        for e in tpl.elements() {
+            owned
+                .partitions
+                .remove(&(e.topic().to_string(), e.partition()));
+        }
+    }
+}
+
+/// Consumer context that keeps [`Assignment`] current and tells the sink to
+/// read its offset watermarks again after partitions move.
+pub struct RebalanceAware {
+    pub assignment: Assignment,
+    pub on_move: Box<dyn Fn() + Send + Sync>,
+}
+
+impl ClientContext for RebalanceAware {}
+
+impl ConsumerContext for RebalanceAware {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        tracing::info!(?rebalance, "rebalance: giving up partitions");
+        if let Rebalance::Revoke(tpl) = rebalance {
+            self.assignment.revoke(tpl);
+        }
+        (self.on_move)();
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        tracing::info!(?rebalance, "rebalance: taking partitions");
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.assignment.assign(tpl);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Offset;
+
+    fn tpl(partitions: &[i32]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition_offset("t", *p, Offset::Invalid).unwrap();
+        }
+        tpl
+    }
+
+    #[test]
+    fn a_reassigned_partition_gets_a_new_generation() {
+        let a = Assignment::default();
+        a.assign(&tpl(&[0, 1]));
+        let first = a.generation("t", 0).unwrap();
+        assert_ne!(a.generation("t", 1), Some(first));
+        a.revoke(&tpl(&[0]));
+        assert_eq!(a.generation("t", 0), None);
+        assert!(a.generation("t", 1).is_some());
+        a.assign(&tpl(&[0]));
+        assert!(a.generation("t", 0).unwrap() > first);
+    }
+}
