@@ -13,5 +13,6 @@ pub mod ops;
 pub mod schemas;
 pub mod scored;
 pub mod shutdown;
+pub mod sql;
 #[cfg(feature = "testkit")]
 pub mod testkit;

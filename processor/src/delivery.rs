@@ -24,6 +24,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use pulse_common::scored::{ScoredEvent, EVENTS_TABLE};
+use pulse_common::sql;
 
 use crate::metrics;
 
@@ -115,10 +116,7 @@ impl Delivery {
     async fn stored_watermark(&self, topic: &str, partition: i32) -> anyhow::Result<i64> {
         let (rows, max): (u64, i64) = self
             .clickhouse
-            .query(&format!(
-                "SELECT count(), max(source_offset) FROM {EVENTS_TABLE} \
-                 WHERE source_topic = ? AND source_partition = ?"
-            ))
+            .query(sql::STORED_WATERMARK)
             .bind(topic)
             .bind(partition)
             .fetch_one()

@@ -2,6 +2,7 @@
 //! in `schema_migrations` so each runs once per database.
 
 use clickhouse::Client;
+use pulse_common::sql;
 
 /// (version, statement); `{db}` stands for the database name.
 const MIGRATIONS: &[(u32, &str)] = &[
@@ -86,37 +87,28 @@ pub fn for_cluster(statement: &str, cluster: Option<&str>) -> String {
 pub async fn apply(client: &Client, database: &str, cluster: Option<&str>) -> anyhow::Result<()> {
     // The database may not exist yet, so these run without a default database.
     let admin = client.clone().with_database("default");
-    let ddl = |sql: String| for_cluster(&sql, cluster);
-    admin
-        .query(&ddl(format!("CREATE DATABASE IF NOT EXISTS {database}")))
-        .execute()
-        .await?;
-    admin
-        .query(&ddl(format!(
-            "CREATE TABLE IF NOT EXISTS {database}.schema_migrations \
-             (version UInt32, applied_at DateTime('UTC') DEFAULT now()) \
-             ENGINE = MergeTree ORDER BY version"
-        )))
-        .execute()
-        .await?;
+    let ddl = |statement: String| for_cluster(&statement, cluster);
+    for statement in [sql::CREATE_DATABASE, sql::SCHEMA_MIGRATIONS_TABLE] {
+        admin
+            .query(&ddl(sql::in_database(statement, database)))
+            .execute()
+            .await?;
+    }
     let applied: Vec<u32> = admin
-        .query(&format!("SELECT version FROM {database}.schema_migrations"))
+        .query(&sql::in_database(sql::APPLIED_MIGRATIONS, database))
         .fetch_all()
         .await?;
-    for (version, sql) in MIGRATIONS {
+    for (version, statement) in MIGRATIONS {
         if applied.contains(version) {
             continue;
         }
-        let statement = ddl(sql.replace("{db}", database));
         admin
-            .query(&statement)
+            .query(&ddl(sql::in_database(statement, database)))
             .execute()
             .await
             .map_err(|e| anyhow::anyhow!("migration {version} failed: {e}"))?;
         admin
-            .query(&format!(
-                "INSERT INTO {database}.schema_migrations (version) VALUES (?)"
-            ))
+            .query(&sql::in_database(sql::RECORD_MIGRATION, database))
             .bind(*version)
             .execute()
             .await?;

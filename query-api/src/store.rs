@@ -2,7 +2,8 @@
 //! bound values.
 
 use clickhouse::Client;
-use pulse_common::scored::{ScoredEvent, EVENTS_TABLE};
+use pulse_common::scored::ScoredEvent;
+use pulse_common::sql;
 
 #[derive(Clone)]
 pub struct EventStore {
@@ -18,7 +19,7 @@ impl EventStore {
     pub async fn ready(&self) -> bool {
         matches!(
             self.client
-                .query(&format!("EXISTS TABLE {EVENTS_TABLE}"))
+                .query(sql::EVENTS_TABLE_EXISTS)
                 .fetch_one::<u8>()
                 .await,
             Ok(1)
@@ -32,9 +33,7 @@ impl EventStore {
         event_id: &str,
     ) -> clickhouse::error::Result<Option<ScoredEvent>> {
         self.client
-            .query(&format!(
-                "SELECT ?fields FROM {EVENTS_TABLE} FINAL WHERE tenant_id = ? AND event_id = ? LIMIT 1"
-            ))
+            .query(sql::EVENT_BY_ID)
             .bind(tenant)
             .bind(event_id)
             .fetch_optional()
@@ -48,21 +47,14 @@ impl EventStore {
         source: Option<&str>,
         limit: u64,
     ) -> clickhouse::error::Result<Vec<ScoredEvent>> {
-        let source_filter = if source.is_some() {
-            "AND source_id = ?"
-        } else {
-            ""
+        let q = match source {
+            Some(s) => self
+                .client
+                .query(sql::RECENT_EVENTS_OF_SOURCE)
+                .bind(tenant)
+                .bind(s),
+            None => self.client.query(sql::RECENT_EVENTS).bind(tenant),
         };
-        let mut q = self
-            .client
-            .query(&format!(
-                "SELECT ?fields FROM {EVENTS_TABLE} FINAL WHERE tenant_id = ? {source_filter} \
-                 ORDER BY event_time_ms DESC, event_id LIMIT ?"
-            ))
-            .bind(tenant);
-        if let Some(s) = source {
-            q = q.bind(s);
-        }
         q.bind(limit).fetch_all().await
     }
 }

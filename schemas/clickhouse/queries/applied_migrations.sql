@@ -1,0 +1,1 @@
+SELECT version FROM {db}.schema_migrations

@@ -1,0 +1,2 @@
+-- params: 5
+INSERT INTO {db}.schema_migrations (version) VALUES (?)
