@@ -97,12 +97,6 @@ impl Topics {
         format!("{}results", self.prefix)
     }
 
-    /// The processor's per-device state for events of one kind: compacted,
-    /// partitioned like the kind's event topic.
-    pub fn changelog(&self, kind: EventKind) -> String {
-        format!("{}processor-state.{}", self.prefix, kind.topic_suffix())
-    }
-
     /// Records that could not be processed, with the reason in headers.
     pub fn dead_letter(&self) -> String {
         format!("{}dead-letter", self.prefix)

@@ -5,11 +5,12 @@
 //! of each device. A partition's state is read back from it before the
 //! partition is processed by an instance that did not own it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 use crate::state::DeviceState;
@@ -26,13 +27,17 @@ pub fn encode_state(state: &DeviceState) -> Vec<u8> {
     serde_json::to_vec(state).unwrap_or_default()
 }
 
-/// Reaching the end of the partition is how a restore finishes, not a
-/// client error worth logging.
+/// Reaching the end of a partition is how a restore finishes, not a client
+/// error worth logging.
 struct EndIsNotAnError;
 
 impl ClientContext for EndIsNotAnError {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        let end = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !end {
             tracing::error!(%error, reason, "Kafka client error while restoring state");
         }
     }
@@ -40,15 +45,18 @@ impl ClientContext for EndIsNotAnError {
 
 impl rdkafka::consumer::ConsumerContext for EndIsNotAnError {}
 
-/// Reads one changelog partition from the start to its end (the last stable
-/// offset: only committed transactions count) and returns each device's
-/// latest state.
+/// The devices of one partition and their latest states.
+pub type Devices = HashMap<DeviceKey, DeviceState>;
+
+/// Reads `partitions` of changelog `topic` from the start to their end (the
+/// last stable offset: only committed transactions count), all at once,
+/// and returns each device's latest state by partition.
 pub fn restore(
     config: &ClientConfig,
     topic: &str,
-    partition: i32,
+    partitions: &[i32],
     timeout: Duration,
-) -> anyhow::Result<HashMap<DeviceKey, DeviceState>> {
+) -> anyhow::Result<HashMap<i32, Devices>> {
     let started = Instant::now();
     let consumer: BaseConsumer<EndIsNotAnError> = config
         .clone()
@@ -58,26 +66,36 @@ pub fn restore(
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
+        // The end of a partition is known from a fetch that found nothing
+        // more; do not let the broker hold that fetch open.
+        .set("fetch.wait.max.ms", "10")
         .create_with_context(EndIsNotAnError)?;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
+    for p in partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
     consumer.assign(&tpl)?;
-    let mut devices = HashMap::new();
+    let mut restored: HashMap<i32, Devices> =
+        partitions.iter().map(|p| (*p, Devices::new())).collect();
+    let mut open: HashSet<i32> = partitions.iter().copied().collect();
     let mut records = 0u64;
     let deadline = started + timeout;
-    loop {
+    while !open.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            anyhow::bail!("restoring {topic}/{partition} took longer than {timeout:?}");
+            anyhow::bail!("restoring {topic} {open:?} took longer than {timeout:?}");
         }
         match consumer.poll(left.min(Duration::from_millis(500))) {
             None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(m)) => {
                 records += 1;
                 let key: DeviceKey = serde_json::from_slice(m.key().unwrap_or_default())
                     .map_err(|e| anyhow::anyhow!("bad key at offset {}: {e}", m.offset()))?;
+                let devices = restored.entry(m.partition()).or_default();
                 match m.payload() {
                     // A tombstone forgets the device.
                     None => {
@@ -95,11 +113,11 @@ pub fn restore(
     }
     tracing::info!(
         topic,
-        partition,
+        ?partitions,
         records,
-        devices = devices.len(),
+        devices = restored.values().map(HashMap::len).sum::<usize>(),
         seconds = started.elapsed().as_secs_f64(),
         "device state restored"
     );
-    Ok(devices)
+    Ok(restored)
 }

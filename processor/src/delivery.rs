@@ -194,9 +194,18 @@ impl Delivery {
             out.group,
             self.timeout,
         )?;
-        // Commit flushes every record first; a failed one fails the commit.
+        // Wait for every record's acknowledgement here: the client's commit
+        // flushes first, and its flush, finding records still in flight,
+        // sleeps in steps of 100 ms while another thread serves their
+        // acknowledgements, which would cost most batches 100 ms.
+        for delivered in futures::executor::block_on(futures::future::join_all(deliveries)) {
+            match delivered {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(e),
+                Err(_) => return Err(KafkaError::Canceled),
+            }
+        }
         self.producer.commit_transaction(self.timeout)?;
-        drop(deliveries);
         Ok(())
     }
 }

@@ -68,7 +68,7 @@ struct Args {
     #[arg(long, env = "PULSE_INFERENCE_THREADS", default_value_t = 1)]
     inference_threads: usize,
     /// Most events per batch.
-    #[arg(long, env = "PULSE_MAX_BATCH", default_value_t = 1000)]
+    #[arg(long, env = "PULSE_MAX_BATCH", default_value_t = 5000)]
     max_batch: usize,
     /// Longest wait to fill a batch, in milliseconds.
     #[arg(long, env = "PULSE_MAX_WAIT_MS", default_value_t = 50)]
@@ -109,9 +109,11 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     let topics = args.kafka.topics();
+    let changelogs = topics::Changelogs::new(&args.group)?;
     topics::ensure(
         &args.kafka.client,
         &topics,
+        &changelogs,
         &topics::Layout {
             event_partitions: args.event_partitions,
             result_partitions: args.result_partitions,
@@ -165,6 +167,7 @@ async fn main() -> anyhow::Result<()> {
         assignment,
         restore_config: client_config(&args.kafka.client),
         restore_timeout: Duration::from_secs(args.restore_timeout_s),
+        changelogs,
         features: FeatureSettings {
             alpha: args.ewma_alpha,
             warmup: args.zscore_warmup,

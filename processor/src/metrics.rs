@@ -54,3 +54,30 @@ pub static STATE_DEVICES: LazyLock<IntGauge> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static DECODE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "pulse_processor_decode_seconds",
+        "Time per batch to decode records and update device state",
+        BUCKETS.to_vec()
+    )
+    .expect("metric registers once")
+});
+
+pub static COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "pulse_processor_transaction_seconds",
+        "Kafka transaction time per batch (results, states, offsets)",
+        BUCKETS.to_vec()
+    )
+    .expect("metric registers once")
+});
+
+pub static GATHER_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "pulse_processor_gather_seconds",
+        "Time to gather a batch from the consumer, including waiting for records",
+        BUCKETS.to_vec()
+    )
+    .expect("metric registers once")
+});

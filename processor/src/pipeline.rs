@@ -26,6 +26,7 @@ use crate::metrics;
 use crate::scorer::{Score, Scorer};
 use crate::state::{FeatureSettings, Features};
 use crate::state_store::{BatchState, StateStore};
+use crate::topics::Changelogs;
 
 pub struct Pipeline {
     pub consumer: StreamConsumer<RebalanceAware>,
@@ -33,6 +34,7 @@ pub struct Pipeline {
     /// Client settings for reading the state changelog back.
     pub restore_config: ClientConfig,
     pub restore_timeout: Duration,
+    pub changelogs: Changelogs,
     pub decoder: AvroDecoder,
     pub scorer: Arc<Scorer>,
     pub features: FeatureSettings,
@@ -128,6 +130,7 @@ impl Pipeline {
                 }
             }
         };
+        let gathering = Instant::now();
         let mut received = vec![self.tagged(first)];
         let deadline = Instant::now() + self.max_wait;
         while received.len() < self.max_batch {
@@ -138,6 +141,7 @@ impl Pipeline {
                 Err(_) => break,
             }
         }
+        metrics::GATHER_SECONDS.observe(gathering.elapsed().as_secs_f64());
         let mut batch = Batch {
             messages: Vec::with_capacity(received.len()),
             generations: HashMap::new(),
@@ -170,31 +174,39 @@ impl Pipeline {
         (m, generation)
     }
 
-    /// Reads the state of each partition in the batch from its changelog
-    /// unless it was loaded under the partition's current assignment.
+    /// Reads the state of the batch's partitions from their changelogs,
+    /// except those loaded under the partition's current assignment.
     fn restore_state(
         &self,
         batch: &Batch,
         kinds: &HashMap<String, EventKind>,
         store: &mut StateStore,
     ) -> anyhow::Result<()> {
+        let mut missing: HashMap<EventKind, Vec<i32>> = HashMap::new();
         for (partition, generation) in &batch.generations {
             if store.is_loaded(partition, *generation) {
                 continue;
             }
-            let Some(kind) = kinds.get(&partition.0) else {
-                continue;
-            };
-            let topic = self.topics.changelog(*kind);
-            let devices = tokio::task::block_in_place(|| {
+            if let Some(kind) = kinds.get(&partition.0) {
+                missing.entry(*kind).or_default().push(partition.1);
+            }
+        }
+        for (kind, partitions) in missing {
+            let restored = tokio::task::block_in_place(|| {
                 changelog::restore(
                     &self.restore_config,
-                    &topic,
-                    partition.1,
+                    &self.changelogs.topic(kind),
+                    &partitions,
                     self.restore_timeout,
                 )
             })?;
-            store.load(partition.clone(), *generation, devices);
+            let events = self.topics.events(kind);
+            for (p, devices) in restored {
+                let partition = (events.clone(), p);
+                if let Some(g) = batch.generations.get(&partition) {
+                    store.load(partition, *g, devices);
+                }
+            }
         }
         Ok(())
     }
@@ -206,6 +218,7 @@ impl Pipeline {
         store: &mut StateStore,
     ) -> anyhow::Result<Outcome> {
         self.restore_state(batch, kinds, store)?;
+        let decoding = Instant::now();
         let mut outcome = Outcome::default();
         let mut events: Vec<(Event, &OwnedMessage, Features)> =
             Vec::with_capacity(batch.messages.len());
@@ -249,6 +262,7 @@ impl Pipeline {
                 None => outcome.duplicates += 1,
             }
         }
+        metrics::DECODE_SECONDS.observe(decoding.elapsed().as_secs_f64());
         let telemetry: Vec<(&Event, &Features)> = events
             .iter()
             .filter(|(e, _, _)| e.kind == EventKind::Telemetry)
@@ -344,7 +358,7 @@ impl Pipeline {
             .iter()
             .filter_map(|((partition, device), state)| {
                 Some(StateRecord {
-                    topic: self.topics.changelog(*kinds.get(&partition.0)?),
+                    topic: self.changelogs.topic(*kinds.get(&partition.0)?),
                     partition: partition.1,
                     key: encode_key(device),
                     value: encode_state(state),
@@ -358,7 +372,10 @@ impl Pipeline {
             batch: &batch.messages,
             group: &group,
         };
-        match self.delivery.publish(&publish) {
+        let committing = Instant::now();
+        let published = self.delivery.publish(&publish);
+        metrics::COMMIT_SECONDS.observe(committing.elapsed().as_secs_f64());
+        match published {
             Ok(()) => Delivered::Yes,
             Err(DeliveryError::Retry(e)) => Delivered::Rewind(e),
             Err(DeliveryError::Fatal(e)) => Delivered::Fatal(e.context("cannot deliver batch")),
