@@ -33,7 +33,8 @@ from clickhouse_connect.driver._backend import orchestration
 from confluent_kafka import Consumer, Producer
 
 ROOT = Path(__file__).resolve().parents[2]
-ALPHA, WARMUP, DEDUP_WINDOW = 0.1, 10, 16
+sys.path.insert(0, str(ROOT / "processor/model"))
+from features import Device  # noqa: E402  the processor's own feature definitions
 
 COLUMNS = {
     "tenant_id": "String",
@@ -75,44 +76,6 @@ def clickhouse_18_compatible():
         return execute(self, op)
 
     cc_client.Client._execute_operation = patched
-
-
-class Device:
-    """The processor's per-device state (processor/src/state.rs)."""
-
-    __slots__ = ("seq", "last_ms", "readings", "recent")
-
-    def __init__(self):
-        self.seq, self.last_ms, self.readings, self.recent = 0, None, {}, []
-
-    def observe(self, event_id, t_ms, readings):
-        if event_id in self.recent:
-            return None
-        self.recent.append(event_id)
-        if len(self.recent) > DEDUP_WINDOW:
-            self.recent.pop(0)
-        self.seq += 1
-        features = {"gap_s": float("nan") if self.last_ms is None else (t_ms - self.last_ms) / 1000}
-        self.last_ms = t_ms
-        for name, x in readings.items():
-            r = self.readings.setdefault(name, [0.0, 0.0, 0.0, 0])  # mean, var, last, count
-            mean, var, last, count = r
-            if count == 0:
-                delta = z = float("nan")
-                mean, var = x, 0.0
-            else:
-                sd = var ** 0.5
-                z = (x - mean) / sd if count >= WARMUP and sd > 0 else float("nan")
-                delta = x - last
-                diff = x - mean
-                incr = ALPHA * diff
-                mean += incr
-                var = (1 - ALPHA) * (var + diff * incr)
-            r[:] = [mean, var, x, count + 1]
-            features[f"{name}.delta"] = delta
-            features[f"{name}.z"] = z
-            features[f"{name}.ewma"] = mean
-        return features
 
 
 class Pipeline:

@@ -97,6 +97,11 @@ impl Topics {
         format!("{}results", self.prefix)
     }
 
+    /// Anomaly alerts as JSON: one per event the model flags.
+    pub fn alerts(&self) -> String {
+        format!("{}alerts", self.prefix)
+    }
+
     /// Records that could not be processed, with the reason in headers.
     pub fn dead_letter(&self) -> String {
         format!("{}dead-letter", self.prefix)

@@ -42,3 +42,36 @@ pub struct ScoredEvent {
     pub source_partition: i32,
     pub source_offset: i64,
 }
+
+/// An anomaly alert: published on the alerts topic for each event the model
+/// flags, small enough for paging and ticketing consumers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub tenant_id: String,
+    pub source_id: String,
+    pub event_id: String,
+    pub event_time_ms: i64,
+    pub score: f32,
+    /// The model's threshold the score exceeded.
+    pub threshold: f32,
+    pub model_version: String,
+    pub reading_names: Vec<String>,
+    pub reading_values: Vec<f64>,
+}
+
+impl Alert {
+    /// The alert for a flagged row; None when the row is not an anomaly.
+    pub fn for_row(row: &ScoredEvent, threshold: f32) -> Option<Self> {
+        (row.is_anomaly == 1).then(|| Self {
+            tenant_id: row.tenant_id.clone(),
+            source_id: row.source_id.clone(),
+            event_id: row.event_id.clone(),
+            event_time_ms: row.event_time_ms,
+            score: row.score,
+            threshold,
+            model_version: row.model_version.clone(),
+            reading_names: row.reading_names.clone(),
+            reading_values: row.reading_values.clone(),
+        })
+    }
+}

@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import onnxruntime as ort
+from features import Device
 
 
 def main(path):
@@ -22,7 +23,13 @@ def main(path):
     threshold = float(meta["threshold"])
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    x = np.array([[float(r[name]) for name in features] for r in rows], dtype=np.float32)
+    # Each device's rolling features, in the order its events were sent.
+    devices = {}
+    x = np.empty((len(rows), len(features)), dtype=np.float32)
+    for i, r in enumerate(rows):
+        readings = {k: float(r[k]) for k in ("temperature_c", "humidity_pct", "vibration_g", "battery_v")}
+        history = devices.setdefault(r["source_id"], Device()).observe(r["event_id"], i, readings)
+        x[i] = [readings.get(f, history.get(f, np.nan)) for f in features]
     labels = np.array([r["label"] for r in rows])
     flagged = session.run(None, {"features": x})[0] > threshold
     truth = labels != "normal"

@@ -6,8 +6,8 @@
 //! INSERT, so after a crash the replayed batch is either skipped whole or
 //! written whole.
 //!
-//! Kafka: the batch's results and dead letters and the consumer offsets are
-//! committed in one transaction, so consumers reading `read_committed` see
+//! Kafka: the batch's results, alerts, device states and dead letters and
+//! the consumer offsets are committed in one transaction, so consumers reading `read_committed` see
 //! each result once, and the batch is consumed again only if that
 //! transaction did not commit. Another instance that took over the
 //! partitions fences this one (consumer group metadata, KIP-447).
@@ -23,7 +23,7 @@ use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use pulse_common::scored::{ScoredEvent, EVENTS_TABLE};
+use pulse_common::scored::{Alert, ScoredEvent, EVENTS_TABLE};
 use pulse_common::sql;
 
 use crate::metrics;
@@ -69,6 +69,9 @@ pub struct Delivery {
     pub producer: FutureProducer,
     pub watermarks: Watermarks,
     pub results_topic: String,
+    pub alerts_topic: String,
+    /// The model's threshold, carried in alerts.
+    pub threshold: f32,
     pub dead_letter_topic: String,
     pub timeout: Duration,
 }
@@ -151,6 +154,13 @@ impl Delivery {
                 .key(&key)
                 .payload(&payload);
             deliveries.push(self.producer.send_result(record).map_err(|(e, _)| e)?);
+            if let Some(alert) = Alert::for_row(r, self.threshold) {
+                let payload = serde_json::to_vec(&alert).unwrap_or_default();
+                let record = FutureRecord::to(&self.alerts_topic)
+                    .key(&key)
+                    .payload(&payload);
+                deliveries.push(self.producer.send_result(record).map_err(|(e, _)| e)?);
+            }
         }
         for s in out.states {
             let record = FutureRecord::to(&s.topic)

@@ -137,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
         args.inference_threads,
     )?);
 
+    let threshold = scorer.threshold;
     let watermarks = Watermarks::default();
     let mut consumer_cfg = client_config(&args.kafka.client);
     // Offsets are committed inside the producer's transactions.
@@ -188,6 +189,8 @@ async fn main() -> anyhow::Result<()> {
             )?,
             watermarks,
             results_topic: topics.results(),
+            alerts_topic: topics.alerts(),
+            threshold,
             dead_letter_topic: topics.dead_letter(),
             timeout: Duration::from_secs(30),
         },

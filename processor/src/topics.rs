@@ -42,7 +42,7 @@ pub struct Layout {
     pub replication: i32,
 }
 
-/// Creates the event, results, dead-letter and state changelog topics that
+/// Creates the event, results, alerts, dead-letter and state changelog topics that
 /// are missing. A changelog has exactly its event topic's partitions, since
 /// the state of the devices in event partition N lives in changelog
 /// partition N; it is compacted, so it holds about one record per device.
@@ -59,6 +59,7 @@ pub async fn ensure(
         .map(|k| spec(topics.events(*k), layout.event_partitions))
         .collect();
     specs.push(spec(topics.results(), layout.result_partitions));
+    specs.push(spec(topics.alerts(), layout.result_partitions));
     specs.push(spec(topics.dead_letter(), layout.result_partitions));
     ensure_topics(kafka, &specs, timeout).await?;
 

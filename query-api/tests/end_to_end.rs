@@ -12,7 +12,7 @@ use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::event::Event;
 use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
-use pulse_common::scored::ScoredEvent;
+use pulse_common::scored::{Alert, ScoredEvent};
 use pulse_common::testkit::{
     clickhouse, free_port, poll_until, start_registry, unique, Service, Stack,
 };
@@ -250,6 +250,14 @@ async fn event_travels_from_http_to_kafka_clickhouse_http_and_websocket() {
     assert_eq!(normal_row.is_anomaly, 0, "score {}", normal_row.score);
     assert_eq!(anomaly_row.is_anomaly, 1, "score {}", anomaly_row.score);
     assert!(anomaly_row.score > 10.0 * normal_row.score.max(1e-3));
+
+    // The alerts topic holds one alert: the anomaly's.
+    let alerts = read_topic(&p.stack.kafka_bootstrap, &p.topics.alerts(), 1).await;
+    let alert: Alert = serde_json::from_slice(&alerts[0]).expect("an alert");
+    assert_eq!(alert.event_id, anomaly_id);
+    assert_eq!(alert.source_id, "dev-2");
+    assert_eq!(alert.score, anomaly_row.score);
+    assert!(alert.score > alert.threshold);
 
     // Hop 3: the query API returns the stored row, scoped to the tenant.
     let got: ScoredEvent = http

@@ -116,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
             let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
             writeln!(
                 file,
-                "event_id,label,temperature_c,humidity_pct,vibration_g,battery_v"
+                "event_id,source_id,label,temperature_c,humidity_pct,vibration_g,battery_v"
             )?;
             Some(Arc::new(std::sync::Mutex::new(file)))
         }
@@ -180,8 +180,9 @@ async fn main() -> anyhow::Result<()> {
                         .map(|g| {
                             let r = &g.event["readings"];
                             format!(
-                                "{},{},{},{},{},{}",
+                                "{},{},{},{},{},{},{}",
                                 g.event["event_id"].as_str().unwrap_or_default(),
+                                g.event["source_id"].as_str().unwrap_or_default(),
                                 g.anomaly.map_or("normal", |a| a.label()),
                                 r["temperature_c"],
                                 r["humidity_pct"],
