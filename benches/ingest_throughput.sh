@@ -7,22 +7,13 @@
 #   benches/ingest_throughput.sh [EVENTS]      (default 200000 per path)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/common.sh
+source benches/lib.sh
 EVENTS=${1:-200000}
 
-bash scripts/install.sh >/dev/null
-bash scripts/stack.sh start >/dev/null
-export_stack_env
-log "building release binaries"
-cargo build --release --bins --quiet
-BIN="$CARGO_TARGET_DIR/release"
-
-RUN="bench$(date +%s)"
-export PULSE_TOPIC_PREFIX="$RUN." PULSE_REGISTRY_TOPIC="_${RUN}_schemas" PULSE_MQTT_TOPIC_ROOT="$RUN" \
-  PULSE_MQTT_CLIENT_ID="$RUN-bridge" PULSE_REGISTRY_LISTEN="127.0.0.1:28081" PULSE_INGEST_LISTEN="127.0.0.1:28080" \
-  PULSE_REGISTRY_URL="http://127.0.0.1:28081" PULSE_INGEST_URL="http://127.0.0.1:28080" RUST_LOG=warn
-start_process "$RUN-registry" "$BIN/pulse-registry"
-wait_until 60 curl -sf "$PULSE_REGISTRY_URL/readyz" || die "registry not ready"
+bench_setup bench
+export PULSE_MQTT_TOPIC_ROOT="$RUN" PULSE_MQTT_CLIENT_ID="$RUN-bridge" \
+  PULSE_INGEST_LISTEN="127.0.0.1:28080" PULSE_INGEST_URL="http://127.0.0.1:28080"
+start_bench_registry
 start_process "$RUN-ingest" "$BIN/pulse-ingest"
 wait_until 60 curl -sf "$PULSE_INGEST_URL/readyz" || die "ingest not ready"
 trap 'stop_process "$RUN-ingest"; stop_process "$RUN-registry"' EXIT

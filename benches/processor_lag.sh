@@ -6,23 +6,14 @@
 #   benches/processor_lag.sh [RATE] [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/common.sh
+source benches/lib.sh
 RATE=${1:-20000}
 SECONDS_RUN=${2:-60}
 
-bash scripts/install.sh >/dev/null
-bash scripts/stack.sh start >/dev/null
-export_stack_env
-log "building release binaries"
-cargo build --release --bins --quiet
-BIN="$CARGO_TARGET_DIR/release"
-
-RUN="lag$(date +%s)"
-export PULSE_TOPIC_PREFIX="$RUN." PULSE_REGISTRY_TOPIC="_${RUN}_schemas" \
-  PULSE_REGISTRY_LISTEN="127.0.0.1:28081" PULSE_REGISTRY_URL="http://127.0.0.1:28081" RUST_LOG=warn \
-  PULSE_CLICKHOUSE_DATABASE="${RUN}" PULSE_PROCESSOR_GROUP="$RUN-processor" PULSE_PROCESSOR_LISTEN="127.0.0.1:28082"
-start_process "$RUN-registry" "$BIN/pulse-registry"
-wait_until 60 curl -sf "$PULSE_REGISTRY_URL/readyz" || die "registry not ready"
+bench_setup lag
+export PULSE_CLICKHOUSE_DATABASE="${RUN}" PULSE_PROCESSOR_GROUP="$RUN-processor" \
+  PULSE_PROCESSOR_LISTEN="127.0.0.1:28082"
+start_bench_registry
 start_process "$RUN-processor" "$BIN/pulse-processor"
 trap 'stop_process "$RUN-processor"; stop_process "$RUN-registry"' EXIT
 wait_until 60 curl -sf "127.0.0.1:28082/readyz" || die "processor not ready"

@@ -8,22 +8,12 @@
 #   benches/processor_throughput.sh [EVENTS]      (default 200000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/common.sh
+source benches/lib.sh
 EVENTS=${1:-200000}
 
-bash scripts/install.sh >/dev/null
-bash scripts/stack.sh start >/dev/null
-export_stack_env
+bench_setup pbench
 "$VENV/bin/pip" install -q --disable-pip-version-check -r benches/reference/requirements.txt
-log "building release binaries"
-cargo build --release --bins --quiet
-BIN="$CARGO_TARGET_DIR/release"
-
-RUN="pbench$(date +%s)"
-export PULSE_TOPIC_PREFIX="$RUN." PULSE_REGISTRY_TOPIC="_${RUN}_schemas" \
-  PULSE_REGISTRY_LISTEN="127.0.0.1:28081" PULSE_REGISTRY_URL="http://127.0.0.1:28081" RUST_LOG=warn
-start_process "$RUN-registry" "$BIN/pulse-registry"
-wait_until 60 curl -sf "$PULSE_REGISTRY_URL/readyz" || die "registry not ready"
+start_bench_registry
 trap 'stop_process "$RUN-processor" || true; stop_process "$RUN-registry"' EXIT
 
 log "producing $EVENTS events"

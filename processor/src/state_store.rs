@@ -117,48 +117,31 @@ mod tests {
         }
     }
 
+    /// The sequence number `batch` gives event `id`; None for a retry.
+    fn seq(batch: &mut BatchState, store: &StateStore, id: &str) -> Option<u64> {
+        let p: Partition = ("t".into(), 0);
+        batch
+            .observe(store, &p, &event(id), &FeatureSettings::default())
+            .map(|f| f.seq)
+    }
+
     #[test]
     fn a_batch_changes_the_store_only_when_applied() {
-        let settings = FeatureSettings::default();
-        let p: Partition = ("t".into(), 0);
         let mut store = StateStore::default();
-        store.load(p.clone(), 1, HashMap::new());
+        store.load(("t".into(), 0), 1, HashMap::new());
 
         let mut batch = BatchState::default();
-        assert_eq!(
-            batch
-                .observe(&store, &p, &event("a"), &settings)
-                .unwrap()
-                .seq,
-            1
-        );
-        assert_eq!(
-            batch
-                .observe(&store, &p, &event("b"), &settings)
-                .unwrap()
-                .seq,
-            2
-        );
+        assert_eq!(seq(&mut batch, &store, "a"), Some(1));
+        assert_eq!(seq(&mut batch, &store, "b"), Some(2));
         // Given up: the next attempt starts from the stored state again.
         drop(batch);
         let mut batch = BatchState::default();
-        assert_eq!(
-            batch
-                .observe(&store, &p, &event("a"), &settings)
-                .unwrap()
-                .seq,
-            1
-        );
+        assert_eq!(seq(&mut batch, &store, "a"), Some(1));
         store.apply(batch);
 
         let mut next = BatchState::default();
-        assert_eq!(next.observe(&store, &p, &event("a"), &settings), None);
-        assert_eq!(
-            next.observe(&store, &p, &event("c"), &settings)
-                .unwrap()
-                .seq,
-            2
-        );
+        assert_eq!(seq(&mut next, &store, "a"), None);
+        assert_eq!(seq(&mut next, &store, "c"), Some(2));
     }
 
     #[test]

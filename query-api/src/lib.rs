@@ -1,6 +1,9 @@
-//! Pulse query API: scored events over HTTP and live over WebSocket.
+//! Pulse query API: scored events over HTTP and live over WebSocket, for
+//! authenticated callers, each scoped to its tenant.
 
+pub mod auth;
 pub mod metrics;
 pub mod routes;
+pub mod state;
 pub mod store;
 pub mod stream;

@@ -12,6 +12,8 @@ use pulse_common::kafka::{ensure_topics, TopicSpec};
 use pulse_common::ops::{self, Readiness};
 use pulse_common::scored::ScoredEvent;
 use pulse_common::shutdown::Shutdown;
+use pulse_query_api::auth::{AuthArgs, Authenticator};
+use pulse_query_api::state::AppState;
 use pulse_query_api::store::EventStore;
 use pulse_query_api::{routes, stream};
 use tokio::sync::broadcast;
@@ -36,6 +38,8 @@ struct Args {
     #[arg(long, env = "PULSE_WS_BUFFER", default_value_t = 4096)]
     ws_buffer: usize,
     #[command(flatten)]
+    auth: AuthArgs,
+    #[command(flatten)]
     log: LogArgs,
 }
 
@@ -43,6 +47,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (shutdown, readiness) = ops::start_service(&args.log);
+    let auth = Arc::new(Authenticator::from_args(&args.auth)?);
 
     let store = EventStore::new(pulse_common::clickhouse::client(&args.clickhouse));
     tokio::spawn(become_ready(
@@ -69,12 +74,13 @@ async fn main() -> anyhow::Result<()> {
     let api = Router::new()
         .route("/v1/events", get(routes::recent))
         .route("/v1/events/{event_id}", get(routes::event))
-        .with_state(store);
-    let live = Router::new()
         .route("/v1/stream", get(stream::upgrade))
-        .with_state(tx);
+        .with_state(AppState {
+            store,
+            live: tx,
+            auth,
+        });
     let app = api
-        .merge(live)
         .merge(ops::router(readiness))
         .layer(TraceLayer::new_for_http());
     ops::serve(args.listen, app, shutdown).await

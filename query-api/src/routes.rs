@@ -1,5 +1,6 @@
 //! HTTP routes for analysts.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -7,7 +8,11 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth::{Caller, Role};
 use crate::store::EventStore;
+
+/// Roles that may read events over HTTP.
+const READERS: &[Role] = &[Role::Analyst, Role::Dashboard, Role::Admin];
 
 const MAX_LIMIT: u64 = 10_000;
 
@@ -19,22 +24,26 @@ fn error(status: StatusCode, field: &str, reason: impl std::fmt::Display) -> Res
         .into_response()
 }
 
+/// A query string that does not parse: unknown parameters (`tenant_id`
+/// among them: the tenant comes from the credential) or bad values.
+pub fn bad_query(e: QueryRejection) -> Response {
+    error(StatusCode::BAD_REQUEST, "query", e.body_text())
+}
+
 fn unavailable(e: clickhouse::error::Error) -> Response {
     tracing::warn!(error = %e, "ClickHouse query failed");
     error(StatusCode::SERVICE_UNAVAILABLE, "", "storage unavailable")
 }
 
-#[derive(Deserialize)]
-pub struct TenantQuery {
-    tenant_id: String,
-}
-
 pub async fn event(
     State(store): State<EventStore>,
+    caller: Caller,
     Path(event_id): Path<String>,
-    Query(q): Query<TenantQuery>,
 ) -> Response {
-    match store.event(&q.tenant_id, &event_id).await {
+    if let Err(denied) = caller.require(READERS) {
+        return denied.into_response();
+    }
+    match store.event(&caller.tenant, &event_id).await {
         Ok(Some(e)) => Json(e).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "event_id", "no such event"),
         Err(e) => unavailable(e),
@@ -42,13 +51,24 @@ pub async fn event(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RecentQuery {
-    tenant_id: String,
     source_id: Option<String>,
     limit: Option<u64>,
 }
 
-pub async fn recent(State(store): State<EventStore>, Query(q): Query<RecentQuery>) -> Response {
+pub async fn recent(
+    State(store): State<EventStore>,
+    caller: Caller,
+    q: Result<Query<RecentQuery>, QueryRejection>,
+) -> Response {
+    if let Err(denied) = caller.require(READERS) {
+        return denied.into_response();
+    }
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return bad_query(e),
+    };
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return error(
@@ -58,7 +78,7 @@ pub async fn recent(State(store): State<EventStore>, Query(q): Query<RecentQuery
         );
     }
     match store
-        .recent(&q.tenant_id, q.source_id.as_deref(), limit)
+        .recent(&caller.tenant, q.source_id.as_deref(), limit)
         .await
     {
         Ok(events) => Json(json!({"events": events})).into_response(),

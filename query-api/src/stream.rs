@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use pulse_common::config::KafkaClient;
 use pulse_common::kafka::client_config;
 use pulse_common::scored::ScoredEvent;
@@ -17,7 +18,9 @@ use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
+use crate::auth::{Caller, Role};
 use crate::metrics;
+use crate::routes::bad_query;
 
 /// A consumer of every partition of `topic`, positioned at the current end,
 /// so everything produced after this returns is delivered. Each API instance
@@ -76,10 +79,16 @@ pub async fn fan_out(
     }
 }
 
-/// What a client asks to see.
+/// What a client asks to see, within its tenant.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Filter {
+    /// Taken from the credential; a client cannot set it.
+    #[serde(skip)]
     pub tenant_id: String,
+    /// Accepted here for browsers, which cannot send headers on an upgrade.
+    #[serde(default, rename = "access_token")]
+    _access_token: Option<String>,
     /// Only these sources (comma-separated); all when absent.
     pub source_id: Option<String>,
     /// Only events scoring at least this.
@@ -99,9 +108,18 @@ impl Filter {
 
 pub async fn upgrade(
     State(tx): State<broadcast::Sender<Arc<ScoredEvent>>>,
-    Query(filter): Query<Filter>,
+    caller: Caller,
+    filter: Result<Query<Filter>, QueryRejection>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    if let Err(denied) = caller.require(&[Role::Dashboard, Role::Admin]) {
+        return denied.into_response();
+    }
+    let mut filter = match filter {
+        Ok(Query(f)) => f,
+        Err(e) => return bad_query(e),
+    };
+    filter.tenant_id = caller.tenant;
     let rx = tx.subscribe();
     ws.on_upgrade(move |socket| serve_client(socket, rx, filter))
 }

@@ -22,6 +22,8 @@ use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use serde_json::{json, Value as Json};
 
+mod support;
+
 const TENANT: &str = "acme";
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -70,14 +72,9 @@ async fn start_pipeline() -> Pipeline {
     )
     .await;
     let port = free_port();
-    let query = Service::start(
-        &stack,
-        "pulse-query-api",
-        port,
-        &[],
-        &common("PULSE_QUERY_LISTEN", port),
-    )
-    .await;
+    let mut query_env = common("PULSE_QUERY_LISTEN", port);
+    query_env.extend(support::auth_env(&prefix));
+    let query = Service::start(&stack, "pulse-query-api", port, &[], &query_env).await;
     Pipeline {
         topics: Topics::new(prefix),
         stack,
@@ -145,8 +142,9 @@ async fn event_travels_from_http_to_kafka_clickhouse_http_and_websocket() {
 
     // A dashboard subscribes before the events arrive.
     let ws_url = format!(
-        "{}/v1/stream?tenant_id={TENANT}",
-        p.query.url.replace("http", "ws")
+        "{}/v1/stream?access_token={}",
+        p.query.url.replace("http", "ws"),
+        support::hs256(TENANT, "dashboard")
     );
     let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url)
         .await
@@ -261,10 +259,8 @@ async fn event_travels_from_http_to_kafka_clickhouse_http_and_websocket() {
 
     // Hop 3: the query API returns the stored row, scoped to the tenant.
     let got: ScoredEvent = http
-        .get(format!(
-            "{}/v1/events/{anomaly_id}?tenant_id={TENANT}",
-            p.query.url
-        ))
+        .get(format!("{}/v1/events/{anomaly_id}", p.query.url))
+        .bearer_auth(support::hs256(TENANT, "analyst"))
         .send()
         .await
         .expect("query answers")
@@ -273,10 +269,8 @@ async fn event_travels_from_http_to_kafka_clickhouse_http_and_websocket() {
         .expect("an event");
     assert_eq!(got, anomaly_row);
     let other_tenant = http
-        .get(format!(
-            "{}/v1/events/{anomaly_id}?tenant_id=globex",
-            p.query.url
-        ))
+        .get(format!("{}/v1/events/{anomaly_id}", p.query.url))
+        .bearer_auth(support::hs256("globex", "analyst"))
         .send()
         .await
         .expect("query answers");

@@ -1,0 +1,441 @@
+//! Who is asking: JWT bearer tokens (HS256 with a shared secret; RS256 with
+//! public keys from a PEM file or a JWKS file) and API keys. Every caller
+//! belongs to one tenant and has one role; the tenant comes from the
+//! credential, never from a request parameter.
+//!
+//! Tokens carry `sub` (who), `tenant`, `role` (`analyst`, `dashboard` or
+//! `admin`) and `exp`; `iss` and `aud` are checked when configured. The
+//! algorithm a token names must be one configured here, so a token cannot
+//! pick a weaker check (`none`, or HS256 keyed with an RSA public key).
+//!
+//! The API keys file holds SHA-256 digests of the keys, never the keys:
+//!
+//! ```toml
+//! [[api_keys]]
+//! name = "acme-reports"
+//! tenant = "acme"
+//! role = "analyst"
+//! sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// HTTP queries and exports.
+    Analyst,
+    /// Live streams and the reads a dashboard makes.
+    Dashboard,
+    /// Everything, and the audit trail.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Analyst => "analyst",
+            Role::Dashboard => "dashboard",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub name: String,
+    pub tenant: String,
+    pub role: Role,
+}
+
+impl Caller {
+    /// Ok when the caller's role is one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<(), Denied> {
+        if roles.contains(&self.role) {
+            Ok(())
+        } else {
+            Err(Denied::Role {
+                role: self.role,
+                allowed: roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+        }
+    }
+}
+
+/// Why a request was refused before anything was read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("missing credentials: send 'Authorization: Bearer <token or API key>'")]
+    Missing,
+    #[error("token algorithm {0} is not accepted here")]
+    Algorithm(String),
+    #[error("token expired")]
+    Expired,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("unknown API key")]
+    UnknownKey,
+    #[error("role {} may not use this route (allowed: {allowed})", role.as_str())]
+    Role { role: Role, allowed: String },
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        let status = match self {
+            Denied::Role { .. } => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        let mut response = (
+            status,
+            Json(json!({"error": self.to_string(), "field": "authorization"})),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// How callers are authenticated; at least one way must be configured.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AuthArgs {
+    /// File holding the shared secret of HS256 tokens.
+    #[arg(long, env = "PULSE_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// PEM file with the RSA public key of RS256 tokens.
+    #[arg(long, env = "PULSE_JWT_RS256_PUBLIC_KEY_FILE")]
+    pub jwt_rs256_public_key_file: Option<PathBuf>,
+    /// JWKS file (JSON Web Key Set) with the RSA public keys of RS256 tokens, chosen by `kid`.
+    #[arg(long, env = "PULSE_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// Required `iss` of tokens, when set.
+    #[arg(long, env = "PULSE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of tokens, when set.
+    #[arg(long, env = "PULSE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// TOML file of API keys (name, tenant, role, sha256 of the key).
+    #[arg(long, env = "PULSE_QUERY_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    tenant: String,
+    role: Role,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    #[serde(default)]
+    api_keys: Vec<KeyEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyEntry {
+    name: String,
+    tenant: String,
+    role: Role,
+    sha256: String,
+}
+
+pub struct Authenticator {
+    hs256: Option<DecodingKey>,
+    /// RS256 keys by `kid`; the PEM key has none and matches any token.
+    rs256: Vec<(Option<String>, DecodingKey)>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    api_keys: HashMap<[u8; 32], Caller>,
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+}
+
+impl Authenticator {
+    pub fn from_args(args: &AuthArgs) -> anyhow::Result<Self> {
+        let hs256 = match &args.jwt_hs256_secret_file {
+            Some(p) => {
+                let secret = read(p)?;
+                let secret = secret.trim_ascii();
+                anyhow::ensure!(
+                    secret.len() >= 32,
+                    "{}: an HS256 secret needs at least 32 bytes",
+                    p.display()
+                );
+                Some(DecodingKey::from_secret(secret))
+            }
+            None => None,
+        };
+        let mut rs256 = Vec::new();
+        if let Some(p) = &args.jwt_rs256_public_key_file {
+            let key = DecodingKey::from_rsa_pem(&read(p)?)
+                .map_err(|e| anyhow::anyhow!("{}: not an RSA public key: {e}", p.display()))?;
+            rs256.push((None, key));
+        }
+        if let Some(p) = &args.jwt_jwks_file {
+            let set: JwkSet = serde_json::from_slice(&read(p)?)
+                .map_err(|e| anyhow::anyhow!("{}: not a JWKS: {e}", p.display()))?;
+            for jwk in &set.keys {
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| anyhow::anyhow!("{}: unusable key: {e}", p.display()))?;
+                rs256.push((jwk.common.key_id.clone(), key));
+            }
+        }
+        let api_keys = match &args.api_keys_file {
+            Some(p) => parse_api_keys(&String::from_utf8_lossy(&read(p)?))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
+            None => HashMap::new(),
+        };
+        anyhow::ensure!(
+            hs256.is_some() || !rs256.is_empty() || !api_keys.is_empty(),
+            "no way to authenticate callers: set an HS256 secret, RS256 keys or API keys"
+        );
+        Ok(Self {
+            hs256,
+            rs256,
+            issuer: args.jwt_issuer.clone(),
+            audience: args.jwt_audience.clone(),
+            api_keys,
+        })
+    }
+
+    /// The caller presenting `credential`: a JWT (three dot-separated parts)
+    /// or an API key.
+    pub fn authenticate(&self, credential: &str) -> Result<Caller, Denied> {
+        if credential.split('.').count() != 3 {
+            let digest: [u8; 32] = Sha256::digest(credential.as_bytes()).into();
+            return self
+                .api_keys
+                .get(&digest)
+                .cloned()
+                .ok_or(Denied::UnknownKey);
+        }
+        let header =
+            jsonwebtoken::decode_header(credential).map_err(|e| Denied::Invalid(e.to_string()))?;
+        let keys: Vec<&DecodingKey> = match header.alg {
+            Algorithm::HS256 => self.hs256.iter().collect(),
+            Algorithm::RS256 => self
+                .rs256
+                .iter()
+                .filter(|(kid, _)| kid.is_none() || header.kid.is_none() || *kid == header.kid)
+                .map(|(_, k)| k)
+                .collect(),
+            _ => vec![],
+        };
+        if keys.is_empty() {
+            return Err(Denied::Algorithm(format!("{:?}", header.alg)));
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_aud = self.audience.is_some();
+        if let Some(a) = &self.audience {
+            validation.set_audience(&[a]);
+        }
+        if let Some(i) = &self.issuer {
+            validation.set_issuer(&[i]);
+        }
+        let mut last = Denied::Invalid("no key matches".into());
+        for key in keys {
+            match jsonwebtoken::decode::<Claims>(credential, key, &validation) {
+                Ok(data) => {
+                    let c = data.claims;
+                    if c.tenant.is_empty() {
+                        return Err(Denied::Invalid("empty tenant claim".into()));
+                    }
+                    return Ok(Caller {
+                        name: c.sub,
+                        tenant: c.tenant,
+                        role: c.role,
+                    });
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => {
+                    return Err(Denied::Expired)
+                }
+                Err(e) => last = Denied::Invalid(e.to_string()),
+            }
+        }
+        Err(last)
+    }
+}
+
+fn parse_api_keys(text: &str) -> anyhow::Result<HashMap<[u8; 32], Caller>> {
+    let file: KeysFile = toml::from_str(text)?;
+    let mut keys = HashMap::new();
+    for e in file.api_keys {
+        let digest: [u8; 32] = hex::decode(&e.sha256)
+            .ok()
+            .and_then(|d| d.try_into().ok())
+            .ok_or_else(|| anyhow::anyhow!("'{}': sha256 must be 64 hex digits", e.name))?;
+        let caller = Caller {
+            name: e.name.clone(),
+            tenant: e.tenant,
+            role: e.role,
+        };
+        anyhow::ensure!(
+            keys.insert(digest, caller).is_none(),
+            "'{}': the same key is listed twice",
+            e.name
+        );
+    }
+    Ok(keys)
+}
+
+/// The credential of a request: `Authorization: Bearer ...`, or for a
+/// WebSocket upgrade, which browsers cannot give headers, `access_token=`
+/// in the query string.
+fn credential(parts: &Parts) -> Option<String> {
+    let from_header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|s| s.trim().to_string());
+    let from_query = || {
+        parts.uri.query().and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "access_token")
+                .map(|(_, v)| v.into_owned())
+        })
+    };
+    from_header.or_else(from_query).filter(|s| !s.is_empty())
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    Arc<Authenticator>: FromRef<S>,
+{
+    type Rejection = Denied;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let auth = Arc::<Authenticator>::from_ref(state);
+        let credential = credential(parts).ok_or(Denied::Missing)?;
+        auth.authenticate(&credential)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
+
+    fn authenticator() -> Authenticator {
+        Authenticator {
+            hs256: Some(DecodingKey::from_secret(SECRET.as_bytes())),
+            rs256: vec![],
+            issuer: None,
+            audience: None,
+            api_keys: parse_api_keys(&format!(
+                "[[api_keys]]\nname = \"reports\"\ntenant = \"acme\"\nrole = \"analyst\"\nsha256 = \"{}\"\n",
+                hex::encode(Sha256::digest(b"key-1"))
+            ))
+            .unwrap(),
+        }
+    }
+
+    fn token(alg: Algorithm, secret: &str, claims: serde_json::Value) -> String {
+        encode(
+            &Header::new(alg),
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn exp(offset_s: i64) -> i64 {
+        pulse_common::clock::now_ms() / 1000 + offset_s
+    }
+
+    #[test]
+    fn a_valid_token_names_tenant_and_role() {
+        let t = token(
+            Algorithm::HS256,
+            SECRET,
+            json!({"sub": "ann", "tenant": "acme", "role": "dashboard", "exp": exp(60)}),
+        );
+        assert_eq!(
+            authenticator().authenticate(&t),
+            Ok(Caller {
+                name: "ann".into(),
+                tenant: "acme".into(),
+                role: Role::Dashboard
+            })
+        );
+    }
+
+    #[test]
+    fn forged_expired_and_other_algorithm_tokens_are_refused() {
+        let a = authenticator();
+        let claims = json!({"sub": "ann", "tenant": "acme", "role": "admin", "exp": exp(60)});
+        let forged = token(
+            Algorithm::HS256,
+            "another-secret-of-thirty-two-bytes!!",
+            claims.clone(),
+        );
+        assert!(matches!(a.authenticate(&forged), Err(Denied::Invalid(_))));
+        let expired = token(
+            Algorithm::HS256,
+            SECRET,
+            json!({"sub": "ann", "tenant": "acme", "role": "admin", "exp": exp(-3600)}),
+        );
+        assert_eq!(a.authenticate(&expired), Err(Denied::Expired));
+        let hs512 = token(Algorithm::HS512, SECRET, claims);
+        assert_eq!(
+            a.authenticate(&hs512),
+            Err(Denied::Algorithm("HS512".into()))
+        );
+        // An unsigned token ("alg": "none").
+        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbm4iLCJ0ZW5hbnQiOiJhY21lIiwicm9sZSI6ImFkbWluIiwiZXhwIjo0MTAyNDQ0ODAwfQ.";
+        assert!(a.authenticate(none).is_err());
+    }
+
+    #[test]
+    fn api_keys_are_known_by_digest() {
+        let a = authenticator();
+        assert_eq!(a.authenticate("key-1").map(|c| c.role), Ok(Role::Analyst));
+        assert_eq!(a.authenticate("key-2"), Err(Denied::UnknownKey));
+    }
+
+    #[test]
+    fn roles_are_enforced() {
+        let c = Caller {
+            name: "ann".into(),
+            tenant: "acme".into(),
+            role: Role::Analyst,
+        };
+        assert!(c.require(&[Role::Analyst, Role::Admin]).is_ok());
+        assert!(matches!(
+            c.require(&[Role::Admin]),
+            Err(Denied::Role { .. })
+        ));
+    }
+}
