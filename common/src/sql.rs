@@ -17,8 +17,11 @@ pub const RECORD_MIGRATION: &str = statement!("record_migration");
 pub const STORED_WATERMARK: &str = statement!("stored_watermark");
 pub const EVENTS_TABLE_EXISTS: &str = statement!("events_table_exists");
 pub const EVENT_BY_ID: &str = statement!("event_by_id");
-pub const RECENT_EVENTS: &str = statement!("recent_events");
-pub const RECENT_EVENTS_OF_SOURCE: &str = statement!("recent_events_of_source");
+pub const EVENTS_PAGE: &str = statement!("events_page");
+pub const EVENTS_PAGE_OF_SOURCE: &str = statement!("events_page_of_source");
+pub const ANOMALIES_PAGE: &str = statement!("anomalies_page");
+pub const DEVICES: &str = statement!("devices");
+pub const DEVICE_SERIES: &str = statement!("device_series");
 
 /// `statement` for database `db`.
 pub fn in_database(statement: &str, db: &str) -> String {

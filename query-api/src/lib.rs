@@ -2,7 +2,9 @@
 //! authenticated callers, each scoped to its tenant.
 
 pub mod auth;
+pub mod extract;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod state;
 pub mod store;

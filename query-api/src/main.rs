@@ -15,7 +15,7 @@ use pulse_common::shutdown::Shutdown;
 use pulse_query_api::auth::{AuthArgs, Authenticator};
 use pulse_query_api::state::AppState;
 use pulse_query_api::store::EventStore;
-use pulse_query_api::{routes, stream};
+use pulse_query_api::{openapi, routes, stream};
 use tokio::sync::broadcast;
 use tower_http::trace::TraceLayer;
 
@@ -72,15 +72,22 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(stream::fan_out(consumer, tx.clone(), shutdown.clone()));
 
     let api = Router::new()
-        .route("/v1/events", get(routes::recent))
+        .route("/v1/events", get(routes::events))
         .route("/v1/events/{event_id}", get(routes::event))
+        .route("/v1/anomalies", get(routes::anomalies))
+        .route("/v1/devices", get(routes::devices))
+        .route("/v1/devices/{source_id}/series", get(routes::series))
         .route("/v1/stream", get(stream::upgrade))
         .with_state(AppState {
             store,
             live: tx,
             auth,
         });
+    let docs = Router::new()
+        .route("/openapi.json", get(openapi::json))
+        .route("/docs", get(openapi::docs));
     let app = api
+        .merge(docs)
         .merge(ops::router(readiness))
         .layer(TraceLayer::new_for_http());
     ops::serve(args.listen, app, shutdown).await

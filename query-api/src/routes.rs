@@ -1,27 +1,53 @@
-//! HTTP routes for analysts.
+//! HTTP routes for analysts and dashboards. Each is annotated for the
+//! OpenAPI document (`crate::openapi`).
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
-use serde_json::json;
+use pulse_common::scored::ScoredEvent;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{Caller, Role};
-use crate::store::EventStore;
-
-/// Roles that may read events over HTTP.
-const READERS: &[Role] = &[Role::Analyst, Role::Dashboard, Role::Admin];
+use crate::extract::{Params, Reader};
+use crate::store::{Bucket, Cursor, Device, EventStore, Page, PageKind};
 
 const MAX_LIMIT: u64 = 10_000;
 
+/// Why a request failed, and which parameter (or `authorization`, `query`).
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: String,
+    pub field: String,
+}
+
+/// A page of events, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct EventsPage {
+    pub events: Vec<ScoredEvent>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeviceList {
+    pub devices: Vec<Device>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Series {
+    pub source_id: String,
+    pub resolution_s: u32,
+    pub buckets: Vec<Bucket>,
+}
+
 fn error(status: StatusCode, field: &str, reason: impl std::fmt::Display) -> Response {
-    (
-        status,
-        Json(json!({"error": reason.to_string(), "field": field})),
-    )
-        .into_response()
+    let body = ErrorBody {
+        error: reason.to_string(),
+        field: field.to_string(),
+    };
+    (status, Json(body)).into_response()
 }
 
 /// A query string that does not parse: unknown parameters (`tenant_id`
@@ -35,14 +61,19 @@ fn unavailable(e: clickhouse::error::Error) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, "", "storage unavailable")
 }
 
+/// One event of the caller's tenant, with its score and features.
+#[utoipa::path(get, path = "/v1/events/{event_id}", tag = "events",
+    params(("event_id" = String, Path, description = "The event's id")),
+    responses(
+        (status = 200, body = ScoredEvent),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "The tenant has no such event", body = ErrorBody),
+    ))]
 pub async fn event(
     State(store): State<EventStore>,
-    caller: Caller,
+    Reader(caller): Reader,
     Path(event_id): Path<String>,
 ) -> Response {
-    if let Err(denied) = caller.require(READERS) {
-        return denied.into_response();
-    }
     match store.event(&caller.tenant, &event_id).await {
         Ok(Some(e)) => Json(e).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, "event_id", "no such event"),
@@ -50,26 +81,172 @@ pub async fn event(
     }
 }
 
-#[derive(Deserialize)]
+/// Default span of a range without `from_ms`: one day before its end.
+const DEFAULT_SPAN_MS: i64 = 86_400_000;
+
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-pub struct RecentQuery {
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only this source (device).
     source_id: Option<String>,
+    /// Start of the range, milliseconds since the epoch (default: 24 hours before its end).
+    from_ms: Option<i64>,
+    /// End of the range, exclusive (default: now).
+    to_ms: Option<i64>,
+    /// Events per page, 1..10000 (default 100).
+    limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RangeQuery {
+    /// Start of the range, milliseconds since the epoch (default: 24 hours before its end).
+    from_ms: Option<i64>,
+    /// End of the range, exclusive (default: now).
+    to_ms: Option<i64>,
+    /// Events per page, 1..10000 (default 100).
+    limit: Option<u64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A parameter with a bad value, and why.
+struct BadParam(&'static str, String);
+
+impl IntoResponse for BadParam {
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, self.0, self.1)
+    }
+}
+
+/// The page a request asks for, or the parameter that is wrong.
+fn page_of(
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    limit: Option<u64>,
+    cursor: Option<&str>,
+) -> Result<Page, BadParam> {
+    let limit = limit.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(BadParam(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    let to_ms = to_ms.unwrap_or_else(|| pulse_common::clock::now_ms() + 1);
+    let from_ms = from_ms.unwrap_or(to_ms.saturating_sub(DEFAULT_SPAN_MS));
+    if from_ms >= to_ms {
+        return Err(BadParam("from_ms", "must be before to_ms".into()));
+    }
+    let after = match cursor {
+        None => Cursor {
+            time_ms: to_ms,
+            event_id: String::new(),
+        },
+        Some(c) => Cursor::decode(c)
+            .ok_or_else(|| BadParam("cursor", "not a cursor returned by this API".into()))?,
+    };
+    Ok(Page {
+        from_ms,
+        to_ms,
+        after,
+        limit,
+    })
+}
+
+/// A page of events as JSON, with the cursor of the next page when this
+/// one is full.
+async fn page_response(
+    store: &EventStore,
+    tenant: &str,
+    kind: PageKind<'_>,
+    page: Page,
+) -> Response {
+    match store.page(tenant, kind, &page).await {
+        Ok(events) => {
+            let next = (events.len() as u64 == page.limit)
+                .then(|| events.last())
+                .flatten()
+                .map(|e| {
+                    Cursor {
+                        time_ms: e.event_time_ms,
+                        event_id: e.event_id.clone(),
+                    }
+                    .encode()
+                });
+            Json(EventsPage {
+                events,
+                next_cursor: next,
+            })
+            .into_response()
+        }
+        Err(e) => unavailable(e),
+    }
+}
+
+/// The caller's tenant's events in a time range, newest first, in pages.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
+    responses(
+        (status = 200, body = EventsPage),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    ))]
+pub async fn events(
+    State(store): State<EventStore>,
+    Reader(caller): Reader,
+    Params(q): Params<EventsQuery>,
+) -> Response {
+    match page_of(q.from_ms, q.to_ms, q.limit, q.cursor.as_deref()) {
+        Ok(page) => {
+            let kind = PageKind::Events {
+                source: q.source_id.as_deref(),
+            };
+            page_response(&store, &caller.tenant, kind, page).await
+        }
+        Err(bad) => bad.into_response(),
+    }
+}
+
+/// The events the model flagged, newest first, in pages.
+#[utoipa::path(get, path = "/v1/anomalies", tag = "events", params(RangeQuery),
+    responses(
+        (status = 200, body = EventsPage),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    ))]
+pub async fn anomalies(
+    State(store): State<EventStore>,
+    Reader(caller): Reader,
+    Params(q): Params<RangeQuery>,
+) -> Response {
+    match page_of(q.from_ms, q.to_ms, q.limit, q.cursor.as_deref()) {
+        Ok(page) => page_response(&store, &caller.tenant, PageKind::Anomalies, page).await,
+        Err(bad) => bad.into_response(),
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct DevicesQuery {
+    /// Most devices to list, 1..10000 (default 1000).
     limit: Option<u64>,
 }
 
-pub async fn recent(
+/// The caller's tenant's devices with their totals, from the rollup.
+#[utoipa::path(get, path = "/v1/devices", tag = "devices", params(DevicesQuery),
+    responses(
+        (status = 200, body = DeviceList),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    ))]
+pub async fn devices(
     State(store): State<EventStore>,
-    caller: Caller,
-    q: Result<Query<RecentQuery>, QueryRejection>,
+    Reader(caller): Reader,
+    Params(q): Params<DevicesQuery>,
 ) -> Response {
-    if let Err(denied) = caller.require(READERS) {
-        return denied.into_response();
-    }
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(e) => return bad_query(e),
-    };
-    let limit = q.limit.unwrap_or(100);
+    let limit = q.limit.unwrap_or(1000);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -77,11 +254,77 @@ pub async fn recent(
             format!("must be between 1 and {MAX_LIMIT}"),
         );
     }
+    match store.devices(&caller.tenant, limit).await {
+        Ok(devices) => Json(DeviceList { devices }).into_response(),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// Most buckets one series request may ask for.
+const MAX_BUCKETS: i64 = 10_000;
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SeriesQuery {
+    /// Start of the range, milliseconds since the epoch (default: 24 hours before its end).
+    from_ms: Option<i64>,
+    /// End of the range, exclusive (default: now).
+    to_ms: Option<i64>,
+    /// Bucket width in seconds: whole minutes, from 60 to 86400 (default 60).
+    resolution_s: Option<u32>,
+}
+
+/// A device's counts and scores per time bucket, from the rollup.
+#[utoipa::path(get, path = "/v1/devices/{source_id}/series", tag = "devices",
+    params(("source_id" = String, Path, description = "The device"), SeriesQuery),
+    responses(
+        (status = 200, body = Series),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    ))]
+pub async fn series(
+    State(store): State<EventStore>,
+    Reader(caller): Reader,
+    Path(source_id): Path<String>,
+    Params(q): Params<SeriesQuery>,
+) -> Response {
+    let step = q.resolution_s.unwrap_or(60);
+    if !(60..=86_400).contains(&step) || step % 60 != 0 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "resolution_s",
+            "must be whole minutes from 60 to 86400",
+        );
+    }
+    let to_ms = q.to_ms.unwrap_or_else(|| pulse_common::clock::now_ms() + 1);
+    let from_ms = q.from_ms.unwrap_or(to_ms.saturating_sub(DEFAULT_SPAN_MS));
+    if from_ms >= to_ms {
+        return error(StatusCode::BAD_REQUEST, "from_ms", "must be before to_ms");
+    }
+    if to_ms.saturating_sub(from_ms) / 1000 / i64::from(step) > MAX_BUCKETS {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "resolution_s",
+            format!("the range holds more than {MAX_BUCKETS} buckets at this resolution"),
+        );
+    }
+    let seconds = |ms: i64| u32::try_from(ms.div_euclid(1000).max(0)).unwrap_or(u32::MAX);
     match store
-        .recent(&caller.tenant, q.source_id.as_deref(), limit)
+        .series(
+            &caller.tenant,
+            &source_id,
+            step,
+            seconds(from_ms),
+            seconds(to_ms),
+        )
         .await
     {
-        Ok(events) => Json(json!({"events": events})).into_response(),
+        Ok(buckets) => Json(Series {
+            source_id,
+            resolution_s: step,
+            buckets,
+        })
+        .into_response(),
         Err(e) => unavailable(e),
     }
 }

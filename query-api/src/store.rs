@@ -4,6 +4,7 @@
 use clickhouse::Client;
 use pulse_common::scored::ScoredEvent;
 use pulse_common::sql;
+use serde::{Deserialize, Serialize};
 
 #[derive(Clone)]
 pub struct EventStore {
@@ -40,21 +41,140 @@ impl EventStore {
             .await
     }
 
-    /// A tenant's most recent events, newest first, optionally of one source.
-    pub async fn recent(
+    /// A page of a tenant's events (or only its anomalies) in `page.range`,
+    /// newest first, after `page.after`.
+    pub async fn page(
         &self,
         tenant: &str,
-        source: Option<&str>,
-        limit: u64,
+        kind: PageKind<'_>,
+        page: &Page,
     ) -> clickhouse::error::Result<Vec<ScoredEvent>> {
-        let q = match source {
-            Some(s) => self
+        let q = match kind {
+            PageKind::Events { source: Some(s) } => self
                 .client
-                .query(sql::RECENT_EVENTS_OF_SOURCE)
+                .query(sql::EVENTS_PAGE_OF_SOURCE)
                 .bind(tenant)
                 .bind(s),
-            None => self.client.query(sql::RECENT_EVENTS).bind(tenant),
+            PageKind::Events { source: None } => self.client.query(sql::EVENTS_PAGE).bind(tenant),
+            PageKind::Anomalies => self.client.query(sql::ANOMALIES_PAGE).bind(tenant),
         };
-        q.bind(limit).fetch_all().await
+        q.bind(page.from_ms)
+            .bind(page.to_ms)
+            .bind(page.after.time_ms)
+            .bind(page.after.time_ms)
+            .bind(&page.after.event_id)
+            .bind(page.limit)
+            .fetch_all()
+            .await
+    }
+
+    /// A tenant's devices with their totals.
+    pub async fn devices(
+        &self,
+        tenant: &str,
+        limit: u64,
+    ) -> clickhouse::error::Result<Vec<Device>> {
+        self.client
+            .query(sql::DEVICES)
+            .bind(tenant)
+            .bind(limit)
+            .fetch_all()
+            .await
+    }
+
+    /// One device's rollup in buckets of `step_s` seconds over `[from_s, to_s)`.
+    pub async fn series(
+        &self,
+        tenant: &str,
+        source: &str,
+        step_s: u32,
+        from_s: u32,
+        to_s: u32,
+    ) -> clickhouse::error::Result<Vec<Bucket>> {
+        self.client
+            .query(sql::DEVICE_SERIES)
+            .bind(step_s)
+            .bind(step_s)
+            .bind(tenant)
+            .bind(source)
+            .bind(from_s)
+            .bind(to_s)
+            .fetch_all()
+            .await
+    }
+}
+
+/// Which events a page holds.
+pub enum PageKind<'a> {
+    Events { source: Option<&'a str> },
+    Anomalies,
+}
+
+/// Where a page ends: the last event it returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub time_ms: i64,
+    pub event_id: String,
+}
+
+impl Cursor {
+    /// The opaque form clients pass back: time, '.', the id in hex.
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.time_ms, hex::encode(&self.event_id))
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let (time, id) = s.split_once('.')?;
+        Some(Self {
+            time_ms: time.parse().ok()?,
+            event_id: String::from_utf8(hex::decode(id).ok()?).ok()?,
+        })
+    }
+}
+
+/// A page request: the time range `[from_ms, to_ms)`, and the position to
+/// continue after (the range's end for a first page).
+pub struct Page {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub after: Cursor,
+    pub limit: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Device {
+    pub source_id: String,
+    /// Start of the last minute with events, seconds since the epoch.
+    pub last_minute: u32,
+    pub events: u64,
+    pub anomalies: u64,
+    pub score_max: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Bucket {
+    /// Start of the bucket, seconds since the epoch.
+    pub bucket: u32,
+    pub events: u64,
+    pub anomalies: u64,
+    pub score_max: f32,
+    pub score_avg: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cursor;
+
+    #[test]
+    fn cursors_round_trip_any_id() {
+        for id in ["", "6f1c4c1e-1d8c", "a.b/c' OR 1=1"] {
+            let c = Cursor {
+                time_ms: 1_763_856_000_123,
+                event_id: id.into(),
+            };
+            assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        }
+        assert_eq!(Cursor::decode("nope"), None);
+        assert_eq!(Cursor::decode("12.zz"), None);
     }
 }

@@ -5,9 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use pulse_common::config::KafkaClient;
 use pulse_common::kafka::client_config;
@@ -19,8 +18,8 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 
 use crate::auth::{Caller, Role};
+use crate::extract::Params;
 use crate::metrics;
-use crate::routes::bad_query;
 
 /// A consumer of every partition of `topic`, positioned at the current end,
 /// so everything produced after this returns is delivered. Each API instance
@@ -80,13 +79,15 @@ pub async fn fan_out(
 }
 
 /// What a client asks to see, within its tenant.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Filter {
     /// Taken from the credential; a client cannot set it.
     #[serde(skip)]
+    #[param(ignore)]
     pub tenant_id: String,
-    /// Accepted here for browsers, which cannot send headers on an upgrade.
+    /// The token, for browsers, which cannot send headers when opening a WebSocket.
     #[serde(default, rename = "access_token")]
     _access_token: Option<String>,
     /// Only these sources (comma-separated); all when absent.
@@ -106,19 +107,24 @@ impl Filter {
     }
 }
 
+/// Scored events of the caller's tenant as JSON text messages, as they are
+/// processed. A client more than the buffer behind gets
+/// `{"type":"lagged","skipped":N}` and continues from the newest.
+#[utoipa::path(get, path = "/v1/stream", tag = "live", params(Filter),
+    responses(
+        (status = 101, description = "WebSocket of scored events"),
+        (status = 400, body = crate::routes::ErrorBody), (status = 401, body = crate::routes::ErrorBody),
+        (status = 403, body = crate::routes::ErrorBody),
+    ))]
 pub async fn upgrade(
     State(tx): State<broadcast::Sender<Arc<ScoredEvent>>>,
     caller: Caller,
-    filter: Result<Query<Filter>, QueryRejection>,
+    Params(mut filter): Params<Filter>,
     ws: WebSocketUpgrade,
 ) -> Response {
     if let Err(denied) = caller.require(&[Role::Dashboard, Role::Admin]) {
         return denied.into_response();
     }
-    let mut filter = match filter {
-        Ok(Query(f)) => f,
-        Err(e) => return bad_query(e),
-    };
     filter.tenant_id = caller.tenant;
     let rx = tx.subscribe();
     ws.on_upgrade(move |socket| serve_client(socket, rx, filter))

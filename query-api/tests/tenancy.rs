@@ -10,10 +10,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
-use pulse_common::scored::ScoredEvent;
-use pulse_common::testkit::{clickhouse, free_port, unique, Service, Stack};
 use reqwest::StatusCode;
 use serde_json::Value;
+use support::{row, start_api, Api};
 
 const INJECTIONS: &[&str] = &[
     "' OR '1'='1",
@@ -23,104 +22,14 @@ const INJECTIONS: &[&str] = &[
     "acme' UNION SELECT * FROM events --",
 ];
 
-fn row(tenant: &str, source: &str, id: &str) -> ScoredEvent {
-    ScoredEvent {
-        tenant_id: tenant.into(),
-        source_id: source.into(),
-        event_id: id.into(),
-        kind: "telemetry".into(),
-        event_time: 1_763_856_000,
-        event_time_ms: 1_763_856_000_000,
-        schema_id: 1,
-        reading_names: vec!["temperature_c".into()],
-        reading_values: vec![21.0],
-        event_type: String::new(),
-        properties_json: "{}".into(),
-        firmware_version: String::new(),
-        score: 0.1,
-        is_anomaly: 0,
-        model_version: "test".into(),
-        device_seq: 1,
-        feature_names: vec![],
-        feature_values: vec![],
-        processed_ms: 1_763_856_000_500,
-        source_topic: "t".into(),
-        source_partition: 0,
-        source_offset: 0,
-    }
-}
-
-struct Api {
-    _service: Service,
-    url: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn get(&self, path: &str, credential: Option<&str>) -> (StatusCode, Value) {
-        let mut req = self.http.get(format!("{}{path}", self.url));
-        if let Some(c) = credential {
-            req = req.bearer_auth(c);
-        }
-        let r = req.send().await.expect("API answers");
-        let status = r.status();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-}
-
 /// Two tenants' events in a fresh database, and the API over it.
 async fn start() -> Api {
-    let stack = Stack::from_env();
-    let database = unique("tenancy_");
-    let admin = clickhouse(&stack.clickhouse_url, "default");
-    let schemas = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas/clickhouse");
-    admin
-        .query(&format!("CREATE DATABASE {database}"))
-        .execute()
-        .await
-        .expect("database created");
-    let mut migrations: Vec<_> = std::fs::read_dir(&schemas)
-        .expect("schemas")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
-        .collect();
-    migrations.sort();
-    for m in migrations {
-        let sql = std::fs::read_to_string(&m).expect("migration");
-        admin
-            .query(&sql.replace("{db}", &database))
-            .execute()
-            .await
-            .expect("migration applies");
-    }
-    let client = clickhouse(&stack.clickhouse_url, &database);
-    let mut insert = client
-        .insert::<ScoredEvent>("events")
-        .await
-        .expect("insert");
-    for r in [
+    start_api(&[
         row("acme", "boiler-1", "acme-event-1"),
         row("acme", "boiler-2", "acme-event-2"),
         row("globex", "boiler-1", "globex-event-1"),
-    ] {
-        insert.write(&r).await.expect("row");
-    }
-    insert.end().await.expect("rows stored");
-
-    let port = free_port();
-    let mut env = vec![
-        ("PULSE_QUERY_LISTEN", format!("127.0.0.1:{port}")),
-        ("PULSE_TOPIC_PREFIX", unique("tenancy") + "."),
-        ("PULSE_CLICKHOUSE_DATABASE", database),
-        ("PULSE_RESULT_PARTITIONS", "1".into()),
-    ];
-    env.extend(support::auth_env(&unique("tenancy-auth")));
-    let service = Service::start(&stack, "pulse-query-api", port, &[], &env).await;
-    Api {
-        url: service.url.clone(),
-        _service: service,
-        http: reqwest::Client::new(),
-    }
+    ])
+    .await
 }
 
 fn ids(body: &Value) -> Vec<String> {

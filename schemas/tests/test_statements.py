@@ -193,7 +193,7 @@ def test_query_runs_alike_on_both_versions(engines, path):
 
 def test_queries_see_the_sample_rows(engines):
     db, server, local = engines
-    sql = bind(QUERIES / "recent_events.sql", db)
+    sql = bind(QUERIES / "events_page.sql", db)
     for engine in (server, local):
         out = engine.run(sql, db)
         ids = [line.split("\t")[2] for line in out.splitlines()]

@@ -8,7 +8,10 @@ use std::path::PathBuf;
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use pulse_common::clock::now_ms;
-use serde_json::json;
+use pulse_common::scored::ScoredEvent;
+use pulse_common::testkit::{clickhouse, free_port, unique, Service, Stack};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 pub const HS256_SECRET: &str = "pulse-test-secret-0123456789abcdef0123";
@@ -78,4 +81,105 @@ pub fn rs256(tenant: &str, role: &str) -> String {
         &EncodingKey::from_rsa_pem(&pem).expect("RSA key"),
     )
     .expect("token")
+}
+
+/// An event of a minute ago.
+pub fn row(tenant: &str, source: &str, id: &str) -> ScoredEvent {
+    row_at(tenant, source, id, now_ms() - 60_000)
+}
+
+pub fn row_at(tenant: &str, source: &str, id: &str, time_ms: i64) -> ScoredEvent {
+    ScoredEvent {
+        tenant_id: tenant.into(),
+        source_id: source.into(),
+        event_id: id.into(),
+        kind: "telemetry".into(),
+        event_time: u32::try_from(time_ms / 1000).expect("a recent time"),
+        event_time_ms: time_ms,
+        schema_id: 1,
+        reading_names: vec!["temperature_c".into()],
+        reading_values: vec![21.0],
+        event_type: String::new(),
+        properties_json: "{}".into(),
+        firmware_version: String::new(),
+        score: 0.1,
+        is_anomaly: 0,
+        model_version: "test".into(),
+        device_seq: 1,
+        feature_names: vec![],
+        feature_values: vec![],
+        processed_ms: time_ms + 500,
+        source_topic: "t".into(),
+        source_partition: 0,
+        source_offset: 0,
+    }
+}
+
+pub struct Api {
+    _service: Service,
+    pub url: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    pub async fn get(&self, path: &str, credential: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self.http.get(format!("{}{path}", self.url));
+        if let Some(c) = credential {
+            req = req.bearer_auth(c);
+        }
+        let r = req.send().await.expect("API answers");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// A fresh database holding `rows`, and the API over it.
+pub async fn start_api(rows: &[ScoredEvent]) -> Api {
+    let stack = Stack::from_env();
+    let database = unique("api_");
+    let admin = clickhouse(&stack.clickhouse_url, "default");
+    let schemas = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas/clickhouse");
+    admin
+        .query(&format!("CREATE DATABASE {database}"))
+        .execute()
+        .await
+        .expect("database created");
+    let mut migrations: Vec<_> = std::fs::read_dir(&schemas)
+        .expect("schemas")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    migrations.sort();
+    for m in migrations {
+        let sql = std::fs::read_to_string(&m).expect("migration");
+        admin
+            .query(&sql.replace("{db}", &database))
+            .execute()
+            .await
+            .expect("migration applies");
+    }
+    let client = clickhouse(&stack.clickhouse_url, &database);
+    let mut insert = client
+        .insert::<ScoredEvent>("events")
+        .await
+        .expect("insert");
+    for r in rows {
+        insert.write(r).await.expect("row");
+    }
+    insert.end().await.expect("rows stored");
+
+    let port = free_port();
+    let mut env = vec![
+        ("PULSE_QUERY_LISTEN", format!("127.0.0.1:{port}")),
+        ("PULSE_TOPIC_PREFIX", unique("api") + "."),
+        ("PULSE_CLICKHOUSE_DATABASE", database),
+        ("PULSE_RESULT_PARTITIONS", "1".into()),
+    ];
+    env.extend(auth_env(&unique("api-auth")));
+    let service = Service::start(&stack, "pulse-query-api", port, &[], &env).await;
+    Api {
+        url: service.url.clone(),
+        _service: service,
+        http: reqwest::Client::new(),
+    }
 }

@@ -1,0 +1,54 @@
+//! Request extractors shared by the HTTP routes: the caller, checked for a
+//! role that may read, and query parameters whose errors name the problem.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequestParts, Query};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use crate::auth::{Authenticator, Caller, Role};
+use crate::routes::bad_query;
+
+/// Roles that may read events over HTTP.
+const READERS: &[Role] = &[Role::Analyst, Role::Dashboard, Role::Admin];
+
+/// An authenticated caller whose role may read events.
+pub struct Reader(pub Caller);
+
+impl<S> FromRequestParts<S> for Reader
+where
+    S: Send + Sync,
+    Arc<Authenticator>: FromRef<S>,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        caller
+            .require(READERS)
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self(caller))
+    }
+}
+
+/// Query parameters; unknown ones and bad values get 400 naming them.
+pub struct Params<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Params<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(t)| Self(t))
+            .map_err(bad_query)
+    }
+}
