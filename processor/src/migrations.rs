@@ -23,6 +23,7 @@ const MIGRATIONS: &[(u32, &str)] = &[
         5,
         include_str!("../../schemas/clickhouse/0005_device_features.sql"),
     ),
+    (6, include_str!("../../schemas/clickhouse/0006_audit.sql")),
 ];
 
 /// Rewrites a single-server statement for a replicated cluster: the DDL runs

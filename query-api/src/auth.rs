@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use jsonwebtoken::errors::ErrorKind;
@@ -33,6 +33,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+
+use crate::audit::Authenticated;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -310,15 +312,14 @@ fn parse_api_keys(text: &str) -> anyhow::Result<HashMap<[u8; 32], Caller>> {
 /// The credential of a request: `Authorization: Bearer ...`, or for a
 /// WebSocket upgrade, which browsers cannot give headers, `access_token=`
 /// in the query string.
-fn credential(parts: &Parts) -> Option<String> {
-    let from_header = parts
-        .headers
+pub fn credential(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    let from_header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|s| s.trim().to_string());
     let from_query = || {
-        parts.uri.query().and_then(|q| {
+        uri.query().and_then(|q| {
             url::form_urlencoded::parse(q.as_bytes())
                 .find(|(k, _)| k == "access_token")
                 .map(|(_, v)| v.into_owned())
@@ -334,9 +335,14 @@ where
 {
     type Rejection = Denied;
 
+    /// The caller as the audit middleware authenticated it, or, on a route
+    /// without it, authenticated here.
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(Authenticated(outcome)) = parts.extensions.get::<Authenticated>() {
+            return outcome.clone();
+        }
         let auth = Arc::<Authenticator>::from_ref(state);
-        let credential = credential(parts).ok_or(Denied::Missing)?;
+        let credential = credential(&parts.headers, &parts.uri).ok_or(Denied::Missing)?;
         auth.authenticate(&credential)
     }
 }

@@ -17,6 +17,21 @@ const READERS: &[Role] = &[Role::Analyst, Role::Dashboard, Role::Admin];
 /// An authenticated caller whose role may read events.
 pub struct Reader(pub Caller);
 
+/// An authenticated admin of its tenant.
+pub struct Admin(pub Caller);
+
+async fn caller_with<S>(parts: &mut Parts, state: &S, roles: &[Role]) -> Result<Caller, Response>
+where
+    S: Send + Sync,
+    Arc<Authenticator>: FromRef<S>,
+{
+    let caller = Caller::from_request_parts(parts, state)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    caller.require(roles).map_err(IntoResponse::into_response)?;
+    Ok(caller)
+}
+
 impl<S> FromRequestParts<S> for Reader
 where
     S: Send + Sync,
@@ -25,13 +40,19 @@ where
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let caller = Caller::from_request_parts(parts, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
-        caller
-            .require(READERS)
-            .map_err(IntoResponse::into_response)?;
-        Ok(Self(caller))
+        caller_with(parts, state, READERS).await.map(Self)
+    }
+}
+
+impl<S> FromRequestParts<S> for Admin
+where
+    S: Send + Sync,
+    Arc<Authenticator>: FromRef<S>,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        caller_with(parts, state, &[Role::Admin]).await.map(Self)
     }
 }
 

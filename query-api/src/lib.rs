@@ -1,6 +1,8 @@
 //! Pulse query API: scored events over HTTP and live over WebSocket, for
 //! authenticated callers, each scoped to its tenant.
 
+pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod extract;
 pub mod metrics;

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::middleware;
 use axum::routing::get;
 use axum::Router;
 use clap::Parser;
@@ -12,10 +13,11 @@ use pulse_common::kafka::{ensure_topics, TopicSpec};
 use pulse_common::ops::{self, Readiness};
 use pulse_common::scored::ScoredEvent;
 use pulse_common::shutdown::Shutdown;
+use pulse_query_api::audit::{self, AuditLog, AuditState};
 use pulse_query_api::auth::{AuthArgs, Authenticator};
 use pulse_query_api::state::AppState;
 use pulse_query_api::store::EventStore;
-use pulse_query_api::{openapi, routes, stream};
+use pulse_query_api::{admin, openapi, routes, stream};
 use tokio::sync::broadcast;
 use tower_http::trace::TraceLayer;
 
@@ -71,6 +73,8 @@ async fn main() -> anyhow::Result<()> {
     let (tx, _) = broadcast::channel::<Arc<ScoredEvent>>(args.ws_buffer);
     tokio::spawn(stream::fan_out(consumer, tx.clone(), shutdown.clone()));
 
+    let (audit_log, audit_writer) =
+        AuditLog::start(pulse_common::clickhouse::client(&args.clickhouse));
     let api = Router::new()
         .route("/v1/events", get(routes::events))
         .route("/v1/events/{event_id}", get(routes::event))
@@ -78,6 +82,14 @@ async fn main() -> anyhow::Result<()> {
         .route("/v1/devices", get(routes::devices))
         .route("/v1/devices/{source_id}/series", get(routes::series))
         .route("/v1/stream", get(stream::upgrade))
+        .route("/v1/audit", get(admin::audit))
+        .route_layer(middleware::from_fn_with_state(
+            AuditState {
+                auth: auth.clone(),
+                log: audit_log,
+            },
+            audit::middleware,
+        ))
         .with_state(AppState {
             store,
             live: tx,
@@ -90,7 +102,13 @@ async fn main() -> anyhow::Result<()> {
         .merge(docs)
         .merge(ops::router(readiness))
         .layer(TraceLayer::new_for_http());
-    ops::serve(args.listen, app, shutdown).await
+    let served = ops::serve(args.listen, app, shutdown).await;
+    // The router, and with it every audit sender, is gone: the writer
+    // writes what is queued and stops.
+    if let Err(e) = audit_writer.await {
+        tracing::error!(error = %e, "audit writer failed");
+    }
+    served
 }
 
 /// Marks the API ready once its table answers, checking every second.

@@ -30,8 +30,19 @@ use crate::store::{Bucket, Device};
         crate::routes::devices,
         crate::routes::series,
         crate::stream::upgrade,
+        crate::admin::audit,
     ),
-    components(schemas(ScoredEvent, EventsPage, DeviceList, Device, Series, Bucket, ErrorBody)),
+    components(schemas(
+        ScoredEvent,
+        EventsPage,
+        DeviceList,
+        Device,
+        Series,
+        Bucket,
+        ErrorBody,
+        crate::admin::AuditTrail,
+        crate::audit::AuditRecord
+    )),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -152,6 +163,7 @@ mod tests {
             paths,
             [
                 "/v1/anomalies",
+                "/v1/audit",
                 "/v1/devices",
                 "/v1/devices/{source_id}/series",
                 "/v1/events",

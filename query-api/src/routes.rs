@@ -10,6 +10,7 @@ use pulse_common::scored::ScoredEvent;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::audit::RowsReturned;
 use crate::extract::{Params, Reader};
 use crate::store::{Bucket, Cursor, Device, EventStore, Page, PageKind};
 
@@ -42,7 +43,14 @@ pub struct Series {
     pub buckets: Vec<Bucket>,
 }
 
-fn error(status: StatusCode, field: &str, reason: impl std::fmt::Display) -> Response {
+/// `body` as JSON, noting for the audit trail how many rows it holds.
+pub fn with_rows(body: impl Serialize, rows: usize) -> Response {
+    let mut response = Json(body).into_response();
+    response.extensions_mut().insert(RowsReturned(rows as u64));
+    response
+}
+
+pub fn error(status: StatusCode, field: &str, reason: impl std::fmt::Display) -> Response {
     let body = ErrorBody {
         error: reason.to_string(),
         field: field.to_string(),
@@ -56,7 +64,7 @@ pub fn bad_query(e: QueryRejection) -> Response {
     error(StatusCode::BAD_REQUEST, "query", e.body_text())
 }
 
-fn unavailable(e: clickhouse::error::Error) -> Response {
+pub fn unavailable(e: clickhouse::error::Error) -> Response {
     tracing::warn!(error = %e, "ClickHouse query failed");
     error(StatusCode::SERVICE_UNAVAILABLE, "", "storage unavailable")
 }
@@ -75,7 +83,7 @@ pub async fn event(
     Path(event_id): Path<String>,
 ) -> Response {
     match store.event(&caller.tenant, &event_id).await {
-        Ok(Some(e)) => Json(e).into_response(),
+        Ok(Some(e)) => with_rows(e, 1),
         Ok(None) => error(StatusCode::NOT_FOUND, "event_id", "no such event"),
         Err(e) => unavailable(e),
     }
@@ -115,12 +123,36 @@ pub struct RangeQuery {
 }
 
 /// A parameter with a bad value, and why.
-struct BadParam(&'static str, String);
+pub struct BadParam(&'static str, String);
 
 impl IntoResponse for BadParam {
     fn into_response(self) -> Response {
         error(StatusCode::BAD_REQUEST, self.0, self.1)
     }
+}
+
+/// `limit`, or `default` when absent, checked against `MAX_LIMIT`.
+pub fn limit_of(limit: Option<u64>, default: u64) -> Result<u64, BadParam> {
+    let limit = limit.unwrap_or(default);
+    if (1..=MAX_LIMIT).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(BadParam(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        ))
+    }
+}
+
+/// The range `[from_ms, to_ms)` a request asks for: by default the 24
+/// hours up to now.
+pub fn range_of(from_ms: Option<i64>, to_ms: Option<i64>) -> Result<(i64, i64), BadParam> {
+    let to_ms = to_ms.unwrap_or_else(|| pulse_common::clock::now_ms() + 1);
+    let from_ms = from_ms.unwrap_or(to_ms.saturating_sub(DEFAULT_SPAN_MS));
+    if from_ms >= to_ms {
+        return Err(BadParam("from_ms", "must be before to_ms".into()));
+    }
+    Ok((from_ms, to_ms))
 }
 
 /// The page a request asks for, or the parameter that is wrong.
@@ -130,18 +162,8 @@ fn page_of(
     limit: Option<u64>,
     cursor: Option<&str>,
 ) -> Result<Page, BadParam> {
-    let limit = limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(BadParam(
-            "limit",
-            format!("must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
-    let to_ms = to_ms.unwrap_or_else(|| pulse_common::clock::now_ms() + 1);
-    let from_ms = from_ms.unwrap_or(to_ms.saturating_sub(DEFAULT_SPAN_MS));
-    if from_ms >= to_ms {
-        return Err(BadParam("from_ms", "must be before to_ms".into()));
-    }
+    let limit = limit_of(limit, 100)?;
+    let (from_ms, to_ms) = range_of(from_ms, to_ms)?;
     let after = match cursor {
         None => Cursor {
             time_ms: to_ms,
@@ -178,11 +200,14 @@ async fn page_response(
                     }
                     .encode()
                 });
-            Json(EventsPage {
-                events,
-                next_cursor: next,
-            })
-            .into_response()
+            let rows = events.len();
+            with_rows(
+                EventsPage {
+                    events,
+                    next_cursor: next,
+                },
+                rows,
+            )
         }
         Err(e) => unavailable(e),
     }
@@ -246,16 +271,15 @@ pub async fn devices(
     Reader(caller): Reader,
     Params(q): Params<DevicesQuery>,
 ) -> Response {
-    let limit = q.limit.unwrap_or(1000);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "limit",
-            format!("must be between 1 and {MAX_LIMIT}"),
-        );
-    }
+    let limit = match limit_of(q.limit, 1000) {
+        Ok(l) => l,
+        Err(bad) => return bad.into_response(),
+    };
     match store.devices(&caller.tenant, limit).await {
-        Ok(devices) => Json(DeviceList { devices }).into_response(),
+        Ok(devices) => {
+            let rows = devices.len();
+            with_rows(DeviceList { devices }, rows)
+        }
         Err(e) => unavailable(e),
     }
 }
@@ -296,11 +320,10 @@ pub async fn series(
             "must be whole minutes from 60 to 86400",
         );
     }
-    let to_ms = q.to_ms.unwrap_or_else(|| pulse_common::clock::now_ms() + 1);
-    let from_ms = q.from_ms.unwrap_or(to_ms.saturating_sub(DEFAULT_SPAN_MS));
-    if from_ms >= to_ms {
-        return error(StatusCode::BAD_REQUEST, "from_ms", "must be before to_ms");
-    }
+    let (from_ms, to_ms) = match range_of(q.from_ms, q.to_ms) {
+        Ok(r) => r,
+        Err(bad) => return bad.into_response(),
+    };
     if to_ms.saturating_sub(from_ms) / 1000 / i64::from(step) > MAX_BUCKETS {
         return error(
             StatusCode::BAD_REQUEST,
@@ -319,12 +342,17 @@ pub async fn series(
         )
         .await
     {
-        Ok(buckets) => Json(Series {
-            source_id,
-            resolution_s: step,
-            buckets,
-        })
-        .into_response(),
+        Ok(buckets) => {
+            let rows = buckets.len();
+            with_rows(
+                Series {
+                    source_id,
+                    resolution_s: step,
+                    buckets,
+                },
+                rows,
+            )
+        }
         Err(e) => unavailable(e),
     }
 }

@@ -4,6 +4,8 @@
 use clickhouse::Client;
 use pulse_common::scored::ScoredEvent;
 use pulse_common::sql;
+
+use crate::audit::AuditRecord;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone)]
@@ -16,14 +18,15 @@ impl EventStore {
         Self { client }
     }
 
-    /// Whether the events table exists and answers; the processor creates it.
+    /// Whether the tables the API uses exist and answer; the processor's
+    /// migrations create them.
     pub async fn ready(&self) -> bool {
         matches!(
             self.client
-                .query(sql::EVENTS_TABLE_EXISTS)
-                .fetch_one::<u8>()
+                .query(sql::API_TABLES_EXIST)
+                .fetch_one::<u64>()
                 .await,
-            Ok(1)
+            Ok(3)
         )
     }
 
@@ -99,6 +102,29 @@ impl EventStore {
             .bind(source)
             .bind(from_s)
             .bind(to_s)
+            .fetch_all()
+            .await
+    }
+}
+
+impl EventStore {
+    /// A tenant's audit records in `[from_ms, to_ms)`, newest first,
+    /// optionally of one caller (empty: all).
+    pub async fn audit(
+        &self,
+        tenant: &str,
+        (from_ms, to_ms): (i64, i64),
+        caller: &str,
+        limit: u64,
+    ) -> clickhouse::error::Result<Vec<AuditRecord>> {
+        self.client
+            .query(sql::AUDIT_SEARCH)
+            .bind(tenant)
+            .bind(from_ms)
+            .bind(to_ms)
+            .bind(caller)
+            .bind(caller)
+            .bind(limit)
             .fetch_all()
             .await
     }

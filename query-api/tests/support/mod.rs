@@ -118,6 +118,8 @@ pub fn row_at(tenant: &str, source: &str, id: &str, time_ms: i64) -> ScoredEvent
 pub struct Api {
     _service: Service,
     pub url: String,
+    /// ClickHouse database the API reads, and a client of it.
+    pub clickhouse: clickhouse::Client,
     http: reqwest::Client,
 }
 
@@ -172,12 +174,13 @@ pub async fn start_api(rows: &[ScoredEvent]) -> Api {
     let mut env = vec![
         ("PULSE_QUERY_LISTEN", format!("127.0.0.1:{port}")),
         ("PULSE_TOPIC_PREFIX", unique("api") + "."),
-        ("PULSE_CLICKHOUSE_DATABASE", database),
+        ("PULSE_CLICKHOUSE_DATABASE", database.clone()),
         ("PULSE_RESULT_PARTITIONS", "1".into()),
     ];
     env.extend(auth_env(&unique("api-auth")));
     let service = Service::start(&stack, "pulse-query-api", port, &[], &env).await;
     Api {
+        clickhouse: clickhouse(&stack.clickhouse_url, &database),
         url: service.url.clone(),
         _service: service,
         http: reqwest::Client::new(),

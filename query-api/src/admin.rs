@@ -1,0 +1,57 @@
+//! Admin-only routes: the tenant's audit trail.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::audit::AuditRecord;
+use crate::extract::{Admin, Params};
+use crate::routes::{limit_of, range_of, unavailable, with_rows, ErrorBody};
+use crate::store::EventStore;
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Start of the range, milliseconds since the epoch (default: 24 hours before its end).
+    from_ms: Option<i64>,
+    /// End of the range, exclusive (default: now).
+    to_ms: Option<i64>,
+    /// Only this caller (a token's subject or an API key's name).
+    caller: Option<String>,
+    /// Most records, 1..10000 (default 100).
+    limit: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditTrail {
+    pub records: Vec<AuditRecord>,
+}
+
+/// The tenant's audit trail, newest first: every request made with the
+/// tenant's credentials.
+#[utoipa::path(get, path = "/v1/audit", tag = "admin", params(AuditQuery),
+    responses(
+        (status = 200, body = AuditTrail),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    ))]
+pub async fn audit(
+    State(store): State<EventStore>,
+    Admin(caller): Admin,
+    Params(q): Params<AuditQuery>,
+) -> Response {
+    let parsed = limit_of(q.limit, 100).and_then(|l| Ok((l, range_of(q.from_ms, q.to_ms)?)));
+    let (limit, range) = match parsed {
+        Ok(p) => p,
+        Err(bad) => return bad.into_response(),
+    };
+    let who = q.caller.as_deref().unwrap_or_default();
+    match store.audit(&caller.tenant, range, who, limit).await {
+        Ok(records) => {
+            let rows = records.len();
+            with_rows(AuditTrail { records }, rows)
+        }
+        Err(e) => unavailable(e),
+    }
+}
