@@ -23,6 +23,8 @@ pub const EVENTS_PAGE_OF_SOURCE: &str = statement!("events_page_of_source");
 pub const ANOMALIES_PAGE: &str = statement!("anomalies_page");
 pub const DEVICES: &str = statement!("devices");
 pub const DEVICE_SERIES: &str = statement!("device_series");
+pub const EXPORT_EVENTS: &str = statement!("export_events");
+pub const EXPORT_EVENTS_OF_SOURCE: &str = statement!("export_events_of_source");
 
 /// `statement` for database `db`.
 pub fn in_database(statement: &str, db: &str) -> String {

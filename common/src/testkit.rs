@@ -377,6 +377,18 @@ pub async fn start_ingest(
     Service::start(stack, "pulse-ingest", port, &[], &env).await
 }
 
+/// A process's peak resident memory so far in KiB (`VmHWM` in /proc).
+pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// `count()` and `uniqExact(event_id)` of the events table.
 pub async fn event_counts(client: &clickhouse::Client) -> Option<(u64, u64)> {
     client

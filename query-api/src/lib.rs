@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod export;
 pub mod extract;
 pub mod metrics;
 pub mod openapi;

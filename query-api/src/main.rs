@@ -17,7 +17,7 @@ use pulse_query_api::audit::{self, AuditLog, AuditState};
 use pulse_query_api::auth::{AuthArgs, Authenticator};
 use pulse_query_api::state::AppState;
 use pulse_query_api::store::EventStore;
-use pulse_query_api::{admin, openapi, routes, stream};
+use pulse_query_api::{admin, export, openapi, routes, stream};
 use tokio::sync::broadcast;
 use tower_http::trace::TraceLayer;
 
@@ -82,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
         .route("/v1/devices", get(routes::devices))
         .route("/v1/devices/{source_id}/series", get(routes::series))
         .route("/v1/stream", get(stream::upgrade))
+        .route("/v1/export", get(export::export))
         .route("/v1/audit", get(admin::audit))
         .route_layer(middleware::from_fn_with_state(
             AuditState {

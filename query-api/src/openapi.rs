@@ -31,6 +31,7 @@ use crate::store::{Bucket, Device};
         crate::routes::series,
         crate::stream::upgrade,
         crate::admin::audit,
+        crate::export::export,
     ),
     components(schemas(
         ScoredEvent,
@@ -168,6 +169,7 @@ mod tests {
                 "/v1/devices/{source_id}/series",
                 "/v1/events",
                 "/v1/events/{event_id}",
+                "/v1/export",
                 "/v1/stream",
             ]
         );

@@ -130,6 +130,28 @@ impl EventStore {
     }
 }
 
+impl EventStore {
+    /// A tenant's events in `[from_ms, to_ms)` as a stream of `format`
+    /// bytes, straight from ClickHouse.
+    pub fn export(
+        &self,
+        tenant: &str,
+        source: Option<&str>,
+        (from_ms, to_ms): (i64, i64),
+        format: &str,
+    ) -> clickhouse::error::Result<clickhouse::query::BytesCursor> {
+        let q = match source {
+            Some(s) => self
+                .client
+                .query(sql::EXPORT_EVENTS_OF_SOURCE)
+                .bind(tenant)
+                .bind(s),
+            None => self.client.query(sql::EXPORT_EVENTS).bind(tenant),
+        };
+        q.bind(from_ms).bind(to_ms).fetch_bytes(format)
+    }
+}
+
 /// Which events a page holds.
 pub enum PageKind<'a> {
     Events { source: Option<&'a str> },

@@ -124,6 +124,11 @@ pub struct Api {
 }
 
 impl Api {
+    /// The API's process id, e.g. to read its peak memory.
+    pub fn pid(&self) -> u32 {
+        self._service.pid()
+    }
+
     pub async fn get(&self, path: &str, credential: Option<&str>) -> (StatusCode, Value) {
         let mut req = self.http.get(format!("{}{path}", self.url));
         if let Some(c) = credential {
