@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod export;
 pub mod extract;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

@@ -15,6 +15,7 @@ use pulse_common::scored::ScoredEvent;
 use pulse_common::shutdown::Shutdown;
 use pulse_query_api::audit::{self, AuditLog, AuditState};
 use pulse_query_api::auth::{AuthArgs, Authenticator};
+use pulse_query_api::limits::{self, LimitArgs, Limiter};
 use pulse_query_api::state::AppState;
 use pulse_query_api::store::EventStore;
 use pulse_query_api::{admin, export, openapi, routes, stream};
@@ -41,6 +42,8 @@ struct Args {
     ws_buffer: usize,
     #[command(flatten)]
     auth: AuthArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -84,6 +87,11 @@ async fn main() -> anyhow::Result<()> {
         .route("/v1/stream", get(stream::upgrade))
         .route("/v1/export", get(export::export))
         .route("/v1/audit", get(admin::audit))
+        // Inside the audit layer, so refusals are recorded too.
+        .route_layer(middleware::from_fn_with_state(
+            Limiter::new(&args.limits)?,
+            limits::middleware,
+        ))
         .route_layer(middleware::from_fn_with_state(
             AuditState {
                 auth: auth.clone(),

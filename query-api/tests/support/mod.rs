@@ -142,6 +142,11 @@ impl Api {
 
 /// A fresh database holding `rows`, and the API over it.
 pub async fn start_api(rows: &[ScoredEvent]) -> Api {
+    start_api_with(rows, &[]).await
+}
+
+/// As [`start_api`], with more settings for the API.
+pub async fn start_api_with(rows: &[ScoredEvent], settings: &[(&'static str, &str)]) -> Api {
     let stack = Stack::from_env();
     let database = unique("api_");
     let admin = clickhouse(&stack.clickhouse_url, "default");
@@ -183,6 +188,7 @@ pub async fn start_api(rows: &[ScoredEvent]) -> Api {
         ("PULSE_RESULT_PARTITIONS", "1".into()),
     ];
     env.extend(auth_env(&unique("api-auth")));
+    env.extend(settings.iter().map(|(k, v)| (*k, v.to_string())));
     let service = Service::start(&stack, "pulse-query-api", port, &[], &env).await;
     Api {
         clickhouse: clickhouse(&stack.clickhouse_url, &database),
