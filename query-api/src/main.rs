@@ -18,6 +18,7 @@ use pulse_query_api::auth::{AuthArgs, Authenticator};
 use pulse_query_api::limits::{self, LimitArgs, Limiter};
 use pulse_query_api::state::AppState;
 use pulse_query_api::store::EventStore;
+use pulse_query_api::stream::Live;
 use pulse_query_api::{admin, export, openapi, routes, stream};
 use tokio::sync::broadcast;
 use tower_http::trace::TraceLayer;
@@ -40,6 +41,9 @@ struct Args {
     /// Results buffered per WebSocket client; a client further behind skips ahead and is told how many it missed.
     #[arg(long, env = "PULSE_WS_BUFFER", default_value_t = 4096)]
     ws_buffer: usize,
+    /// Seconds between pings to each WebSocket client; one silent for three is dropped.
+    #[arg(long, env = "PULSE_WS_HEARTBEAT_S", default_value_t = 15)]
+    ws_heartbeat_s: u64,
     #[command(flatten)]
     auth: AuthArgs,
     #[command(flatten)]
@@ -101,7 +105,10 @@ async fn main() -> anyhow::Result<()> {
         ))
         .with_state(AppState {
             store,
-            live: tx,
+            live: Live {
+                tx,
+                heartbeat: Duration::from_secs(args.ws_heartbeat_s.max(1)),
+            },
             auth,
         });
     let docs = Router::new()

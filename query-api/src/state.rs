@@ -3,17 +3,16 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use pulse_common::scored::ScoredEvent;
-use tokio::sync::broadcast;
 
 use crate::auth::Authenticator;
 use crate::store::EventStore;
+use crate::stream::Live;
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: EventStore,
     /// Results from the one consumer of this instance, for WebSocket clients.
-    pub live: broadcast::Sender<Arc<ScoredEvent>>,
+    pub live: Live,
     pub auth: Arc<Authenticator>,
 }
 
@@ -23,7 +22,7 @@ impl FromRef<AppState> for EventStore {
     }
 }
 
-impl FromRef<AppState> for broadcast::Sender<Arc<ScoredEvent>> {
+impl FromRef<AppState> for Live {
     fn from_ref(s: &AppState) -> Self {
         s.live.clone()
     }

@@ -117,7 +117,7 @@ impl Filter {
         (status = 403, body = crate::routes::ErrorBody),
     ))]
 pub async fn upgrade(
-    State(tx): State<broadcast::Sender<Arc<ScoredEvent>>>,
+    State(live): State<Live>,
     caller: Caller,
     Params(mut filter): Params<Filter>,
     ws: WebSocketUpgrade,
@@ -126,18 +126,41 @@ pub async fn upgrade(
         return denied.into_response();
     }
     filter.tenant_id = caller.tenant;
-    let rx = tx.subscribe();
-    ws.on_upgrade(move |socket| serve_client(socket, rx, filter))
+    let rx = live.tx.subscribe();
+    ws.on_upgrade(move |socket| serve_client(socket, rx, filter, live.heartbeat))
 }
 
+/// The live side of the API: results from this instance's one consumer, and
+/// how often clients are pinged.
+#[derive(Clone)]
+pub struct Live {
+    pub tx: broadcast::Sender<Arc<ScoredEvent>>,
+    pub heartbeat: Duration,
+}
+
+/// Sends matching results to one client. It is pinged every `heartbeat`; a
+/// client that has not answered (any message counts) for three heartbeats
+/// is gone and is dropped, so dead connections do not hold buffers.
 async fn serve_client(
     mut socket: WebSocket,
     mut rx: broadcast::Receiver<Arc<ScoredEvent>>,
     filter: Filter,
+    heartbeat: Duration,
 ) {
     metrics::WS_CLIENTS.inc();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    let mut last_heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = ping.tick() => {
+                if last_heard.elapsed() > heartbeat * 3 {
+                    tracing::info!("WebSocket client stopped answering; dropping it");
+                    break;
+                }
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
             event = rx.recv() => match event {
                 Ok(e) if filter.matches(&e) => {
                     let Ok(text) = serde_json::to_string(&*e) else { continue };
@@ -157,7 +180,7 @@ async fn serve_client(
             },
             incoming = socket.recv() => match incoming {
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => last_heard = tokio::time::Instant::now(),
             },
         }
     }

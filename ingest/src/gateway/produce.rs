@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use futures::future::join_all;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 
 use pulse_common::config::KafkaClient;
@@ -48,7 +50,16 @@ impl EventProducer {
                 Timeout::After(self.delivery_timeout),
             )
         });
-        for result in join_all(sends).await {
+        // The client's own timeout does not cover a request already written
+        // to a broker that died: its answer waits for the socket to fail.
+        // The caller is promised an answer within the bound, so it is kept
+        // here too; a record delivered after it is a duplicate the client's
+        // retry carries under the same event id.
+        let bound = self.delivery_timeout + Duration::from_millis(500);
+        let results = tokio::time::timeout(bound, join_all(sends))
+            .await
+            .map_err(|_| KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut))?;
+        for result in results {
             result.map_err(|(e, _)| e)?;
         }
         Ok(())
