@@ -389,6 +389,28 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// Starts a processor of the events under `prefix`, storing into
+/// `database`, serving its ops endpoints on `port` (a restarted instance
+/// may keep its port); `settings` add to or override the defaults.
+pub async fn start_processor(
+    stack: &Stack,
+    prefix: &str,
+    registry_url: &str,
+    database: &str,
+    port: u16,
+    settings: &[(&str, String)],
+) -> Service {
+    let mut env = vec![
+        ("PULSE_PROCESSOR_LISTEN", format!("127.0.0.1:{port}")),
+        ("PULSE_TOPIC_PREFIX", prefix.to_string()),
+        ("PULSE_REGISTRY_URL", registry_url.to_string()),
+        ("PULSE_CLICKHOUSE_DATABASE", database.to_string()),
+        ("PULSE_PROCESSOR_GROUP", format!("{prefix}processor")),
+    ];
+    env.extend(settings.iter().cloned());
+    Service::start(stack, "pulse-processor", port, &[], &env).await
+}
+
 /// `count()` and `uniqExact(event_id)` of the events table.
 pub async fn event_counts(client: &clickhouse::Client) -> Option<(u64, u64)> {
     client

@@ -6,8 +6,8 @@
 use std::time::{Duration, Instant};
 
 use pulse_common::testkit::{
-    clickhouse, event_counts, free_port, peak_rss_kib, poll_until, produce_events, start_registry,
-    unique, ScriptedServer, Service, Stack,
+    clickhouse, event_counts, free_port, peak_rss_kib, poll_until, produce_events, start_processor,
+    start_registry, unique, ScriptedServer, Stack,
 };
 
 const EVENTS: u64 = 60_000;
@@ -26,19 +26,14 @@ async fn clickhouse_outage_pauses_processing_and_loses_nothing() {
     produce_events(&stack, &prefix, &registry.url, EVENTS, 11);
 
     let client = clickhouse(&clickhouse_url, &database);
-    let port = free_port();
-    let processor = Service::start(
+    let processor = start_processor(
         &stack,
-        "pulse-processor",
-        port,
-        &[],
+        &prefix,
+        &registry.url,
+        &database,
+        free_port(),
         &[
-            ("PULSE_PROCESSOR_LISTEN", format!("127.0.0.1:{port}")),
-            ("PULSE_TOPIC_PREFIX", prefix.clone()),
-            ("PULSE_REGISTRY_URL", registry.url.clone()),
             ("PULSE_CLICKHOUSE_URL", clickhouse_url),
-            ("PULSE_CLICKHOUSE_DATABASE", database.clone()),
-            ("PULSE_PROCESSOR_GROUP", format!("{prefix}processor")),
             // Small batches keep the run going when the outage begins.
             ("PULSE_MAX_BATCH", "200".into()),
         ],

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pulse_common::testkit::{
     clickhouse, device_sequences, event_counts, free_port, poll_until, produce_events,
-    start_registry, unique, Service, Stack,
+    start_processor, start_registry, unique, Stack,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -27,20 +27,16 @@ async fn processor_killed_five_times_stores_every_event_exactly_once() {
 
     let client = clickhouse(&stack.clickhouse_url, &database);
     let port = free_port();
-    let env = vec![
-        ("PULSE_PROCESSOR_LISTEN", format!("127.0.0.1:{port}")),
-        ("PULSE_TOPIC_PREFIX", prefix.clone()),
-        ("PULSE_REGISTRY_URL", registry.url.clone()),
-        ("PULSE_CLICKHOUSE_DATABASE", database.clone()),
-        ("PULSE_PROCESSOR_GROUP", format!("{prefix}processor")),
-        ("PULSE_MAX_BATCH", "1000".into()),
-        ("PULSE_PROCESSOR_INSTANCE_ID", "crash-test".into()),
+    let settings = [
+        ("PULSE_MAX_BATCH", "1000".to_string()),
+        ("PULSE_PROCESSOR_INSTANCE_ID", "crash-test".to_string()),
     ];
+    let start = || start_processor(&stack, &prefix, &registry.url, &database, port, &settings);
     let mut rng = StdRng::seed_from_u64(20261122);
     let mut stored_at_kill = Vec::new();
     let mut stored = 0;
     for _ in 0..KILLS {
-        let mut processor = Service::start(&stack, "pulse-processor", port, &[], &env).await;
+        let mut processor = start().await;
         // Kill it at a random point once it is making progress again.
         stored = poll_until(
             "progress after a restart",
@@ -58,7 +54,7 @@ async fn processor_killed_five_times_stores_every_event_exactly_once() {
         stored = event_counts(&client).await.map_or(stored, |(c, _)| c);
         stored_at_kill.push(stored);
     }
-    let _processor = Service::start(&stack, "pulse-processor", port, &[], &env).await;
+    let _processor = start().await;
     let (count, unique_ids) =
         poll_until("every event stored", Duration::from_secs(240), || async {
             event_counts(&client).await.filter(|(c, _)| *c >= EVENTS)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use pulse_common::testkit::{
     clickhouse, device_sequences, event_counts, free_port, poll_until, produce_events_with_retries,
-    start_registry, unique, Service, Stack,
+    start_processor, start_registry, unique, Service, Stack,
 };
 
 const EVENTS: u64 = 120_000;
@@ -52,23 +52,18 @@ async fn instances_join_and_leave_and_state_moves_with_partitions() {
     assert!(retries > EVENTS / 40, "too few retries sent: {retries}");
 
     let client = clickhouse(&stack.clickhouse_url, &database);
+    // Small batches, so that the run outlasts the group's moves.
+    let settings = [("PULSE_MAX_BATCH", "200".to_string())];
     let start = |name: &'static str| {
-        let env = vec![
-            ("PULSE_TOPIC_PREFIX", prefix.clone()),
-            ("PULSE_REGISTRY_URL", registry.url.clone()),
-            ("PULSE_CLICKHOUSE_DATABASE", database.clone()),
-            ("PULSE_PROCESSOR_GROUP", format!("{prefix}processor")),
-            // Small batches, so that the run outlasts the group's moves.
-            ("PULSE_MAX_BATCH", "200".into()),
-        ];
-        let stack = &stack;
-        async move {
-            let port = free_port();
-            let mut env = env;
-            env.push(("PULSE_PROCESSOR_LISTEN", format!("127.0.0.1:{port}")));
-            eprintln!("{name} joins");
-            Service::start(stack, "pulse-processor", port, &[], &env).await
-        }
+        eprintln!("{name} joins");
+        start_processor(
+            &stack,
+            &prefix,
+            &registry.url,
+            &database,
+            free_port(),
+            &settings,
+        )
     };
     let reach = |share: f64| {
         let client = &client;

@@ -1,7 +1,7 @@
 //! Admin-only routes: the tenant's audit trail.
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -40,18 +40,14 @@ pub async fn audit(
     State(store): State<EventStore>,
     Admin(caller): Admin,
     Params(q): Params<AuditQuery>,
-) -> Response {
-    let parsed = limit_of(q.limit, 100).and_then(|l| Ok((l, range_of(q.from_ms, q.to_ms)?)));
-    let (limit, range) = match parsed {
-        Ok(p) => p,
-        Err(bad) => return bad.into_response(),
-    };
+) -> Result<Response, Response> {
+    let limit = limit_of(q.limit, 100)?;
+    let range = range_of(q.from_ms, q.to_ms)?;
     let who = q.caller.as_deref().unwrap_or_default();
-    match store.audit(&caller.tenant, range, who, limit).await {
-        Ok(records) => {
-            let rows = records.len();
-            with_rows(AuditTrail { records }, rows)
-        }
-        Err(e) => unavailable(e),
-    }
+    let records = store
+        .audit(&caller.tenant, range, who, limit)
+        .await
+        .map_err(unavailable)?;
+    let rows = records.len();
+    Ok(with_rows(AuditTrail { records }, rows))
 }

@@ -72,33 +72,29 @@ pub async fn export(
     State(store): State<EventStore>,
     Reader(caller): Reader,
     Params(q): Params<ExportQuery>,
-) -> Response {
-    let range = match range_of(q.from_ms, q.to_ms) {
-        Ok(r) => r,
-        Err(bad) => return bad.into_response(),
-    };
+) -> Result<Response, Response> {
+    let range = range_of(q.from_ms, q.to_ms)?;
     let format = q.format.unwrap_or_default();
-    let rows = match store.export(
-        &caller.tenant,
-        q.source_id.as_deref(),
-        range,
-        format.clickhouse(),
-    ) {
-        Ok(stream) => stream,
-        Err(e) => return unavailable(e),
-    };
+    let rows = store
+        .export(
+            &caller.tenant,
+            q.source_id.as_deref(),
+            range,
+            format.clickhouse(),
+        )
+        .map_err(unavailable)?;
     let filename = format!(
         "attachment; filename=\"events-{}-{}.{}\"",
         range.0,
         range.1,
         format.extension()
     );
-    (
+    Ok((
         [
             (header::CONTENT_TYPE, format.content_type().to_string()),
             (header::CONTENT_DISPOSITION, filename),
         ],
         Body::from_stream(rows),
     )
-        .into_response()
+        .into_response())
 }

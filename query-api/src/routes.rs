@@ -131,6 +131,14 @@ impl IntoResponse for BadParam {
     }
 }
 
+/// Lets a handler returning `Result<Response, Response>` answer a bad
+/// parameter with `?`.
+impl From<BadParam> for Response {
+    fn from(bad: BadParam) -> Self {
+        bad.into_response()
+    }
+}
+
 /// `limit`, or `default` when absent, checked against `MAX_LIMIT`.
 pub fn limit_of(limit: Option<u64>, default: u64) -> Result<u64, BadParam> {
     let limit = limit.unwrap_or(default);
@@ -223,16 +231,12 @@ pub async fn events(
     State(store): State<EventStore>,
     Reader(caller): Reader,
     Params(q): Params<EventsQuery>,
-) -> Response {
-    match page_of(q.from_ms, q.to_ms, q.limit, q.cursor.as_deref()) {
-        Ok(page) => {
-            let kind = PageKind::Events {
-                source: q.source_id.as_deref(),
-            };
-            page_response(&store, &caller.tenant, kind, page).await
-        }
-        Err(bad) => bad.into_response(),
-    }
+) -> Result<Response, Response> {
+    let page = page_of(q.from_ms, q.to_ms, q.limit, q.cursor.as_deref())?;
+    let kind = PageKind::Events {
+        source: q.source_id.as_deref(),
+    };
+    Ok(page_response(&store, &caller.tenant, kind, page).await)
 }
 
 /// The events the model flagged, newest first, in pages.
@@ -245,11 +249,9 @@ pub async fn anomalies(
     State(store): State<EventStore>,
     Reader(caller): Reader,
     Params(q): Params<RangeQuery>,
-) -> Response {
-    match page_of(q.from_ms, q.to_ms, q.limit, q.cursor.as_deref()) {
-        Ok(page) => page_response(&store, &caller.tenant, PageKind::Anomalies, page).await,
-        Err(bad) => bad.into_response(),
-    }
+) -> Result<Response, Response> {
+    let page = page_of(q.from_ms, q.to_ms, q.limit, q.cursor.as_deref())?;
+    Ok(page_response(&store, &caller.tenant, PageKind::Anomalies, page).await)
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -270,18 +272,14 @@ pub async fn devices(
     State(store): State<EventStore>,
     Reader(caller): Reader,
     Params(q): Params<DevicesQuery>,
-) -> Response {
-    let limit = match limit_of(q.limit, 1000) {
-        Ok(l) => l,
-        Err(bad) => return bad.into_response(),
-    };
-    match store.devices(&caller.tenant, limit).await {
-        Ok(devices) => {
-            let rows = devices.len();
-            with_rows(DeviceList { devices }, rows)
-        }
-        Err(e) => unavailable(e),
-    }
+) -> Result<Response, Response> {
+    let limit = limit_of(q.limit, 1000)?;
+    let devices = store
+        .devices(&caller.tenant, limit)
+        .await
+        .map_err(unavailable)?;
+    let rows = devices.len();
+    Ok(with_rows(DeviceList { devices }, rows))
 }
 
 /// Most buckets one series request may ask for.
@@ -311,28 +309,19 @@ pub async fn series(
     Reader(caller): Reader,
     Path(source_id): Path<String>,
     Params(q): Params<SeriesQuery>,
-) -> Response {
+) -> Result<Response, Response> {
     let step = q.resolution_s.unwrap_or(60);
     if !(60..=86_400).contains(&step) || step % 60 != 0 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "resolution_s",
-            "must be whole minutes from 60 to 86400",
-        );
+        let reason = "must be whole minutes from 60 to 86400";
+        return Err(BadParam("resolution_s", reason.into()).into());
     }
-    let (from_ms, to_ms) = match range_of(q.from_ms, q.to_ms) {
-        Ok(r) => r,
-        Err(bad) => return bad.into_response(),
-    };
+    let (from_ms, to_ms) = range_of(q.from_ms, q.to_ms)?;
     if to_ms.saturating_sub(from_ms) / 1000 / i64::from(step) > MAX_BUCKETS {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "resolution_s",
-            format!("the range holds more than {MAX_BUCKETS} buckets at this resolution"),
-        );
+        let reason = format!("the range holds more than {MAX_BUCKETS} buckets at this resolution");
+        return Err(BadParam("resolution_s", reason).into());
     }
     let seconds = |ms: i64| u32::try_from(ms.div_euclid(1000).max(0)).unwrap_or(u32::MAX);
-    match store
+    let buckets = store
         .series(
             &caller.tenant,
             &source_id,
@@ -341,18 +330,12 @@ pub async fn series(
             seconds(to_ms),
         )
         .await
-    {
-        Ok(buckets) => {
-            let rows = buckets.len();
-            with_rows(
-                Series {
-                    source_id,
-                    resolution_s: step,
-                    buckets,
-                },
-                rows,
-            )
-        }
-        Err(e) => unavailable(e),
-    }
+        .map_err(unavailable)?;
+    let rows = buckets.len();
+    let series = Series {
+        source_id,
+        resolution_s: step,
+        buckets,
+    };
+    Ok(with_rows(series, rows))
 }
