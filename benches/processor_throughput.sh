@@ -21,12 +21,27 @@ log "producing $EVENTS events"
   --concurrency 4 --seed 7 >/dev/null 2>&1
 
 rows() { curl -sf "$PULSE_CLICKHOUSE_URL/?database=$1" --data-binary 'SELECT count() FROM events' 2>/dev/null || echo 0; }
+# Waits until database $1 holds every event; prints the seconds from $2 (a
+# start time) to then, and the rows/s from the first rows seen to then:
+# the pipeline's pace once it has started up.
+until_stored() {
+  local first_at="" first_rows=0 n
+  while :; do
+    n=$(rows "$1")
+    if [ -z "$first_at" ] && [ "$n" -gt 0 ]; then first_at=$(date +%s.%N); first_rows=$n; fi
+    [ "$n" -ge "$EVENTS" ] && break
+    sleep 0.05
+  done
+  python3 -c "import sys, time; s, f, r, n = map(float, sys.argv[1:]); t = time.time(); print(t - s, (n - r) / max(t - f, 1e-9))" \
+    "$2" "$first_at" "$first_rows" "$EVENTS"
+}
 log "Pulse processor"
 start=$(date +%s.%N)
 PULSE_CLICKHOUSE_DATABASE="${RUN}_pulse" PULSE_PROCESSOR_GROUP="$RUN-pulse" \
-  PULSE_PROCESSOR_LISTEN="127.0.0.1:28082" start_process "$RUN-processor" "$BIN/pulse-processor"
-while [ "$(rows "${RUN}_pulse")" -lt "$EVENTS" ]; do sleep 0.1; done
-pulse_s=$(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$start" "$(date +%s.%N)")
+  PULSE_PROCESSOR_LISTEN="127.0.0.1:28082" RUST_LOG=info start_process "$RUN-processor" "$BIN/pulse-processor"
+read -r pulse_s pulse_pace < <(until_stored "${RUN}_pulse" "$start")
+# Where the processor's time went, from its own stage histograms.
+stages=$(curl -sf 127.0.0.1:28082/metrics | grep -E '^pulse_processor_[a-z_]+_seconds_(sum|count)' || true)
 stop_process "$RUN-processor"
 
 log "Python reference pipeline"
@@ -36,15 +51,28 @@ java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$ROOT/stack/kafka/log4j2.pr
 start=$(date +%s.%N)
 "$VENV/bin/python" benches/reference/pipeline.py --bootstrap "$PULSE_KAFKA_BOOTSTRAP" \
   --registry "$PULSE_REGISTRY_URL" --topic "$RUN.telemetry" --results-topic "$RUN.reference-results" \
-  --group "$RUN-reference" --database "${RUN}_reference" --events "$EVENTS" >/dev/null
-while [ "$(rows "${RUN}_reference")" -lt "$EVENTS" ]; do sleep 0.1; done
-reference_s=$(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$start" "$(date +%s.%N)")
+  --group "$RUN-reference" --database "${RUN}_reference" --events "$EVENTS" >/dev/null &
+reference=$!
+read -r reference_s reference_pace < <(until_stored "${RUN}_reference" "$start")
+wait "$reference"
 
-python3 - "$EVENTS" "$pulse_s" "$reference_s" <<'PY'
+python3 - "$EVENTS" "$pulse_s" "$reference_s" "$stages" "$pulse_pace" "$reference_pace" <<'PY'
 import sys
 events, pulse, ref = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-print(f"\n{'pipeline':<44} {'seconds':>8} {'events/s':>10} {'x reference':>11}")
-for name, s in [("Python reference (benches/reference)", ref), ("Pulse processor", pulse)]:
-    print(f"{name:<44} {s:8.2f} {events / s:10.0f} {ref / s:11.2f}")
-print(f"\n{events} events, 1000 devices; each timed from start until every event is a row in ClickHouse.")
+pulse_pace, ref_pace = float(sys.argv[5]), float(sys.argv[6])
+stages = {}
+for line in sys.argv[4].splitlines():
+    name, value = line.rsplit(" ", 1)
+    stage, kind = name.removeprefix("pulse_processor_").rsplit("_seconds_", 1)
+    stages.setdefault(stage, {})[kind] = float(value)
+if stages:
+    print(f"\nPulse processor stages: {'stage':<18} {'batches':>8} {'seconds':>8}")
+    for stage, v in sorted(stages.items(), key=lambda kv: -kv[1].get("sum", 0)):
+        print(f"{'':<24}{stage:<18} {v.get('count', 0):8.0f} {v.get('sum', 0):8.2f}")
+print(f"\n{'pipeline':<38} {'seconds':>8} {'events/s':>9} {'x ref':>6} {'rows/s once started':>20} {'x ref':>6}")
+for name, s, pace in [("Python reference (benches/reference)", ref, ref_pace), ("Pulse processor", pulse, pulse_pace)]:
+    print(f"{name:<38} {s:8.2f} {events / s:9.0f} {ref / s:6.2f} {pace:20.0f} {pace / ref_pace:6.2f}")
+print(f"\n{events} events, 1000 devices. seconds: from the pipeline's start until every event is a row in")
+print("ClickHouse (start-up included: connecting, joining the consumer group, migrations, state restore);")
+print("rows/s once started: from the first row stored until the last.")
 PY

@@ -4,6 +4,7 @@
 #   scripts/clickhouse-node.sh start NAME HTTP_PORT TCP_PORT
 #   scripts/clickhouse-node.sh stop NAME
 #   scripts/clickhouse-node.sh remove NAME   (stop and delete its data)
+#   scripts/clickhouse-node.sh freeze|thaw NAME   (SIGSTOP/SIGCONT: a server that hangs)
 source "$(dirname "$0")/common.sh"
 
 start() {
@@ -20,7 +21,9 @@ start() {
 
 case "${1:-}" in
   start) [ $# -eq 4 ] || die "usage: clickhouse-node.sh start NAME HTTP_PORT TCP_PORT"; start "$2" "$3" "$4" ;;
-  stop) stop_process "$2" ;;
-  remove) stop_process "$2"; rm -rf "${PULSE_HOME:?}/$2" ;;
-  *) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  stop) signal_process "$2" CONT; stop_process "$2" ;;
+  remove) signal_process "$2" CONT; stop_process "$2"; rm -rf "${PULSE_HOME:?}/$2" ;;
+  freeze) signal_process "$2" STOP ;;
+  thaw) signal_process "$2" CONT ;;
+  *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

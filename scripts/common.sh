@@ -50,6 +50,11 @@ live_pid() {
   kill -0 "$pid" 2>/dev/null && echo "$pid"
 }
 
+signal_process() { # name signal: signals the process if it runs
+  local pid
+  if pid=$(live_pid "$1"); then kill -"$2" "$pid"; fi
+}
+
 # Starts a long-running process in its own session, logging to $LOG_DIR/NAME.log.
 start_process() {
   local name=$1; shift

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the local stack needs, skipping whatever is already there:
-# ClickHouse, Mosquitto and kcat from Debian's packages, the Apache Kafka jars
-# from Maven Central (stack/kafka/pom.xml), and a Python environment with
-# ONNX Runtime and the test clients from PyPI (scripts/requirements.txt).
+# ClickHouse, Mosquitto, kcat and Chromium from Debian's packages, the Apache
+# Kafka jars from Maven Central (stack/kafka/pom.xml), a Python environment
+# with ONNX Runtime and the test clients from PyPI (scripts/requirements.txt),
+# and playwright-core from npm for the dashboard's browser test.
 source "$(dirname "$0")/common.sh"
 
 install_debian_packages() {
@@ -14,6 +15,8 @@ install_debian_packages() {
   command -v kubectl >/dev/null || missing+=(kubectl)
   command -v java >/dev/null || missing+=(openjdk-17-jre-headless)
   command -v mvn >/dev/null || missing+=(maven)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v npm >/dev/null || missing+=(nodejs npm)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing Debian packages: ${missing[*]}"
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -43,8 +46,18 @@ install_python() {
   cp "$ROOT/scripts/requirements.txt" "$stamp"
 }
 
+# playwright-core drives Debian's Chromium; it never downloads a browser.
+install_browser_test() {
+  local dir="$ROOT/query-api/dashboard/e2e" stamp="$ROOT/query-api/dashboard/e2e/node_modules/.lock-stamp"
+  [ -f "$stamp" ] && cmp -s "$stamp" "$dir/package-lock.json" && return 0
+  log "installing playwright-core (npm) for the dashboard's browser test"
+  (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  cp "$dir/package-lock.json" "$stamp"
+}
+
 install_debian_packages
 install_kafka
 install_python
+install_browser_test
 [ -n "$(ort_dylib)" ] || die "ONNX Runtime's shared library is missing from $VENV"
 log "install complete"

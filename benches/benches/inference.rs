@@ -1,8 +1,12 @@
-//! Model inference rows/s at batch sizes 1, 64 and 1024 on the CPU provider,
-//! through the processor's own scorer. Batch 1 is the baseline the larger
-//! batches are read against. Needs ORT_DYLIB_PATH (`./dev install` provides
-//! the library; `source scripts/common.sh; export_stack_env` sets it).
+//! Model inference rows/s at batch sizes 1, 64 and 1024 through the
+//! processor's own scorer. Batch 1 is the baseline the larger batches are read
+//! against. Needs ORT_DYLIB_PATH (`./dev install` provides the library;
+//! `source scripts/common.sh; export_stack_env` sets it).
 //!   cargo bench -p pulse-benches --bench inference
+//! `PULSE_BENCH_DEVICE=cuda` measures the CUDA provider instead (it must
+//! load: the run fails rather than fall back to the CPU), with an ONNX Runtime
+//! GPU build in ORT_DYLIB_PATH. `PULSE_MODEL_PATH` overrides the model file,
+//! for a bench binary run away from its source tree.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -38,14 +42,21 @@ fn bench(c: &mut Criterion) {
         eprintln!("ORT_DYLIB_PATH is not set; skipping the inference benchmark");
         return;
     };
-    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../processor/model/anomaly.onnx");
-    let scorer = match Scorer::load(dylib.as_ref(), &model, Device::Cpu, 1) {
+    let model = std::env::var_os("PULSE_MODEL_PATH").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../processor/model/anomaly.onnx"),
+        PathBuf::from,
+    );
+    let (device, group_name) = match std::env::var("PULSE_BENCH_DEVICE").as_deref() {
+        Ok("cuda") => (Device::CudaRequired, "inference_cuda"),
+        _ => (Device::Cpu, "inference_cpu"),
+    };
+    let scorer = match Scorer::load(dylib.as_ref(), &model, device, 1) {
         Ok(s) => s,
         Err(e) => panic!("cannot load the model: {e}"),
     };
     let events: Vec<Event> = (0..1024).map(event).collect();
     let history = Features::default();
-    let mut group = c.benchmark_group("inference_cpu");
+    let mut group = c.benchmark_group(group_name);
     for batch in [1usize, 64, 1024] {
         let refs: Vec<(&Event, &Features)> =
             events[..batch].iter().map(|e| (e, &history)).collect();

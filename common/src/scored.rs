@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 /// Name of the ClickHouse table holding scored events.
 pub const EVENTS_TABLE: &str = "events";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clickhouse::Row, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, clickhouse::Row, utoipa::ToSchema,
+)]
 pub struct ScoredEvent {
     pub tenant_id: String,
     pub source_id: String,

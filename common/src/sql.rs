@@ -16,6 +16,7 @@ pub const APPLIED_MIGRATIONS: &str = statement!("applied_migrations");
 pub const RECORD_MIGRATION: &str = statement!("record_migration");
 pub const STORED_WATERMARK: &str = statement!("stored_watermark");
 pub const API_TABLES_EXIST: &str = statement!("api_tables_exist");
+pub const AGGREGATES: &str = statement!("aggregates");
 pub const AUDIT_SEARCH: &str = statement!("audit_search");
 pub const EVENT_BY_ID: &str = statement!("event_by_id");
 pub const EVENTS_PAGE: &str = statement!("events_page");

@@ -128,6 +128,11 @@ impl Service {
         }
     }
 
+    /// The exit status, once the process has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// The process id, e.g. to read its memory use from /proc.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -342,6 +347,17 @@ impl ScriptedServer {
     /// Stops it cleanly (SIGTERM).
     pub fn stop(&self) {
         self.run(&["stop", &self.name]);
+    }
+
+    /// Freezes it (SIGSTOP): connections are accepted but never answered,
+    /// as from a server that hangs; ClickHouse only.
+    pub fn freeze(&self) {
+        self.run(&["freeze", &self.name]);
+    }
+
+    /// Lets a frozen server go on (SIGCONT); ClickHouse only.
+    pub fn thaw(&self) {
+        self.run(&["thaw", &self.name]);
     }
 
     /// Kills it as a crash would (SIGKILL); Kafka only.

@@ -40,6 +40,15 @@ impl Assignment {
             .copied()
     }
 
+    /// Every partition owned now, with its generation.
+    pub fn owned(&self) -> Vec<(Partition, u64)> {
+        self.lock()
+            .partitions
+            .iter()
+            .map(|(p, g)| (p.clone(), *g))
+            .collect()
+    }
+
     fn assign(&self, tpl: &TopicPartitionList) {
         let mut owned = self.lock();
         for e in tpl.elements() {

@@ -69,15 +69,28 @@ pub fn restore(
         // The end of a partition is known from a fetch that found nothing
         // more; do not let the broker hold that fetch open.
         .set("fetch.wait.max.ms", "10")
+        // An empty partition answers its first fetch with an error the
+        // client backs off from before the end is reported (500 ms by
+        // default, per restore).
+        .set("fetch.error.backoff.ms", "10")
         .create_with_context(EndIsNotAnError)?;
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
     let mut restored: HashMap<i32, Devices> =
         partitions.iter().map(|p| (*p, Devices::new())).collect();
-    let mut open: HashSet<i32> = partitions.iter().copied().collect();
+    // An empty partition (a new group's, say) has nothing to read: asking
+    // for its bounds is one round trip, while reading to its end costs the
+    // client a fetch backoff of about half a second.
+    let mut open = HashSet::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, *p, timeout)?;
+        if high > low {
+            open.insert(*p);
+            tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+        }
+    }
+    if !open.is_empty() {
+        consumer.assign(&tpl)?;
+    }
     let mut records = 0u64;
     let deadline = started + timeout;
     while !open.is_empty() {

@@ -20,7 +20,7 @@ use clickhouse::Client;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use pulse_common::scored::{Alert, ScoredEvent, EVENTS_TABLE};
@@ -76,9 +76,28 @@ pub struct Delivery {
     pub timeout: Duration,
 }
 
+/// How long the broker keeps a batch's transaction open before aborting it.
+pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(15);
+
 impl Delivery {
-    /// Inserts the rows not stored yet and returns how many were inserted.
-    pub async fn store(&self, rows: &[ScoredEvent]) -> anyhow::Result<usize> {
+    /// Inserts the rows not stored yet, giving up after `limit`, and returns
+    /// how many were inserted.
+    pub async fn store(&self, rows: &[ScoredEvent], limit: Duration) -> anyhow::Result<usize> {
+        let stored = match tokio::time::timeout(limit, self.insert_fresh(rows)).await {
+            Ok(stored) => stored,
+            Err(_) => Err(anyhow::anyhow!(
+                "ClickHouse did not store the batch within {limit:?}"
+            )),
+        };
+        if stored.is_err() {
+            // A failed or abandoned insert may still have been written: the
+            // retry reads the stored offsets again instead of trusting ours.
+            self.watermarks.forget_all();
+        }
+        stored
+    }
+
+    async fn insert_fresh(&self, rows: &[ScoredEvent]) -> anyhow::Result<usize> {
         let mut known = self.watermarks.lock().clone();
         for row in rows {
             let key = (row.source_topic.clone(), row.source_partition);
@@ -130,21 +149,63 @@ impl Delivery {
     /// Publishes the results, dead letters and device states and commits the
     /// batch's offsets, all in one Kafka transaction.
     pub fn publish(&self, out: &Publish<'_>) -> Result<(), DeliveryError> {
-        let result = tokio::task::block_in_place(|| self.transaction(out));
-        result.map_err(|e| {
-            let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
-            if !fatal {
-                if let Err(abort) = self.producer.abort_transaction(self.timeout) {
-                    tracing::warn!(error = %abort, "cannot abort the transaction");
-                    return DeliveryError::Fatal(abort.into());
-                }
-                return DeliveryError::Retry(e.into());
-            }
-            DeliveryError::Fatal(e.into())
-        })
+        let sending = self.begin(out)?;
+        self.commit(out, sending)
     }
 
-    fn transaction(&self, out: &Publish<'_>) -> Result<(), KafkaError> {
+    /// Opens the batch's transaction and hands the client its records,
+    /// which it sends in the background: the caller stores the rows in
+    /// ClickHouse meanwhile, then commits or aborts.
+    pub fn begin(&self, out: &Publish<'_>) -> Result<Sending, DeliveryError> {
+        let result = tokio::task::block_in_place(|| self.begin_and_send(out));
+        result.map(Sending).map_err(|e| self.failed(e))
+    }
+
+    /// Adds the batch's offsets to its transaction and commits it, once every
+    /// record is acknowledged.
+    pub fn commit(&self, out: &Publish<'_>, sending: Sending) -> Result<(), DeliveryError> {
+        let result = tokio::task::block_in_place(|| self.finish(out, sending.0));
+        result.map_err(|e| self.failed(e))
+    }
+
+    /// Abandons an open transaction: its records are never shown to
+    /// read_committed consumers.
+    pub fn abort(&self, sending: Sending) -> Result<(), DeliveryError> {
+        drop(sending);
+        tokio::task::block_in_place(|| self.abort_transaction())
+            .map_err(|e| DeliveryError::Fatal(e.into()))
+    }
+
+    /// Aborts the open transaction. An abort that timed out goes on in the
+    /// client's background and is waited for again, a few times.
+    fn abort_transaction(&self) -> Result<(), KafkaError> {
+        let mut attempt = 1;
+        loop {
+            match self.producer.abort_transaction(self.timeout) {
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && attempt < 4 => {
+                    tracing::warn!(error = %e, attempt, "transaction abort not finished; waiting again");
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    /// A transaction that failed: aborted so the batch can be tried again,
+    /// unless the producer can no longer go on.
+    fn failed(&self, e: KafkaError) -> DeliveryError {
+        let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
+        if !fatal {
+            if let Err(abort) = tokio::task::block_in_place(|| self.abort_transaction()) {
+                tracing::warn!(error = %abort, "cannot abort the transaction");
+                return DeliveryError::Fatal(abort.into());
+            }
+            return DeliveryError::Retry(e.into());
+        }
+        DeliveryError::Fatal(e.into())
+    }
+
+    fn begin_and_send(&self, out: &Publish<'_>) -> Result<Vec<DeliveryFuture>, KafkaError> {
         self.producer.begin_transaction()?;
         let mut deliveries = Vec::with_capacity(out.rows.len() + out.dead.len() + out.states.len());
         for r in out.rows {
@@ -199,6 +260,10 @@ impl Delivery {
             deliveries.push(self.producer.send_result(record).map_err(|(e, _)| e)?);
             tracing::warn!(topic = m.topic(), offset = m.offset(), reason = %d.reason, "record dead-lettered");
         }
+        Ok(deliveries)
+    }
+
+    fn finish(&self, out: &Publish<'_>, deliveries: Vec<DeliveryFuture>) -> Result<(), KafkaError> {
         self.producer.send_offsets_to_transaction(
             &next_offsets(out.batch)?,
             out.group,
@@ -219,6 +284,9 @@ impl Delivery {
         Ok(())
     }
 }
+
+/// An open transaction whose records the client is sending.
+pub struct Sending(Vec<DeliveryFuture>);
 
 /// What one batch's transaction publishes.
 pub struct Publish<'a> {

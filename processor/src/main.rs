@@ -11,7 +11,7 @@ use pulse_common::kafka::{client_config, durable_producer_config};
 use pulse_common::ops;
 use pulse_common::schemas::EventKind;
 use pulse_processor::assignment::{Assignment, RebalanceAware};
-use pulse_processor::delivery::{Delivery, Watermarks};
+use pulse_processor::delivery::{Delivery, Watermarks, TRANSACTION_TIMEOUT};
 use pulse_processor::migrations;
 use pulse_processor::pipeline::Pipeline;
 use pulse_processor::scorer::{Device, Scorer};
@@ -202,8 +202,15 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(group = %args.group, topics = ?event_topics, "processing");
     let result = pipeline.run(shutdown).await;
     readiness.set(false);
+    if let Err(e) = result {
+        // The ops server would otherwise keep the process alive, and
+        // answering /healthz, until SIGTERM: exit so it is restarted.
+        ops_task.abort();
+        tracing::error!(error = format!("{e:#}"), "processing stopped");
+        return Err(e);
+    }
     ops_task.await??;
-    result
+    Ok(())
 }
 
 /// A producer whose transactions carry results, dead letters and offsets.
@@ -222,8 +229,10 @@ fn transactional_producer(
         None => format!("{group}-{}-{}", std::process::id(), now_nanos()),
     };
     let mut cfg = durable_producer_config(kafka);
-    cfg.set("transactional.id", id)
-        .set("transaction.timeout.ms", "15000");
+    cfg.set("transactional.id", id).set(
+        "transaction.timeout.ms",
+        TRANSACTION_TIMEOUT.as_millis().to_string(),
+    );
     let producer: FutureProducer = cfg.create()?;
     producer.init_transactions(Duration::from_secs(30))?;
     Ok(producer)

@@ -67,7 +67,7 @@ pub static DECODE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 pub static COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "pulse_processor_transaction_seconds",
-        "Kafka transaction time per batch (results, states, offsets)",
+        "Time per batch from opening its Kafka transaction (results, states, offsets) to committing it; the ClickHouse insert runs meanwhile",
         BUCKETS.to_vec()
     )
     .expect("metric registers once")

@@ -21,7 +21,9 @@ use pulse_common::shutdown::Shutdown;
 
 use crate::assignment::{Assignment, Partition, RebalanceAware};
 use crate::changelog::{self, encode_key, encode_state};
-use crate::delivery::{DeadLetter, Delivery, DeliveryError, Publish, StateRecord};
+use crate::delivery::{
+    DeadLetter, Delivery, DeliveryError, Publish, StateRecord, TRANSACTION_TIMEOUT,
+};
 use crate::metrics;
 use crate::scorer::{Score, Scorer};
 use crate::state::{FeatureSettings, Features};
@@ -175,15 +177,27 @@ impl Pipeline {
     }
 
     /// Reads the state of the batch's partitions from their changelogs,
-    /// except those loaded under the partition's current assignment.
+    /// except those loaded under the partition's current assignment. Every
+    /// other owned partition not loaded yet is read in the same pass: one
+    /// restore for all the partitions a rebalance brought, rather than one
+    /// per batch as their records start to arrive.
     fn restore_state(
         &self,
         batch: &Batch,
         kinds: &HashMap<String, EventKind>,
         store: &mut StateStore,
     ) -> anyhow::Result<()> {
+        let batch_needs = batch
+            .generations
+            .iter()
+            .any(|(partition, generation)| !store.is_loaded(partition, *generation));
+        if !batch_needs {
+            return Ok(());
+        }
+        let mut wanted: HashMap<Partition, u64> = self.assignment.owned().into_iter().collect();
+        wanted.extend(batch.generations.iter().map(|(p, g)| (p.clone(), *g)));
         let mut missing: HashMap<EventKind, Vec<i32>> = HashMap::new();
-        for (partition, generation) in &batch.generations {
+        for (partition, generation) in &wanted {
             if store.is_loaded(partition, *generation) {
                 continue;
             }
@@ -203,7 +217,7 @@ impl Pipeline {
             let events = self.topics.events(kind);
             for (p, devices) in restored {
                 let partition = (events.clone(), p);
-                if let Some(g) = batch.generations.get(&partition) {
+                if let Some(g) = wanted.get(&partition) {
                     store.load(partition, *g, devices);
                 }
             }
@@ -330,9 +344,11 @@ impl Pipeline {
         }
     }
 
-    /// Stores the rows, retrying while ClickHouse is unavailable, then
-    /// publishes results, dead letters, device states and offsets in one
-    /// transaction.
+    /// Stores the rows and publishes results, dead letters, device states and
+    /// offsets in one transaction, committed only once the rows are stored.
+    /// The transaction's records go out while ClickHouse stores the rows;
+    /// if ClickHouse fails, the transaction is aborted, the rows are stored
+    /// with retries, and the batch is published afresh.
     async fn deliver(
         &self,
         batch: &Batch,
@@ -340,19 +356,71 @@ impl Pipeline {
         kinds: &HashMap<String, EventKind>,
         shutdown: &Shutdown,
     ) -> Delivered {
-        let mut attempt = 0;
-        while let Err(e) = self.delivery.store(&outcome.rows).await {
-            attempt += 1;
-            tracing::warn!(error = %e, attempt, "cannot store batch; retrying");
-            if !backoff(shutdown, attempt).await {
-                // Not committed: the batch is processed again after restart.
-                return Delivered::Stopping;
-            }
-        }
         let Some(group) = self.consumer.group_metadata() else {
             return Delivered::Fatal(anyhow::anyhow!("consumer has no group metadata"));
         };
-        let states: Vec<StateRecord> = outcome
+        let states = self.state_records(outcome, kinds);
+        let publish = Publish {
+            rows: &outcome.rows,
+            dead: &outcome.dead,
+            states: &states,
+            batch: &batch.messages,
+            group: &group,
+        };
+        let committing = Instant::now();
+        let sending = match self.delivery.begin(&publish) {
+            Ok(s) => s,
+            Err(e) => return Delivered::from(e),
+        };
+        // Bounded well inside the transaction's timeout, so that a slow
+        // ClickHouse cannot leave the broker to abort the transaction.
+        let overlapped = TRANSACTION_TIMEOUT / 3;
+        let published = match self.delivery.store(&outcome.rows, overlapped).await {
+            Ok(_) => self.delivery.commit(&publish, sending),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot store batch; retrying");
+                if let Err(e) = self.delivery.abort(sending) {
+                    return Delivered::from(e);
+                }
+                if !self.store_with_retries(&outcome.rows, shutdown).await {
+                    // Not committed: the batch is processed again after restart.
+                    return Delivered::Stopping;
+                }
+                self.delivery.publish(&publish)
+            }
+        };
+        metrics::COMMIT_SECONDS.observe(committing.elapsed().as_secs_f64());
+        match published {
+            Ok(()) => Delivered::Yes,
+            Err(e) => Delivered::from(e),
+        }
+    }
+
+    /// Stores `rows`, retrying with backoff while ClickHouse is unavailable;
+    /// false if shutdown was requested first.
+    async fn store_with_retries(&self, rows: &[ScoredEvent], shutdown: &Shutdown) -> bool {
+        let mut attempt = 1;
+        loop {
+            if !backoff(shutdown, attempt).await {
+                return false;
+            }
+            match self.delivery.store(rows, STORE_LIMIT).await {
+                Ok(_) => return true,
+                Err(e) => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "cannot store batch; retrying");
+                }
+            }
+        }
+    }
+
+    /// The changelog records of the devices a batch changed.
+    fn state_records(
+        &self,
+        outcome: &Outcome,
+        kinds: &HashMap<String, EventKind>,
+    ) -> Vec<StateRecord> {
+        outcome
             .state
             .changed
             .iter()
@@ -364,22 +432,7 @@ impl Pipeline {
                     value: encode_state(state),
                 })
             })
-            .collect();
-        let publish = Publish {
-            rows: &outcome.rows,
-            dead: &outcome.dead,
-            states: &states,
-            batch: &batch.messages,
-            group: &group,
-        };
-        let committing = Instant::now();
-        let published = self.delivery.publish(&publish);
-        metrics::COMMIT_SECONDS.observe(committing.elapsed().as_secs_f64());
-        match published {
-            Ok(()) => Delivered::Yes,
-            Err(DeliveryError::Retry(e)) => Delivered::Rewind(e),
-            Err(DeliveryError::Fatal(e)) => Delivered::Fatal(e.context("cannot deliver batch")),
-        }
+            .collect()
     }
 
     /// Puts the consumer back to the first record of the batch in each
@@ -424,6 +477,19 @@ enum Delivered {
     Rewind(anyhow::Error),
     Fatal(anyhow::Error),
 }
+
+impl From<DeliveryError> for Delivered {
+    fn from(e: DeliveryError) -> Self {
+        match e {
+            DeliveryError::Retry(e) => Delivered::Rewind(e),
+            DeliveryError::Fatal(e) => Delivered::Fatal(e.context("cannot deliver batch")),
+        }
+    }
+}
+
+/// How long one insert may take, outside a transaction, before it is
+/// abandoned and tried again.
+const STORE_LIMIT: Duration = Duration::from_secs(60);
 
 /// Waits before retry `attempt` (0.25 s doubling to 10 s); false when
 /// shutdown was requested meanwhile. The batch stays in memory and nothing

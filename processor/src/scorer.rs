@@ -18,6 +18,9 @@ pub enum Device {
     Cpu,
     /// The CUDA provider when it loads, else the CPU provider with a warning.
     Cuda,
+    /// The CUDA provider or nothing: start-up fails when it cannot load, for
+    /// deployments that would rather stop than run on the CPU unnoticed.
+    CudaRequired,
 }
 
 pub struct Scorer {
@@ -49,12 +52,15 @@ impl Scorer {
         let mut builder = Session::builder(&env)?
             .with_intra_threads(threads)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if device == Device::Cuda {
+        let cuda = ort::ep::CUDA::default().build();
+        let providers = match device {
+            Device::Cpu => vec![],
+            Device::Cuda => vec![cuda, ort::ep::CPU::default().build()],
+            Device::CudaRequired => vec![cuda.error_on_failure()],
+        };
+        if !providers.is_empty() {
             builder = builder
-                .with_execution_providers([
-                    ort::ep::CUDA::default().build(),
-                    ort::ep::CPU::default().build(),
-                ])
+                .with_execution_providers(providers)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         let session = builder

@@ -6,8 +6,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::audit::AuditRecord;
+use crate::budget::storage_error;
 use crate::extract::{Admin, Params};
-use crate::routes::{limit_of, range_of, unavailable, with_rows, ErrorBody};
+use crate::routes::{limit_of, range_of, with_rows, ErrorBody};
 use crate::store::EventStore;
 
 #[derive(Deserialize, IntoParams)]
@@ -47,7 +48,7 @@ pub async fn audit(
     let records = store
         .audit(&caller.tenant, range, who, limit)
         .await
-        .map_err(unavailable)?;
+        .map_err(storage_error)?;
     let rows = records.len();
     Ok(with_rows(AuditTrail { records }, rows))
 }

@@ -17,7 +17,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use clickhouse::Client;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{credential, Authenticator, Caller, Denied};
 
@@ -46,6 +46,56 @@ pub struct AuditRecord {
 /// Rows a handler returned, for the audit record.
 #[derive(Debug, Clone, Copy)]
 pub struct RowsReturned(pub u64);
+
+/// How a streamed answer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Every row was sent.
+    Complete,
+    /// The source failed part way; the client got a cut-off body.
+    Failed,
+    /// The client stopped reading (went away) before the end.
+    ClientGone,
+}
+
+impl Ending {
+    /// The status an audit record shows for a stream that began with 200:
+    /// 500 for one cut off by a failure, 499 for one the client left.
+    fn status(self, sent: u16) -> u16 {
+        match self {
+            Ending::Complete => sent,
+            Ending::Failed => 500,
+            Ending::ClientGone => 499,
+        }
+    }
+}
+
+/// What a streamed answer returned, told when its stream ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Streamed {
+    pub rows: u64,
+    pub ending: Ending,
+}
+
+/// Rows a streamed answer will have returned once its stream ends; its
+/// audit record waits for them.
+#[derive(Debug, Clone)]
+pub struct RowsLater(Arc<std::sync::Mutex<Option<oneshot::Receiver<Streamed>>>>);
+
+impl RowsLater {
+    pub fn new(rx: oneshot::Receiver<Streamed>) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Some(rx))))
+    }
+
+    fn take(&self) -> Option<oneshot::Receiver<Streamed>> {
+        self.0.lock().ok().and_then(|mut rx| rx.take())
+    }
+
+    #[cfg(test)]
+    pub async fn take_for_test(&self) -> Option<Streamed> {
+        self.take()?.await.ok()
+    }
+}
 
 /// The outcome of authenticating a request, left for the handlers.
 #[derive(Debug, Clone)]
@@ -129,11 +179,10 @@ pub async fn middleware(
         |m| m.as_str().to_string(),
     );
     let params = redact(request.uri().query().unwrap_or_default());
-    let response = next.run(request).await;
-    let now = pulse_common::clock::now_ms();
-    let record = AuditRecord {
-        time: u32::try_from(now / 1000).unwrap_or_default(),
-        time_ms: now,
+    let mut response = next.run(request).await;
+    let mut record = AuditRecord {
+        time: 0,
+        time_ms: 0,
         caller: caller.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
         role: caller
             .as_ref()
@@ -148,10 +197,40 @@ pub async fn middleware(
             .get::<RowsReturned>()
             .map_or(0, |r| r.0),
         status: response.status().as_u16(),
-        latency_ms: started.elapsed().as_secs_f32() * 1000.0,
+        latency_ms: 0.0,
     };
-    state.log.record(record).await;
+    match response
+        .extensions_mut()
+        .remove::<RowsLater>()
+        .and_then(|r| r.take())
+    {
+        // A streamed answer is recorded when its stream ends, with its rows,
+        // how it ended and the time it took.
+        Some(streamed) => {
+            tokio::spawn(async move {
+                let streamed = streamed.await.unwrap_or(Streamed {
+                    rows: 0,
+                    ending: Ending::ClientGone,
+                });
+                record.rows = streamed.rows;
+                record.status = streamed.ending.status(record.status);
+                state.log.record(record.done(started)).await;
+            });
+        }
+        None => state.log.record(record.done(started)).await,
+    }
     response
+}
+
+impl AuditRecord {
+    /// The record of a request that finished now, having started at `started`.
+    fn done(mut self, started: Instant) -> Self {
+        let now = pulse_common::clock::now_ms();
+        self.time = u32::try_from(now / 1000).unwrap_or_default();
+        self.time_ms = now;
+        self.latency_ms = started.elapsed().as_secs_f32() * 1000.0;
+        self
+    }
 }
 
 /// The query string without the token a WebSocket client may carry in it.

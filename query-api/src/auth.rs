@@ -1,5 +1,5 @@
 //! Who is asking: JWT bearer tokens (HS256 with a shared secret; RS256 with
-//! public keys from a PEM file or a JWKS file) and API keys. Every caller
+//! public keys from a PEM file, a JWKS file or a JWKS URL) and API keys. Every caller
 //! belongs to one tenant and has one role; the tenant comes from the
 //! credential, never from a request parameter.
 //!
@@ -28,13 +28,13 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::audit::Authenticated;
+use crate::jwks::{keys_of, KeyList, RemoteKeys};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -133,6 +133,12 @@ pub struct AuthArgs {
     /// JWKS file (JSON Web Key Set) with the RSA public keys of RS256 tokens, chosen by `kid`.
     #[arg(long, env = "PULSE_JWT_JWKS_FILE")]
     pub jwt_jwks_file: Option<PathBuf>,
+    /// URL of a JWKS (an identity provider's) with the RSA public keys of RS256 tokens, chosen by `kid`.
+    #[arg(long, env = "PULSE_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// Seconds between fetches of the JWKS URL; a token naming an unknown `kid` triggers one sooner.
+    #[arg(long, env = "PULSE_JWT_JWKS_REFRESH_S", default_value_t = 300)]
+    pub jwt_jwks_refresh_s: u64,
     /// Required `iss` of tokens, when set.
     #[arg(long, env = "PULSE_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
@@ -170,7 +176,9 @@ struct KeyEntry {
 pub struct Authenticator {
     hs256: Option<DecodingKey>,
     /// RS256 keys by `kid`; the PEM key has none and matches any token.
-    rs256: Vec<(Option<String>, DecodingKey)>,
+    rs256: KeyList,
+    /// RS256 keys from a JWKS URL, kept fresh by `jwks::RemoteKeys::keep_fresh`.
+    remote: Option<Arc<RemoteKeys>>,
     issuer: Option<String>,
     audience: Option<String>,
     api_keys: HashMap<[u8; 32], Caller>,
@@ -202,30 +210,34 @@ impl Authenticator {
             rs256.push((None, key));
         }
         if let Some(p) = &args.jwt_jwks_file {
-            let set: JwkSet = serde_json::from_slice(&read(p)?)
-                .map_err(|e| anyhow::anyhow!("{}: not a JWKS: {e}", p.display()))?;
-            for jwk in &set.keys {
-                let key = DecodingKey::from_jwk(jwk)
-                    .map_err(|e| anyhow::anyhow!("{}: unusable key: {e}", p.display()))?;
-                rs256.push((jwk.common.key_id.clone(), key));
-            }
+            rs256.extend(keys_of(&read(p)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?);
         }
+        let remote = match &args.jwt_jwks_url {
+            Some(url) => Some(Arc::new(RemoteKeys::new(url)?)),
+            None => None,
+        };
         let api_keys = match &args.api_keys_file {
             Some(p) => parse_api_keys(&String::from_utf8_lossy(&read(p)?))
                 .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
             None => HashMap::new(),
         };
         anyhow::ensure!(
-            hs256.is_some() || !rs256.is_empty() || !api_keys.is_empty(),
+            hs256.is_some() || !rs256.is_empty() || remote.is_some() || !api_keys.is_empty(),
             "no way to authenticate callers: set an HS256 secret, RS256 keys or API keys"
         );
         Ok(Self {
             hs256,
             rs256,
+            remote,
             issuer: args.jwt_issuer.clone(),
             audience: args.jwt_audience.clone(),
             api_keys,
         })
+    }
+
+    /// The JWKS URL's keys, which `main` loads and keeps fresh.
+    pub fn remote_keys(&self) -> Option<Arc<RemoteKeys>> {
+        self.remote.clone()
     }
 
     /// The caller presenting `credential`: a JWT (three dot-separated parts)
@@ -241,16 +253,31 @@ impl Authenticator {
         }
         let header =
             jsonwebtoken::decode_header(credential).map_err(|e| Denied::Invalid(e.to_string()))?;
+        let remote = self
+            .remote
+            .as_ref()
+            .map(|r| r.current())
+            .unwrap_or_default();
         let keys: Vec<&DecodingKey> = match header.alg {
             Algorithm::HS256 => self.hs256.iter().collect(),
             Algorithm::RS256 => self
                 .rs256
                 .iter()
+                .chain(remote.iter())
                 .filter(|(kid, _)| kid.is_none() || header.kid.is_none() || *kid == header.kid)
                 .map(|(_, k)| k)
                 .collect(),
             _ => vec![],
         };
+        if let (Some(r), Some(kid), Algorithm::RS256) = (&self.remote, &header.kid, header.alg) {
+            let in_files = self.rs256.iter().any(|(k, _)| k.as_ref() == Some(kid));
+            if !in_files && !r.has(kid) {
+                r.want_refetch();
+            }
+        }
+        if keys.is_empty() && header.alg == Algorithm::RS256 && self.remote.is_some() {
+            return Err(Denied::Invalid("no key matches the token's kid".into()));
+        }
         if keys.is_empty() {
             return Err(Denied::Algorithm(format!("{:?}", header.alg)));
         }
@@ -358,6 +385,7 @@ mod tests {
         Authenticator {
             hs256: Some(DecodingKey::from_secret(SECRET.as_bytes())),
             rs256: vec![],
+            remote: None,
             issuer: None,
             audience: None,
             api_keys: parse_api_keys(&format!(

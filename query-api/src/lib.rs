@@ -2,13 +2,20 @@
 //! authenticated callers, each scoped to its tenant.
 
 pub mod admin;
+pub mod aggregates;
 pub mod audit;
 pub mod auth;
+pub mod budget;
+pub mod cache;
+pub mod dashboard;
 pub mod export;
 pub mod extract;
+pub mod fanout;
+pub mod jwks;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod parquet_export;
 pub mod routes;
 pub mod state;
 pub mod store;

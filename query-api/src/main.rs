@@ -11,16 +11,17 @@ use clap::Parser;
 use pulse_common::config::{ClickHouseArgs, KafkaArgs, LogArgs};
 use pulse_common::kafka::{ensure_topics, TopicSpec};
 use pulse_common::ops::{self, Readiness};
-use pulse_common::scored::ScoredEvent;
 use pulse_common::shutdown::Shutdown;
 use pulse_query_api::audit::{self, AuditLog, AuditState};
 use pulse_query_api::auth::{AuthArgs, Authenticator};
+use pulse_query_api::budget::BudgetArgs;
+use pulse_query_api::cache::{self, CacheArgs, ResponseCache};
+use pulse_query_api::fanout::{self, Feed};
 use pulse_query_api::limits::{self, LimitArgs, Limiter};
 use pulse_query_api::state::AppState;
 use pulse_query_api::store::EventStore;
 use pulse_query_api::stream::Live;
-use pulse_query_api::{admin, export, openapi, routes, stream};
-use tokio::sync::broadcast;
+use pulse_query_api::{admin, aggregates, dashboard, export, openapi, routes, stream};
 use tower_http::trace::TraceLayer;
 
 #[derive(Parser, Debug)]
@@ -41,6 +42,9 @@ struct Args {
     /// Results buffered per WebSocket client; a client further behind skips ahead and is told how many it missed.
     #[arg(long, env = "PULSE_WS_BUFFER", default_value_t = 4096)]
     ws_buffer: usize,
+    /// Recent results kept for clients that reconnect with `resume`; one from further back is told of the gap.
+    #[arg(long, env = "PULSE_WS_RESUME_WINDOW", default_value_t = 100_000)]
+    ws_resume_window: usize,
     /// Seconds between pings to each WebSocket client; one silent for three is dropped.
     #[arg(long, env = "PULSE_WS_HEARTBEAT_S", default_value_t = 15)]
     ws_heartbeat_s: u64,
@@ -48,6 +52,10 @@ struct Args {
     auth: AuthArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    budget: BudgetArgs,
+    #[command(flatten)]
+    cache: CacheArgs,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -57,8 +65,17 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (shutdown, readiness) = ops::start_service(&args.log);
     let auth = Arc::new(Authenticator::from_args(&args.auth)?);
+    if let Some(remote) = auth.remote_keys() {
+        remote.fetch_first(Duration::from_secs(30)).await?;
+        let refresh = Duration::from_secs(args.auth.jwt_jwks_refresh_s.max(1));
+        tokio::spawn(remote.keep_fresh(refresh, shutdown.clone()));
+    }
 
-    let store = EventStore::new(pulse_common::clickhouse::client(&args.clickhouse));
+    let clickhouse = pulse_common::clickhouse::client(&args.clickhouse);
+    let store = EventStore::new(
+        args.budget.reads(clickhouse.clone()),
+        args.budget.exports(clickhouse),
+    );
     tokio::spawn(become_ready(
         store.clone(),
         readiness.clone(),
@@ -76,9 +93,9 @@ async fn main() -> anyhow::Result<()> {
         Duration::from_secs(30),
     )
     .await?;
-    let consumer = stream::consumer_from_now(&args.kafka.client, &results_topic).await?;
-    let (tx, _) = broadcast::channel::<Arc<ScoredEvent>>(args.ws_buffer);
-    tokio::spawn(stream::fan_out(consumer, tx.clone(), shutdown.clone()));
+    let (consumer, start) = fanout::consumer_from_now(&args.kafka.client, &results_topic).await?;
+    let feed = Feed::new(args.ws_buffer, args.ws_resume_window, &start);
+    tokio::spawn(fanout::fan_out(consumer, feed.clone(), shutdown.clone()));
 
     let (audit_log, audit_writer) =
         AuditLog::start(pulse_common::clickhouse::client(&args.clickhouse));
@@ -88,9 +105,15 @@ async fn main() -> anyhow::Result<()> {
         .route("/v1/anomalies", get(routes::anomalies))
         .route("/v1/devices", get(routes::devices))
         .route("/v1/devices/{source_id}/series", get(routes::series))
+        .route("/v1/aggregates", get(aggregates::aggregates))
         .route("/v1/stream", get(stream::upgrade))
         .route("/v1/export", get(export::export))
         .route("/v1/audit", get(admin::audit))
+        // Inside the rate limits, so answers from the cache count too.
+        .route_layer(middleware::from_fn_with_state(
+            ResponseCache::new(&args.cache),
+            cache::middleware,
+        ))
         // Inside the audit layer, so refusals are recorded too.
         .route_layer(middleware::from_fn_with_state(
             Limiter::new(&args.limits)?,
@@ -106,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
         .with_state(AppState {
             store,
             live: Live {
-                tx,
+                feed,
                 heartbeat: Duration::from_secs(args.ws_heartbeat_s.max(1)),
             },
             auth,
@@ -116,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
         .route("/docs", get(openapi::docs));
     let app = api
         .merge(docs)
+        .merge(dashboard::router())
         .merge(ops::router(readiness))
         .layer(TraceLayer::new_for_http());
     let served = ops::serve(args.listen, app, shutdown).await;

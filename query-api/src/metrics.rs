@@ -2,9 +2,29 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{register_int_gauge, IntGauge};
+use prometheus::{
+    register_int_counter, register_int_counter_vec, register_int_gauge, IntCounter, IntCounterVec,
+    IntGauge,
+};
 
 pub static WS_CLIENTS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("pulse_query_ws_clients", "Connected WebSocket clients")
         .expect("metric registers once")
+});
+
+pub static CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "pulse_query_cache_total",
+        "Cacheable reads answered from the cache (hit) or from ClickHouse (miss)",
+        &["result"]
+    )
+    .expect("metric registers once")
+});
+
+pub static RESULTS_FANNED_OUT: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "pulse_query_results_fanned_out_total",
+        "Results read from the results topic and offered to WebSocket clients"
+    )
+    .expect("metric registers once")
 });

@@ -29,6 +29,7 @@ use crate::store::{Bucket, Device};
         crate::routes::anomalies,
         crate::routes::devices,
         crate::routes::series,
+        crate::aggregates::aggregates,
         crate::stream::upgrade,
         crate::admin::audit,
         crate::export::export,
@@ -40,6 +41,9 @@ use crate::store::{Bucket, Device};
         Device,
         Series,
         Bucket,
+        crate::aggregates::Aggregates,
+        crate::aggregates::Group,
+        crate::aggregates::GroupBy,
         ErrorBody,
         crate::admin::AuditTrail,
         crate::audit::AuditRecord
@@ -163,6 +167,7 @@ mod tests {
         assert_eq!(
             paths,
             [
+                "/v1/aggregates",
                 "/v1/anomalies",
                 "/v1/audit",
                 "/v1/devices",
@@ -178,8 +183,25 @@ mod tests {
             ["source_id", "from_ms", "to_ms", "limit", "cursor"]
         );
         assert_eq!(
+            param_names(&doc, "/v1/aggregates"),
+            [
+                "metric",
+                "group_by",
+                "source_id",
+                "from_ms",
+                "to_ms",
+                "limit"
+            ]
+        );
+        assert_eq!(
             param_names(&doc, "/v1/stream"),
-            ["access_token", "source_id", "min_score"]
+            [
+                "access_token",
+                "source_id",
+                "event_type",
+                "min_score",
+                "resume"
+            ]
         );
     }
 

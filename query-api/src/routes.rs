@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::audit::RowsReturned;
+use crate::budget::storage_error;
 use crate::extract::{Params, Reader};
 use crate::store::{Bucket, Cursor, Device, EventStore, Page, PageKind};
 
@@ -64,11 +65,6 @@ pub fn bad_query(e: QueryRejection) -> Response {
     error(StatusCode::BAD_REQUEST, "query", e.body_text())
 }
 
-pub fn unavailable(e: clickhouse::error::Error) -> Response {
-    tracing::warn!(error = %e, "ClickHouse query failed");
-    error(StatusCode::SERVICE_UNAVAILABLE, "", "storage unavailable")
-}
-
 /// One event of the caller's tenant, with its score and features.
 #[utoipa::path(get, path = "/v1/events/{event_id}", tag = "events",
     params(("event_id" = String, Path, description = "The event's id")),
@@ -85,7 +81,7 @@ pub async fn event(
     match store.event(&caller.tenant, &event_id).await {
         Ok(Some(e)) => with_rows(e, 1),
         Ok(None) => error(StatusCode::NOT_FOUND, "event_id", "no such event"),
-        Err(e) => unavailable(e),
+        Err(e) => storage_error(e),
     }
 }
 
@@ -124,6 +120,12 @@ pub struct RangeQuery {
 
 /// A parameter with a bad value, and why.
 pub struct BadParam(&'static str, String);
+
+impl BadParam {
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
+        Self(field, reason.into())
+    }
+}
 
 impl IntoResponse for BadParam {
     fn into_response(self) -> Response {
@@ -217,7 +219,7 @@ async fn page_response(
                 rows,
             )
         }
-        Err(e) => unavailable(e),
+        Err(e) => storage_error(e),
     }
 }
 
@@ -277,7 +279,7 @@ pub async fn devices(
     let devices = store
         .devices(&caller.tenant, limit)
         .await
-        .map_err(unavailable)?;
+        .map_err(storage_error)?;
     let rows = devices.len();
     Ok(with_rows(DeviceList { devices }, rows))
 }
@@ -330,7 +332,7 @@ pub async fn series(
             seconds(to_ms),
         )
         .await
-        .map_err(unavailable)?;
+        .map_err(storage_error)?;
     let rows = buckets.len();
     let series = Series {
         source_id,

@@ -10,12 +10,15 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Clone)]
 pub struct EventStore {
+    /// For reads, under the read limits (`crate::budget`).
     client: Client,
+    /// For exports, which may run long and read every row of their range.
+    exports: Client,
 }
 
 impl EventStore {
-    pub fn new(client: Client) -> Self {
-        Self { client }
+    pub fn new(client: Client, exports: Client) -> Self {
+        Self { client, exports }
     }
 
     /// Whether the tables the API uses exist and answer; the processor's
@@ -52,20 +55,33 @@ impl EventStore {
         kind: PageKind<'_>,
         page: &Page,
     ) -> clickhouse::error::Result<Vec<ScoredEvent>> {
+        // The statements name the tenant (and source) twice: for the rows,
+        // and for the keys of the page.
         let q = match kind {
             PageKind::Events { source: Some(s) } => self
                 .client
                 .query(sql::EVENTS_PAGE_OF_SOURCE)
                 .bind(tenant)
+                .bind(s)
+                .bind(tenant)
                 .bind(s),
-            PageKind::Events { source: None } => self.client.query(sql::EVENTS_PAGE).bind(tenant),
-            PageKind::Anomalies => self.client.query(sql::ANOMALIES_PAGE).bind(tenant),
+            PageKind::Events { source: None } => self
+                .client
+                .query(sql::EVENTS_PAGE)
+                .bind(tenant)
+                .bind(tenant),
+            PageKind::Anomalies => self
+                .client
+                .query(sql::ANOMALIES_PAGE)
+                .bind(tenant)
+                .bind(tenant),
         };
         q.bind(page.from_ms)
             .bind(page.to_ms)
             .bind(page.after.time_ms)
             .bind(page.after.time_ms)
             .bind(&page.after.event_id)
+            .bind(page.limit)
             .bind(page.limit)
             .fetch_all()
             .await
@@ -107,6 +123,46 @@ impl EventStore {
     }
 }
 
+/// What an aggregates request measures and how it groups.
+pub struct AggregateSpec<'a> {
+    /// `device`, `event_type`, `kind` or `none`.
+    pub group_by: &'a str,
+    /// `score` or a reading's name.
+    pub metric: &'a str,
+    /// Only this source when set.
+    pub source: Option<&'a str>,
+    pub range: (i64, i64),
+    pub limit: u64,
+}
+
+impl EventStore {
+    /// Count, mean, extremes and quantiles of `spec.metric` per group.
+    pub async fn aggregates(
+        &self,
+        tenant: &str,
+        spec: &AggregateSpec<'_>,
+    ) -> clickhouse::error::Result<Vec<AggregateRow>> {
+        let source = spec.source.unwrap_or_default();
+        self.client
+            .query(sql::AGGREGATES)
+            .bind(spec.group_by)
+            .bind(spec.group_by)
+            .bind(spec.group_by)
+            .bind(spec.metric)
+            .bind(spec.metric)
+            .bind(tenant)
+            .bind(spec.range.0)
+            .bind(spec.range.1)
+            .bind(source)
+            .bind(source)
+            .bind(spec.metric)
+            .bind(spec.metric)
+            .bind(spec.limit)
+            .fetch_all()
+            .await
+    }
+}
+
 impl EventStore {
     /// A tenant's audit records in `[from_ms, to_ms)`, newest first,
     /// optionally of one caller (empty: all).
@@ -142,13 +198,17 @@ impl EventStore {
     ) -> clickhouse::error::Result<clickhouse::query::BytesCursor> {
         let q = match source {
             Some(s) => self
-                .client
+                .exports
                 .query(sql::EXPORT_EVENTS_OF_SOURCE)
                 .bind(tenant)
                 .bind(s),
-            None => self.client.query(sql::EXPORT_EVENTS).bind(tenant),
+            None => self.exports.query(sql::EXPORT_EVENTS).bind(tenant),
         };
-        q.bind(from_ms).bind(to_ms).fetch_bytes(format)
+        // 64-bit integers as JSON numbers, not strings (NDJSON and Parquet).
+        q.bind(from_ms)
+            .bind(to_ms)
+            .with_setting("output_format_json_quote_64bit_integers", "0")
+            .fetch_bytes(format)
     }
 }
 
@@ -197,6 +257,18 @@ pub struct Device {
     pub events: u64,
     pub anomalies: u64,
     pub score_max: f32,
+}
+
+/// One group's statistics as ClickHouse returns them.
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+pub struct AggregateRow {
+    pub key: String,
+    pub count: u64,
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+    /// p50, p90 and p99.
+    pub quantiles: Vec<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Serialize, Deserialize, utoipa::ToSchema)]

@@ -1,82 +1,22 @@
-//! Live results for WebSocket clients: one Kafka consumer per API instance
-//! reads the results topic and fans each record out to every client, which
-//! keeps those matching its filter.
+//! WebSocket `/v1/stream`: live results for dashboards, each client with its
+//! filter, its heartbeat and its place in the results topic (`crate::fanout`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use pulse_common::config::KafkaClient;
-use pulse_common::kafka::client_config;
 use pulse_common::scored::ScoredEvent;
-use pulse_common::shutdown::Shutdown;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::{Message as _, Offset, TopicPartitionList};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
 use crate::auth::{Caller, Role};
 use crate::extract::Params;
+use crate::fanout::{Feed, Position, Positioned};
 use crate::metrics;
-
-/// A consumer of every partition of `topic`, positioned at the current end,
-/// so everything produced after this returns is delivered. Each API instance
-/// reads all results itself: no consumer group.
-pub async fn consumer_from_now(kafka: &KafkaClient, topic: &str) -> anyhow::Result<StreamConsumer> {
-    let mut cfg = client_config(kafka);
-    // Results are written in transactions: only committed ones are shown.
-    cfg.set("group.id", "pulse-query-api")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed");
-    let consumer: StreamConsumer = cfg.create()?;
-    let timeout = Duration::from_secs(10);
-    let topic = topic.to_string();
-    tokio::task::block_in_place(|| -> anyhow::Result<()> {
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
-        let mut tpl = TopicPartitionList::new();
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                let (_, high) = consumer.fetch_watermarks(&topic, p.id(), timeout)?;
-                tpl.add_partition_offset(&topic, p.id(), Offset::Offset(high))?;
-            }
-        }
-        if tpl.count() == 0 {
-            anyhow::bail!("topic {topic} has no partitions");
-        }
-        consumer.assign(&tpl)?;
-        Ok(())
-    })?;
-    Ok(consumer)
-}
-
-/// Reads the results topic into `tx` until shutdown.
-pub async fn fan_out(
-    consumer: StreamConsumer,
-    tx: broadcast::Sender<Arc<ScoredEvent>>,
-    shutdown: Shutdown,
-) {
-    loop {
-        let msg = tokio::select! {
-            _ = shutdown.requested() => return,
-            m = consumer.recv() => m,
-        };
-        match msg {
-            Ok(m) => match m.payload().map(serde_json::from_slice::<ScoredEvent>) {
-                Some(Ok(event)) => {
-                    // No receivers is fine: nobody is watching.
-                    let _ = tx.send(Arc::new(event));
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(offset = m.offset(), error = %e, "skipping unreadable result")
-                }
-                None => {}
-            },
-            Err(e) => tracing::warn!(error = %e, "results consumer error"),
-        }
-    }
-}
+use crate::routes::error;
 
 /// What a client asks to see, within its tenant.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -92,8 +32,14 @@ pub struct Filter {
     _access_token: Option<String>,
     /// Only these sources (comma-separated); all when absent.
     pub source_id: Option<String>,
+    /// Only these event types (comma-separated): an app event's `event_type`,
+    /// or `telemetry` for telemetry; all when absent.
+    pub event_type: Option<String>,
     /// Only events scoring at least this.
     pub min_score: Option<f32>,
+    /// The `cursor` of the last message received before a disconnect: the
+    /// results after it that are still in the instance's window come first.
+    pub resume: Option<String>,
 }
 
 impl Filter {
@@ -103,13 +49,24 @@ impl Filter {
                 .source_id
                 .as_deref()
                 .is_none_or(|s| s.split(',').any(|s| s == e.source_id))
+            && self.event_type.as_deref().is_none_or(|t| {
+                let own = if e.kind == "telemetry" {
+                    "telemetry"
+                } else {
+                    e.event_type.as_str()
+                };
+                t.split(',').any(|t| t == own)
+            })
             && self.min_score.is_none_or(|m| e.score >= m)
     }
 }
 
 /// Scored events of the caller's tenant as JSON text messages, as they are
-/// processed. A client more than the buffer behind gets
-/// `{"type":"lagged","skipped":N}` and continues from the newest.
+/// processed, each with a `cursor` to resume from after a reconnect. A
+/// client resuming from a position older than the window first gets
+/// `{"type":"gap"}`. A client more than the buffer behind gets
+/// `{"type":"lagged","skipped":N,"cursor":...}` and continues from the
+/// newest; reconnecting with that cursor fetches what it skipped.
 #[utoipa::path(get, path = "/v1/stream", tag = "live", params(Filter),
     responses(
         (status = 101, description = "WebSocket of scored events"),
@@ -126,63 +83,168 @@ pub async fn upgrade(
         return denied.into_response();
     }
     filter.tenant_id = caller.tenant;
-    let rx = live.tx.subscribe();
-    ws.on_upgrade(move |socket| serve_client(socket, rx, filter, live.heartbeat))
+    let from = match filter.resume.as_deref().map(Position::decode) {
+        None => None,
+        Some(Some(p)) => Some(p),
+        Some(None) => {
+            let reason = "not a cursor sent by this API";
+            return error(StatusCode::BAD_REQUEST, "resume", reason);
+        }
+    };
+    let Some((resumed, rx)) = live.feed.subscribe(from.as_ref()) else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "", "live feed unavailable");
+    };
+    let client = Client {
+        filter,
+        position: resumed.position,
+        heartbeat: live.heartbeat,
+    };
+    ws.on_upgrade(move |socket| client.serve(socket, resumed.replay, resumed.gap, rx))
 }
 
 /// The live side of the API: results from this instance's one consumer, and
 /// how often clients are pinged.
 #[derive(Clone)]
 pub struct Live {
-    pub tx: broadcast::Sender<Arc<ScoredEvent>>,
+    pub feed: Feed,
     pub heartbeat: Duration,
 }
 
-/// Sends matching results to one client. It is pinged every `heartbeat`; a
-/// client that has not answered (any message counts) for three heartbeats
-/// is gone and is dropped, so dead connections do not hold buffers.
-async fn serve_client(
-    mut socket: WebSocket,
-    mut rx: broadcast::Receiver<Arc<ScoredEvent>>,
+struct Client {
     filter: Filter,
+    position: Position,
     heartbeat: Duration,
-) {
-    metrics::WS_CLIENTS.inc();
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
-    let mut last_heard = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = ping.tick() => {
-                if last_heard.elapsed() > heartbeat * 3 {
-                    tracing::info!("WebSocket client stopped answering; dropping it");
-                    break;
+}
+
+/// Why a client's connection ends.
+struct Gone;
+
+impl Client {
+    /// Sends the replay, then matching results as they come. The client is
+    /// pinged every `heartbeat`; one that has not answered (any message
+    /// counts) for three heartbeats is gone and is dropped, so dead
+    /// connections do not hold buffers.
+    async fn serve(
+        mut self,
+        mut socket: WebSocket,
+        replay: Vec<Arc<Positioned>>,
+        gap: bool,
+        mut rx: broadcast::Receiver<Arc<Positioned>>,
+    ) {
+        metrics::WS_CLIENTS.inc();
+        let _ = self.run(&mut socket, replay, gap, &mut rx).await;
+        metrics::WS_CLIENTS.dec();
+    }
+
+    async fn run(
+        &mut self,
+        socket: &mut WebSocket,
+        replay: Vec<Arc<Positioned>>,
+        gap: bool,
+        rx: &mut broadcast::Receiver<Arc<Positioned>>,
+    ) -> Result<(), Gone> {
+        if gap {
+            let note = serde_json::json!({"type": "gap", "reason": "the resume position is older than this instance's window; results may be missing"});
+            send(socket, note.to_string()).await?;
+        }
+        for r in replay {
+            self.offer(socket, &r).await?;
+        }
+        let heartbeat = self.heartbeat;
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+        let mut last_heard = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > heartbeat * 3 {
+                        tracing::info!("WebSocket client stopped answering; dropping it");
+                        return Err(Gone);
+                    }
+                    socket.send(Message::Ping(Vec::new().into())).await.map_err(|_| Gone)?;
                 }
-                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    break;
-                }
+                result = rx.recv() => match result {
+                    Ok(r) => self.offer(socket, &r).await?,
+                    // The client fell behind the buffer: tell it where it
+                    // was and go on from now.
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let note = serde_json::json!({"type": "lagged", "skipped": n, "cursor": self.position.encode()});
+                        send(socket, note.to_string()).await?;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Err(Gone),
+                },
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Err(Gone),
+                    Some(Ok(_)) => last_heard = tokio::time::Instant::now(),
+                },
             }
-            event = rx.recv() => match event {
-                Ok(e) if filter.matches(&e) => {
-                    let Ok(text) = serde_json::to_string(&*e) else { continue };
-                    if socket.send(Message::Text(text.into())).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                // The client fell behind the buffer: tell it and go on from now.
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    let note = serde_json::json!({"type": "lagged", "skipped": n}).to_string();
-                    if socket.send(Message::Text(note.into())).await.is_err() {
-                        break;
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
-            },
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                Some(Ok(_)) => last_heard = tokio::time::Instant::now(),
-            },
         }
     }
-    metrics::WS_CLIENTS.dec();
+
+    /// Moves the client's position past `r`, and sends `r` if it matches
+    /// and the client has not had it, with the cursor of the new position.
+    async fn offer(&mut self, socket: &mut WebSocket, r: &Positioned) -> Result<(), Gone> {
+        if !self.position.pass(r.partition, r.offset) || !self.filter.matches(&r.event) {
+            return Ok(());
+        }
+        // The record's own JSON object, with the cursor as its first field.
+        let rest = r.json.strip_prefix('{').unwrap_or_default();
+        let sep = if rest.trim_start().starts_with('}') {
+            ""
+        } else {
+            ","
+        };
+        let text = format!("{{\"cursor\":\"{}\"{sep}{rest}", self.position.encode());
+        send(socket, text).await
+    }
+}
+
+async fn send(socket: &mut WebSocket, text: String) -> Result<(), Gone> {
+    socket
+        .send(Message::Text(text.into()))
+        .await
+        .map_err(|_| Gone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(tenant: &str, source: &str, kind: &str, event_type: &str, score: f32) -> ScoredEvent {
+        ScoredEvent {
+            tenant_id: tenant.into(),
+            source_id: source.into(),
+            kind: kind.into(),
+            event_type: event_type.into(),
+            score,
+            ..ScoredEvent::default()
+        }
+    }
+
+    fn filter(source: Option<&str>, event_type: Option<&str>, min_score: Option<f32>) -> Filter {
+        Filter {
+            tenant_id: "acme".into(),
+            _access_token: None,
+            source_id: source.map(Into::into),
+            event_type: event_type.map(Into::into),
+            min_score,
+            resume: None,
+        }
+    }
+
+    #[test]
+    fn filters_keep_the_tenant_and_narrow_by_source_type_and_score() {
+        let telemetry = event("acme", "d1", "telemetry", "", 0.9);
+        let login = event("acme", "app-1", "app", "login", 0.0);
+        let other_tenant = event("globex", "d1", "telemetry", "", 0.9);
+        let all = filter(None, None, None);
+        assert!(all.matches(&telemetry) && all.matches(&login));
+        assert!(!all.matches(&other_tenant));
+        let types = filter(None, Some("login,purchase"), None);
+        assert!(types.matches(&login) && !types.matches(&telemetry));
+        assert!(filter(None, Some("telemetry"), None).matches(&telemetry));
+        let narrow = filter(Some("d2,d1"), None, Some(0.95));
+        assert!(!narrow.matches(&telemetry));
+        assert!(filter(Some("d2,d1"), None, Some(0.5)).matches(&telemetry));
+        assert!(!filter(Some("d2"), None, None).matches(&telemetry));
+    }
 }

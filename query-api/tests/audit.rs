@@ -25,8 +25,10 @@ async fn every_request_is_recorded_and_only_admins_see_their_tenant() {
     let admin = support::hs256("acme", "admin");
     let globex = support::hs256("globex", "admin");
 
-    let requests: [(&str, Option<&str>, StatusCode); 5] = [
+    let requests: [(&str, Option<&str>, StatusCode); 7] = [
         ("/v1/events?limit=10", Some(&analyst), StatusCode::OK),
+        ("/v1/export?format=csv", Some(&analyst), StatusCode::OK),
+        ("/v1/export?format=ndjson", Some(&analyst), StatusCode::OK),
         ("/v1/events/acme-event-1", Some(&analyst), StatusCode::OK),
         (
             "/v1/events/acme-event-1",
@@ -41,7 +43,8 @@ async fn every_request_is_recorded_and_only_admins_see_their_tenant() {
         assert_eq!(status, expected, "{path}: {body}");
     }
 
-    // acme's admin finds acme's three requests (and its own searches).
+    // acme's admin finds acme's five requests (and its own searches). An
+    // export is recorded when its stream ends, with the rows it sent.
     let records = poll_until(
         "acme's requests in the audit trail",
         Duration::from_secs(15),
@@ -53,13 +56,12 @@ async fn every_request_is_recorded_and_only_admins_see_their_tenant() {
                 .into_iter()
                 .filter(|r| r["caller"] == "analyst@acme")
                 .collect();
-            (analysts.len() == 3).then_some(analysts)
+            (analysts.len() == 5).then_some(analysts)
         },
     )
     .await;
-    let seen: Vec<(String, String, u64, u64)> = records
+    let mut seen: Vec<(String, String, u64, u64)> = records
         .iter()
-        .rev()
         .map(|r| {
             (
                 r["route"].as_str().unwrap_or_default().to_string(),
@@ -69,12 +71,20 @@ async fn every_request_is_recorded_and_only_admins_see_their_tenant() {
             )
         })
         .collect();
+    seen.sort();
     assert_eq!(
         seen,
         [
+            ("/v1/audit".to_string(), String::new(), 403, 0),
             ("/v1/events".to_string(), "limit=10".to_string(), 200, 2),
             ("/v1/events/{event_id}".to_string(), String::new(), 200, 1),
-            ("/v1/audit".to_string(), String::new(), 403, 0),
+            ("/v1/export".to_string(), "format=csv".to_string(), 200, 2),
+            (
+                "/v1/export".to_string(),
+                "format=ndjson".to_string(),
+                200,
+                2
+            ),
         ]
     );
     assert!(records

@@ -8,14 +8,12 @@ use std::time::Duration;
 use apache_avro::types::Value;
 use futures::StreamExt;
 use pulse_common::clock::now_ms;
-use pulse_common::config::{KafkaClient, Topics};
+use pulse_common::config::KafkaClient;
 use pulse_common::event::Event;
 use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
 use pulse_common::scored::{Alert, ScoredEvent};
-use pulse_common::testkit::{
-    clickhouse, free_port, poll_until, start_registry, unique, Service, Stack,
-};
+use pulse_common::testkit::{clickhouse, poll_until, unique};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
@@ -24,67 +22,10 @@ use serde_json::{json, Value as Json};
 
 mod support;
 
+use support::{start_pipeline, Pipeline};
+
 const TENANT: &str = "acme";
 const WAIT: Duration = Duration::from_secs(60);
-
-struct Pipeline {
-    stack: Stack,
-    topics: Topics,
-    database: String,
-    registry: Service,
-    ingest: Service,
-    _processor: Service,
-    query: Service,
-}
-
-async fn start_pipeline() -> Pipeline {
-    let stack = Stack::from_env();
-    let prefix = unique("e2e") + ".";
-    let database = unique("e2e_");
-    let registry = start_registry(&stack, &prefix).await;
-    let common = |listen_var: &'static str, port: u16| {
-        vec![
-            (listen_var, format!("127.0.0.1:{port}")),
-            ("PULSE_TOPIC_PREFIX", prefix.clone()),
-            ("PULSE_REGISTRY_URL", registry.url.clone()),
-            ("PULSE_CLICKHOUSE_DATABASE", database.clone()),
-            ("PULSE_PROCESSOR_GROUP", format!("{prefix}processor")),
-            ("PULSE_EVENT_PARTITIONS", "3".to_string()),
-            ("PULSE_RESULT_PARTITIONS", "3".to_string()),
-        ]
-    };
-    let port = free_port();
-    let ingest = Service::start(
-        &stack,
-        "pulse-ingest",
-        port,
-        &[],
-        &common("PULSE_INGEST_LISTEN", port),
-    )
-    .await;
-    let port = free_port();
-    let processor = Service::start(
-        &stack,
-        "pulse-processor",
-        port,
-        &[],
-        &common("PULSE_PROCESSOR_LISTEN", port),
-    )
-    .await;
-    let port = free_port();
-    let mut query_env = common("PULSE_QUERY_LISTEN", port);
-    query_env.extend(support::auth_env(&prefix));
-    let query = Service::start(&stack, "pulse-query-api", port, &[], &query_env).await;
-    Pipeline {
-        topics: Topics::new(prefix),
-        stack,
-        database,
-        registry,
-        ingest,
-        _processor: processor,
-        query,
-    }
-}
 
 fn telemetry(id: &str, source: &str, readings: Json) -> Json {
     json!({

@@ -1,12 +1,17 @@
 //! Export: 800,000 events (over 400 MB of CSV) streamed from ClickHouse
 //! through the API while its peak memory stays under 200 MB; NDJSON of a
-//! range parses line by line; another tenant's events never appear. Run
-//! through `./dev test`.
+//! range parses line by line; Parquet of a range and of everything are
+//! whole files with every row, in the same memory; another tenant's events
+//! never appear. Run through `./dev test`.
 
 mod support;
 
 use pulse_common::clock::now_ms;
-use pulse_common::testkit::peak_rss_kib;
+use std::time::Duration;
+
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::RowAccessor;
+use pulse_common::testkit::{peak_rss_kib, poll_until};
 use reqwest::StatusCode;
 use support::start_api;
 
@@ -96,6 +101,83 @@ async fn a_large_export_streams_in_bounded_memory() {
     assert_eq!(events.len(), 1000);
     assert!(events.iter().all(|e| e["tenant_id"] == "acme"));
 
+    // Parquet of the same second, then of everything: whole files, the
+    // tenant's rows only, in the same bounded memory.
+    let parquet = |query: String| {
+        let (http, token, url) = (http.clone(), token.clone(), api.url.clone());
+        async move {
+            let r = http
+                .get(format!("{url}/v1/export?format=parquet{query}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("export");
+            assert_eq!(
+                r.headers()["content-type"],
+                "application/vnd.apache.parquet"
+            );
+            SerializedFileReader::new(r.bytes().await.expect("body")).expect("a Parquet file")
+        }
+    };
+    let second = parquet(format!("&from_ms={from}&to_ms={to}")).await;
+    assert_eq!(second.metadata().file_metadata().num_rows(), 1000);
+    let tenants: Vec<String> = second
+        .get_row_iter(None)
+        .expect("rows")
+        .map(|r| r.expect("a row").get_string(0).cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(tenants.len(), 1000);
+    assert!(tenants.iter().all(|t| t == "acme"));
+    let everything = parquet(String::new()).await;
+    assert_eq!(
+        everything.metadata().file_metadata().num_rows(),
+        EVENTS as i64
+    );
+    let peak = peak_rss_kib(api.pid()).unwrap_or(u64::MAX);
+    eprintln!(
+        "after the Parquet exports, query API peak RSS {} MiB",
+        peak / 1024
+    );
+    assert!(peak < MAX_RSS_KIB, "peak RSS {peak} KiB");
+
     let (status, body) = api.get("/v1/export?format=xml", Some(&token)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // A client that leaves after the first chunk: recorded as 499 with the
+    // rows it was sent.
+    let mut left = http
+        .get(format!("{}/v1/export?format=ndjson", api.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("export starts");
+    assert!(left.chunk().await.expect("a chunk").is_some());
+    drop(left);
+    let partial = poll_until(
+        "the abandoned export in the audit trail",
+        Duration::from_secs(30),
+        || async {
+            api.clickhouse
+                .query("SELECT rows FROM audit WHERE route = '/v1/export' AND status = 499")
+                .fetch_optional::<u64>()
+                .await
+                .ok()
+                .flatten()
+        },
+    )
+    .await;
+    assert!((1..EVENTS).contains(&partial), "{partial} rows recorded");
+
+    // The audit trail holds each export with the rows it streamed.
+    let audited = poll_until("the exports in the audit trail", Duration::from_secs(15), || async {
+        let rows: Vec<u64> = api
+            .clickhouse
+            .query("SELECT rows FROM audit WHERE route = '/v1/export' AND status = 200 ORDER BY rows")
+            .fetch_all()
+            .await
+            .unwrap_or_default();
+        (rows.len() == 4).then_some(rows)
+    })
+    .await;
+    assert_eq!(audited, [1000, 1000, EVENTS, EVENTS]);
 }

@@ -95,6 +95,44 @@ async fn each_caller_sees_only_its_own_tenant() {
             .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{attempt}");
     }
+    // The other reads: globex sees its one device and event, whatever the
+    // parameters say.
+    let (_, body) = api.get("/v1/devices", Some(&globex)).await;
+    assert_eq!(body["devices"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(body["devices"][0]["events"], 1, "{body}");
+    let (_, body) = api.get("/v1/aggregates", Some(&globex)).await;
+    assert_eq!(body["groups"][0]["count"], 1, "{body}");
+    assert_eq!(body["groups"].as_array().map(Vec::len), Some(1), "{body}");
+    let (_, body) = api.get("/v1/devices/boiler-1/series", Some(&globex)).await;
+    let counted: u64 = body["buckets"]
+        .as_array()
+        .map(|b| b.iter().filter_map(|b| b["events"].as_u64()).sum())
+        .unwrap_or_default();
+    assert_eq!(counted, 1, "{body}");
+    for attempt in INJECTIONS {
+        let q = url::form_urlencoded::byte_serialize(attempt.as_bytes()).collect::<String>();
+        let (status, body) = api
+            .get(&format!("/v1/aggregates?source_id={q}"), Some(&globex))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{attempt}: {body}");
+        assert_eq!(
+            body["groups"].as_array().map(Vec::len),
+            Some(0),
+            "{attempt}"
+        );
+        let (status, _) = api
+            .get(&format!("/v1/aggregates?metric={q}"), Some(&globex))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{attempt}");
+        let (_, body) = api
+            .get(&format!("/v1/devices/{q}/series"), Some(&globex))
+            .await;
+        assert_eq!(
+            body["buckets"].as_array().map(Vec::len),
+            Some(0),
+            "{attempt}"
+        );
+    }
     // The table is intact.
     let (_, body) = api.get("/v1/events", Some(&acme)).await;
     assert_eq!(ids(&body), ["acme-event-1", "acme-event-2"]);
@@ -120,7 +158,16 @@ async fn bad_credentials_are_refused_on_every_route() {
         ("algorithm confusion", Some(&confused), "invalid token"),
         ("unknown key", Some("no-such-key"), "unknown API key"),
     ];
-    for path in ["/v1/events", "/v1/events/acme-event-1"] {
+    for path in [
+        "/v1/events",
+        "/v1/events/acme-event-1",
+        "/v1/anomalies",
+        "/v1/devices",
+        "/v1/devices/boiler-1/series",
+        "/v1/aggregates",
+        "/v1/export",
+        "/v1/audit",
+    ] {
         for (what, credential, reason) in cases {
             let (status, body) = api.get(path, credential).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{what} on {path}: {body}");

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use pulse_common::clock::now_ms;
+use pulse_common::config::Topics;
 use pulse_common::scored::ScoredEvent;
-use pulse_common::testkit::{clickhouse, free_port, unique, Service, Stack};
+use pulse_common::testkit::{clickhouse, free_port, start_registry, unique, Service, Stack};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -118,6 +119,8 @@ pub fn row_at(tenant: &str, source: &str, id: &str, time_ms: i64) -> ScoredEvent
 pub struct Api {
     _service: Service,
     pub url: String,
+    /// Prefix of the API's Kafka topics.
+    pub topic_prefix: String,
     /// ClickHouse database the API reads, and a client of it.
     pub clickhouse: clickhouse::Client,
     http: reqwest::Client,
@@ -148,8 +151,18 @@ pub async fn start_api(rows: &[ScoredEvent]) -> Api {
 /// As [`start_api`], with more settings for the API.
 pub async fn start_api_with(rows: &[ScoredEvent], settings: &[(&'static str, &str)]) -> Api {
     let stack = Stack::from_env();
+    start_api_on(&stack.clickhouse_url, rows, settings).await
+}
+
+/// As [`start_api_with`], over the ClickHouse server at `clickhouse_url`.
+pub async fn start_api_on(
+    clickhouse_url: &str,
+    rows: &[ScoredEvent],
+    settings: &[(&'static str, &str)],
+) -> Api {
+    let stack = Stack::from_env();
     let database = unique("api_");
-    let admin = clickhouse(&stack.clickhouse_url, "default");
+    let admin = clickhouse(clickhouse_url, "default");
     let schemas = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas/clickhouse");
     admin
         .query(&format!("CREATE DATABASE {database}"))
@@ -170,7 +183,7 @@ pub async fn start_api_with(rows: &[ScoredEvent], settings: &[(&'static str, &st
             .await
             .expect("migration applies");
     }
-    let client = clickhouse(&stack.clickhouse_url, &database);
+    let client = clickhouse(clickhouse_url, &database);
     let mut insert = client
         .insert::<ScoredEvent>("events")
         .await
@@ -181,9 +194,11 @@ pub async fn start_api_with(rows: &[ScoredEvent], settings: &[(&'static str, &st
     insert.end().await.expect("rows stored");
 
     let port = free_port();
+    let topic_prefix = unique("api") + ".";
     let mut env = vec![
         ("PULSE_QUERY_LISTEN", format!("127.0.0.1:{port}")),
-        ("PULSE_TOPIC_PREFIX", unique("api") + "."),
+        ("PULSE_TOPIC_PREFIX", topic_prefix.clone()),
+        ("PULSE_CLICKHOUSE_URL", clickhouse_url.to_string()),
         ("PULSE_CLICKHOUSE_DATABASE", database.clone()),
         ("PULSE_RESULT_PARTITIONS", "1".into()),
     ];
@@ -191,9 +206,71 @@ pub async fn start_api_with(rows: &[ScoredEvent], settings: &[(&'static str, &st
     env.extend(settings.iter().map(|(k, v)| (*k, v.to_string())));
     let service = Service::start(&stack, "pulse-query-api", port, &[], &env).await;
     Api {
-        clickhouse: clickhouse(&stack.clickhouse_url, &database),
+        clickhouse: clickhouse(clickhouse_url, &database),
         url: service.url.clone(),
+        topic_prefix,
         _service: service,
         http: reqwest::Client::new(),
+    }
+}
+
+/// Registry, ingest, processor and query API of one test, on their own
+/// topics and database.
+pub struct Pipeline {
+    pub stack: Stack,
+    pub topics: Topics,
+    pub database: String,
+    pub registry: Service,
+    pub ingest: Service,
+    pub processor: Service,
+    pub query: Service,
+}
+
+pub async fn start_pipeline() -> Pipeline {
+    let stack = Stack::from_env();
+    let prefix = unique("e2e") + ".";
+    let database = unique("e2e_");
+    let registry = start_registry(&stack, &prefix).await;
+    let common = |listen_var: &'static str, port: u16| {
+        vec![
+            (listen_var, format!("127.0.0.1:{port}")),
+            ("PULSE_TOPIC_PREFIX", prefix.clone()),
+            ("PULSE_REGISTRY_URL", registry.url.clone()),
+            ("PULSE_CLICKHOUSE_DATABASE", database.clone()),
+            ("PULSE_PROCESSOR_GROUP", format!("{prefix}processor")),
+            ("PULSE_EVENT_PARTITIONS", "3".to_string()),
+            ("PULSE_RESULT_PARTITIONS", "3".to_string()),
+        ]
+    };
+    let port = free_port();
+    let ingest = Service::start(
+        &stack,
+        "pulse-ingest",
+        port,
+        &[],
+        &common("PULSE_INGEST_LISTEN", port),
+    )
+    .await;
+    let port = free_port();
+    let processor = Service::start(
+        &stack,
+        "pulse-processor",
+        port,
+        &[],
+        &common("PULSE_PROCESSOR_LISTEN", port),
+    )
+    .await;
+    let port = free_port();
+    let mut query_env = common("PULSE_QUERY_LISTEN", port);
+    query_env.extend(auth_env(&prefix));
+    let query = Service::start(&stack, "pulse-query-api", port, &[], &query_env).await;
+    Pipeline {
+        topics: Topics::new(prefix),
+        stack,
+        database,
+        registry,
+        ingest,
+        processor,
+        query,
     }
 }

@@ -1,0 +1,277 @@
+// Pulse dashboard: plain JavaScript over the query API. The token stays in
+// this tab (sessionStorage) and is sent as a Bearer header, and to the
+// WebSocket as access_token, which browsers cannot send as a header.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const HISTORY = 60;            // points per device sparkline
+const RATE_WINDOW_MS = 10000;  // events/s and lag over the last 10 s
+const ANOMALY_WINDOW_MS = 60000;
+const FEED_MAX = 50;
+
+const state = {
+  token: null,
+  socket: null,
+  cursor: null,
+  retryMs: 500,
+  devices: new Map(),   // source_id -> { scores: [], anomalous, card, canvas, last }
+  recent: [],           // { at, anomaly, lagMs } of received events
+  seen: 0,
+};
+
+// ---- sign-in ---------------------------------------------------------------
+
+function start() {
+  const fromLink = new URLSearchParams(location.hash.slice(1)).get('token');
+  if (fromLink) {
+    sessionStorage.setItem('pulse-token', fromLink);
+    history.replaceState(null, '', location.pathname);
+  }
+  $('signin').addEventListener('submit', (e) => {
+    e.preventDefault();
+    signIn($('token').value.trim());
+  });
+  $('signout').addEventListener('click', signOut);
+  $('dd-close').addEventListener('click', () => { $('drilldown').hidden = true; });
+  const saved = sessionStorage.getItem('pulse-token');
+  if (saved) signIn(saved); else showSignIn('');
+}
+
+function showSignIn(error) {
+  $('app').hidden = true;
+  $('signout').hidden = true;
+  $('signin-panel').hidden = false;
+  $('signin-error').textContent = error;
+}
+
+async function signIn(token) {
+  state.token = token;
+  const r = await api('/v1/devices?limit=10000');
+  if (!r.ok) {
+    const body = await r.json().catch(() => ({}));
+    sessionStorage.removeItem('pulse-token');
+    showSignIn(`Not signed in: ${body.error || r.status}`);
+    return;
+  }
+  sessionStorage.setItem('pulse-token', token);
+  $('signin-panel').hidden = true;
+  $('app').hidden = false;
+  $('signout').hidden = false;
+  $('tenant').textContent = claims(token).tenant || '';
+  const { devices } = await r.json();
+  for (const d of devices) device(d.source_id);
+  $('device-count').textContent = state.devices.size;
+  await loadAnomalies();
+  connect();
+}
+
+function signOut() {
+  sessionStorage.removeItem('pulse-token');
+  state.token = null;
+  if (state.socket) state.socket.close();
+  location.reload();
+}
+
+// A JWT's claims, for display only (the API checks the token).
+function claims(token) {
+  try {
+    return JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+  } catch (_) {
+    return {};
+  }
+}
+
+function api(path) {
+  return fetch(path, { headers: { Authorization: `Bearer ${state.token}` } });
+}
+
+// ---- live stream -----------------------------------------------------------
+
+function connect() {
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  let url = `${proto}//${location.host}/v1/stream?access_token=${encodeURIComponent(state.token)}`;
+  // After a drop, resume where this page left off: nothing missed.
+  if (state.cursor) url += `&resume=${encodeURIComponent(state.cursor)}`;
+  const socket = new WebSocket(url);
+  state.socket = socket;
+  socket.onopen = () => { state.retryMs = 500; setLink(true); };
+  socket.onmessage = (m) => received(JSON.parse(m.data));
+  socket.onclose = () => {
+    setLink(false);
+    if (!state.token) return;
+    setTimeout(connect, state.retryMs);
+    state.retryMs = Math.min(state.retryMs * 2, 10000);
+  };
+}
+
+function setLink(on) {
+  const link = $('link');
+  link.textContent = on ? 'live' : 'reconnecting';
+  link.className = `status ${on ? 'on' : 'off'}`;
+}
+
+function received(msg) {
+  if (msg.cursor) state.cursor = msg.cursor;
+  if (msg.type === 'lagged' || msg.type === 'gap') return;
+  if (!msg.event_id) return;
+  state.seen += 1;
+  const now = Date.now();
+  const anomaly = msg.is_anomaly === 1;
+  state.recent.push({ at: now, anomaly, lagMs: msg.processed_ms - msg.event_time_ms });
+  const d = device(msg.source_id);
+  d.scores.push(msg.score);
+  if (d.scores.length > HISTORY) d.scores.shift();
+  d.anomalous = anomaly;
+  d.last = msg;
+  d.dirty = true;
+  if (anomaly) addAnomaly(msg, true);
+}
+
+// ---- devices ---------------------------------------------------------------
+
+function device(id) {
+  let d = state.devices.get(id);
+  if (d) return d;
+  const card = document.createElement('div');
+  card.className = 'device-card';
+  card.dataset.device = id;
+  card.innerHTML = '<div class="name"><span></span><span class="value"></span></div><canvas width="150" height="40"></canvas>';
+  card.querySelector('.name span').textContent = id;
+  card.addEventListener('click', () => drillDown(id));
+  d = { scores: [], anomalous: false, card, canvas: card.querySelector('canvas'), last: null, dirty: true };
+  state.devices.set(id, d);
+  const grid = $('device-grid');
+  const after = [...grid.children].find((c) => c.dataset.device > id);
+  grid.insertBefore(card, after || null);
+  $('device-count').textContent = state.devices.size;
+  return d;
+}
+
+function renderDevices() {
+  for (const d of state.devices.values()) {
+    if (!d.dirty) continue;
+    d.dirty = false;
+    d.card.classList.toggle('anomalous', d.anomalous);
+    const t = d.last && d.last.reading_names ? d.last.reading_names.indexOf('temperature_c') : -1;
+    d.card.querySelector('.value').textContent = t >= 0 ? `${d.last.reading_values[t].toFixed(1)} °C` : '';
+    line(d.canvas, d.scores, { max: 1, color: d.anomalous ? '#ff5d5d' : '#4fb3ff'});
+  }
+}
+
+// Draws `values` as a line scaled to [0, max] across the canvas.
+function line(canvas, values, { max, color }) {
+  const g = canvas.getContext('2d');
+  const { width: w, height: h } = canvas;
+  g.clearRect(0, 0, w, h);
+  const top = Math.max(max || 0, ...values, 1e-9);
+  if (values.length < 2) return;
+  g.strokeStyle = color;
+  g.lineWidth = 1.5;
+  g.beginPath();
+  values.forEach((v, i) => {
+    const x = (i / (values.length - 1)) * (w - 2) + 1;
+    const y = h - 1 - (v / top) * (h - 2);
+    if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
+  });
+  g.stroke();
+}
+
+// Draws `values` as bars scaled to the largest, with it labelled.
+function bars(canvas, values, color) {
+  const g = canvas.getContext('2d');
+  const { width: w, height: h } = canvas;
+  g.clearRect(0, 0, w, h);
+  const top = Math.max(...values, 1e-9);
+  const step = w / values.length;
+  g.fillStyle = color;
+  values.forEach((v, i) => {
+    const bh = (v / top) * (h - 14);
+    g.fillRect(i * step + 1, h - bh, Math.max(step - 2, 1), bh);
+  });
+  g.fillStyle = '#8b96a3';
+  g.font = '11px system-ui, sans-serif';
+  g.fillText(`max ${Number(top.toPrecision(4))}`, 4, 11);
+}
+
+// ---- anomalies feed --------------------------------------------------------
+
+async function loadAnomalies() {
+  const r = await api('/v1/anomalies?limit=20');
+  if (!r.ok) return;
+  const { events } = await r.json();
+  for (const e of events.reverse()) addAnomaly(e, false);
+}
+
+function addAnomaly(e, live) {
+  const feed = $('anomaly-feed');
+  if (feed.querySelector(`[data-event="${CSS.escape(e.event_id)}"]`)) return;
+  const li = document.createElement('li');
+  li.dataset.event = e.event_id;
+  li.dataset.device = e.source_id;
+  const readings = (e.reading_names || []).map((n, i) => `${n} ${Number(e.reading_values[i]).toFixed(2)}`).join(', ');
+  li.innerHTML = '<div><strong></strong> score <span class="score"></span></div><div class="meta"></div>';
+  li.querySelector('strong').textContent = e.source_id;
+  li.querySelector('.score').textContent = e.score.toFixed(3);
+  li.querySelector('.meta').textContent = `${new Date(e.event_time_ms).toLocaleTimeString()} · ${readings}${live ? ' · live' : ''}`;
+  li.addEventListener('click', () => drillDown(e.source_id));
+  feed.prepend(li);
+  while (feed.children.length > FEED_MAX) feed.lastChild.remove();
+}
+
+// ---- overview --------------------------------------------------------------
+
+function renderOverview() {
+  const now = Date.now();
+  state.recent = state.recent.filter((r) => now - r.at < ANOMALY_WINDOW_MS);
+  const lastRate = state.recent.filter((r) => now - r.at < RATE_WINDOW_MS);
+  $('events-per-s').textContent = (lastRate.length / (RATE_WINDOW_MS / 1000)).toFixed(1);
+  const anomalies = state.recent.filter((r) => r.anomaly).length;
+  $('anomaly-rate').textContent = state.recent.length ? `${((100 * anomalies) / state.recent.length).toFixed(2)} %` : '0 %';
+  const lags = lastRate.map((r) => r.lagMs).sort((a, b) => a - b);
+  $('lag').textContent = lags.length ? `${lags[Math.floor(lags.length / 2)]} ms` : '–';
+  $('events-seen').textContent = state.seen;
+}
+
+// ---- drill-down ------------------------------------------------------------
+
+async function drillDown(id) {
+  $('drilldown').hidden = false;
+  $('dd-device').textContent = id;
+  const to = Date.now();
+  const from = to - 3600 * 1000;
+  const enc = encodeURIComponent(id);
+  const [series, events] = await Promise.all([
+    api(`/v1/devices/${enc}/series?from_ms=${from}&to_ms=${to}&resolution_s=60`).then((r) => r.json()),
+    api(`/v1/events?source_id=${enc}&limit=20`).then((r) => r.json()),
+  ]);
+  // One bar per minute of the hour, empty minutes included.
+  const byMinute = new Map((series.buckets || []).map((b) => [b.bucket, b]));
+  const first = Math.floor(from / 60000) + 1;
+  const minutes = Array.from({ length: 60 }, (_, i) => byMinute.get((first + i) * 60));
+  bars($('dd-events'), minutes.map((b) => (b ? b.events : 0)), '#4fb3ff');
+  bars($('dd-score'), minutes.map((b) => (b ? b.score_max : 0)), '#ffb44f');
+  const body = $('dd-events-table');
+  body.replaceChildren(...(events.events || []).map((e) => {
+    const tr = document.createElement('tr');
+    const readings = e.reading_names.map((n, i) => `${n} ${Number(e.reading_values[i]).toFixed(2)}`).join(', ');
+    for (const text of [new Date(e.event_time_ms).toLocaleTimeString(), e.score.toFixed(3), readings]) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      tr.appendChild(td);
+    }
+    if (e.is_anomaly) tr.style.color = '#ff5d5d';
+    return tr;
+  }));
+}
+
+// Redraw at most once per animation frame, however fast events arrive.
+function frame() {
+  if (state.token) {
+    renderDevices();
+    renderOverview();
+  }
+  requestAnimationFrame(frame);
+}
+
+start();
+requestAnimationFrame(frame);

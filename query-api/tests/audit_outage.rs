@@ -1,0 +1,54 @@
+//! The audit trail while ClickHouse is down: requests answered during the
+//! outage (reads refused with 503, credentials refused with 401) are still
+//! recorded, every one of them, once ClickHouse is back; none is lost and
+//! none is written twice. Uses a ClickHouse server of its own. Run through
+//! `./dev test`.
+
+mod support;
+
+use std::time::Duration;
+
+use pulse_common::testkit::{poll_until, ScriptedServer};
+use reqwest::StatusCode;
+use support::{row, start_api_on};
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: run through ./dev test"]
+async fn requests_during_an_outage_are_recorded_once_clickhouse_is_back() {
+    let server = ScriptedServer::clickhouse();
+    tokio::task::block_in_place(|| server.start());
+    let url = format!("http://127.0.0.1:{}", server.port());
+    let api = start_api_on(&url, &[row("acme", "boiler-1", "acme-event-1")], &[]).await;
+    let analyst = support::hs256("acme", "analyst");
+
+    for _ in 0..3 {
+        let (status, body) = api.get("/v1/events/acme-event-1", Some(&analyst)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    tokio::task::block_in_place(|| server.stop());
+    for _ in 0..5 {
+        let (status, body) = api.get("/v1/events/acme-event-1", Some(&analyst)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    }
+    for _ in 0..2 {
+        let (status, _) = api.get("/v1/events", Some("no-such-key")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    tokio::task::block_in_place(|| server.start());
+
+    let statuses = poll_until(
+        "every request in the audit table",
+        Duration::from_secs(60),
+        || async {
+            let rows: Vec<(u16, u64)> = api
+                .clickhouse
+                .query("SELECT status, count() FROM audit GROUP BY status ORDER BY status")
+                .fetch_all()
+                .await
+                .ok()?;
+            (rows.iter().map(|(_, n)| n).sum::<u64>() >= 10).then_some(rows)
+        },
+    )
+    .await;
+    assert_eq!(statuses, [(200, 3), (401, 2), (503, 5)]);
+}
