@@ -35,28 +35,42 @@ until_stored() {
   python3 -c "import sys, time; s, f, r, n = map(float, sys.argv[1:]); t = time.time(); print(t - s, (n - r) / max(t - f, 1e-9))" \
     "$2" "$first_at" "$first_rows" "$EVENTS"
 }
+# CPU seconds (user + system) process $1 has used so far.
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# CPU seconds the broker and ClickHouse have used so far, "kafka clickhouse".
+servers_cpu() { echo "$(cpu_s "$(live_pid kafka)") $(cpu_s "$(live_pid clickhouse)")"; }
+
 log "Pulse processor"
+read -r kafka0 clickhouse0 < <(servers_cpu)
 start=$(date +%s.%N)
 PULSE_CLICKHOUSE_DATABASE="${RUN}_pulse" PULSE_PROCESSOR_GROUP="$RUN-pulse" \
   PULSE_PROCESSOR_LISTEN="127.0.0.1:28082" RUST_LOG=info start_process "$RUN-processor" "$BIN/pulse-processor"
 read -r pulse_s pulse_pace < <(until_stored "${RUN}_pulse" "$start")
 # Where the processor's time went, from its own stage histograms.
 stages=$(curl -sf 127.0.0.1:28082/metrics | grep -E '^pulse_processor_[a-z_]+_seconds_(sum|count)' || true)
+pulse_cpu=$(cpu_s "$(live_pid "$RUN-processor")")
+read -r kafka1 clickhouse1 < <(servers_cpu)
 stop_process "$RUN-processor"
 
 log "Python reference pipeline"
 java -cp "$KAFKA_LIBS/*" -Dlog4j2.configurationFile="$ROOT/stack/kafka/log4j2.properties" \
   org.apache.kafka.tools.TopicCommand --bootstrap-server "$PULSE_KAFKA_BOOTSTRAP" --create \
   --topic "$RUN.reference-results" --partitions 6 --replication-factor 1 >/dev/null
+read -r kafka2 clickhouse2 < <(servers_cpu)
 start=$(date +%s.%N)
+summary="$PULSE_HOME/$RUN-reference.json"
 "$VENV/bin/python" benches/reference/pipeline.py --bootstrap "$PULSE_KAFKA_BOOTSTRAP" \
   --registry "$PULSE_REGISTRY_URL" --topic "$RUN.telemetry" --results-topic "$RUN.reference-results" \
-  --group "$RUN-reference" --database "${RUN}_reference" --events "$EVENTS" >/dev/null &
+  --group "$RUN-reference" --database "${RUN}_reference" --events "$EVENTS" >"$summary" &
 reference=$!
 read -r reference_s reference_pace < <(until_stored "${RUN}_reference" "$start")
+read -r kafka3 clickhouse3 < <(servers_cpu)
 wait "$reference"
+reference_cpu=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["cpu_seconds"])' "$summary")
 
-python3 - "$EVENTS" "$pulse_s" "$reference_s" "$stages" "$pulse_pace" "$reference_pace" <<'PY'
+python3 - "$EVENTS" "$pulse_s" "$reference_s" "$stages" "$pulse_pace" "$reference_pace" \
+  "$pulse_cpu $kafka0 $clickhouse0 $kafka1 $clickhouse1" \
+  "$reference_cpu $kafka2 $clickhouse2 $kafka3 $clickhouse3" <<'PY'
 import sys
 events, pulse, ref = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 pulse_pace, ref_pace = float(sys.argv[5]), float(sys.argv[6])
@@ -72,6 +86,12 @@ if stages:
 print(f"\n{'pipeline':<38} {'seconds':>8} {'events/s':>9} {'x ref':>6} {'rows/s once started':>20} {'x ref':>6}")
 for name, s, pace in [("Python reference (benches/reference)", ref, ref_pace), ("Pulse processor", pulse, pulse_pace)]:
     print(f"{name:<38} {s:8.2f} {events / s:9.0f} {ref / s:6.2f} {pace:20.0f} {pace / ref_pace:6.2f}")
+print(f"\nCPU seconds while each ran: {'pipeline':>9} {'Kafka':>6} {'ClickHouse':>10} {'pipeline x ref':>15}")
+cpu = {}
+for name, arg in [("Python reference", sys.argv[8]), ("Pulse processor", sys.argv[7])]:
+    own, k0, c0, k1, c1 = map(float, arg.split())
+    cpu[name] = own
+    print(f"{name:<27}{own:9.2f} {k1 - k0:6.2f} {c1 - c0:10.2f} {cpu['Python reference'] / max(own, 1e-9):15.2f}")
 print(f"\n{events} events, 1000 devices. seconds: from the pipeline's start until every event is a row in")
 print("ClickHouse (start-up included: connecting, joining the consumer group, migrations, state restore);")
 print("rows/s once started: from the first row stored until the last.")

@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import io
 import json
+import resource
 import sys
 import time
 import urllib.request
@@ -212,7 +213,17 @@ def main():
     started = time.monotonic()
     stored = Pipeline(args).run()
     seconds = time.monotonic() - started
-    print(json.dumps({"events": stored, "seconds": seconds, "events_per_second": stored / seconds}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(
+        json.dumps(
+            {
+                "events": stored,
+                "seconds": seconds,
+                "events_per_second": stored / seconds,
+                "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
