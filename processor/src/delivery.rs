@@ -31,17 +31,54 @@ use crate::metrics;
 /// The highest offset stored in ClickHouse per (topic, partition), as far
 /// as this instance knows; forgotten at every rebalance.
 #[derive(Clone, Default)]
-pub struct Watermarks(Arc<Mutex<HashMap<(String, i32), i64>>>);
+pub struct Watermarks(Arc<Mutex<Known>>);
+
+#[derive(Default)]
+struct Known {
+    /// Counts the times everything was forgotten, so that an insert that
+    /// began before a rebalance does not bring back what it knew then.
+    epoch: u64,
+    offsets: HashMap<(String, i32), i64>,
+}
 
 impl Watermarks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), i64>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn forget_all(&self) {
-        self.lock().clear();
+        let mut known = self.lock();
+        known.epoch += 1;
+        known.offsets.clear();
+    }
+
+    fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    fn get(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.lock()
+            .offsets
+            .get(&(topic.to_string(), partition))
+            .copied()
+    }
+
+    /// Records `marks`, unless everything was forgotten since `epoch`.
+    fn update(&self, epoch: u64, marks: &[Mark<'_>]) {
+        let mut known = self.lock();
+        if known.epoch != epoch {
+            return;
+        }
+        for ((topic, partition), offset) in marks {
+            known
+                .offsets
+                .insert((topic.to_string(), *partition), *offset);
+        }
     }
 }
+
+/// A partition of a batch and the highest offset of it stored.
+type Mark<'a> = ((&'a str, i32), i64);
 
 /// A record that cannot be processed, bound for the dead-letter topic.
 pub struct DeadLetter {
@@ -98,40 +135,48 @@ impl Delivery {
     }
 
     async fn insert_fresh(&self, rows: &[ScoredEvent]) -> anyhow::Result<usize> {
-        let mut known = self.watermarks.lock().clone();
+        let epoch = self.watermarks.epoch();
+        // A batch spans a handful of partitions: a short list, searched
+        // without allocating a key per row.
+        let mut marks: Vec<Mark<'_>> = Vec::new();
         for row in rows {
-            let key = (row.source_topic.clone(), row.source_partition);
-            if let std::collections::hash_map::Entry::Vacant(slot) = known.entry(key) {
-                let stored = self
-                    .stored_watermark(&row.source_topic, row.source_partition)
-                    .await?;
-                slot.insert(stored);
+            let partition = (row.source_topic.as_str(), row.source_partition);
+            if marks.iter().any(|(p, _)| *p == partition) {
+                continue;
             }
+            let stored = match self.watermarks.get(partition.0, partition.1) {
+                Some(offset) => offset,
+                None => self.stored_watermark(partition.0, partition.1).await?,
+            };
+            marks.push((partition, stored));
         }
-        let fresh: Vec<&ScoredEvent> = rows
+        let mark = |r: &ScoredEvent| {
+            marks
+                .iter()
+                .position(|(p, _)| *p == (r.source_topic.as_str(), r.source_partition))
+        };
+        let fresh: Vec<(&ScoredEvent, usize)> = rows
             .iter()
-            .filter(|r| r.source_offset > known[&(r.source_topic.clone(), r.source_partition)])
+            .filter_map(|r| mark(r).map(|i| (r, i)))
+            .filter(|(r, i)| r.source_offset > marks[*i].1)
             .collect();
         if !fresh.is_empty() {
             let started = Instant::now();
             let mut insert = self.clickhouse.insert::<ScoredEvent>(EVENTS_TABLE).await?;
-            for row in &fresh {
+            for (row, _) in &fresh {
                 insert.write(*row).await?;
             }
             insert.end().await?;
             metrics::SINK_SECONDS.observe(started.elapsed().as_secs_f64());
-            for row in &fresh {
-                let w = known
-                    .entry((row.source_topic.clone(), row.source_partition))
-                    .or_insert(-1);
-                *w = (*w).max(row.source_offset);
-            }
+        }
+        for (row, i) in &fresh {
+            marks[*i].1 = marks[*i].1.max(row.source_offset);
         }
         let skipped = rows.len() - fresh.len();
         if skipped > 0 {
             tracing::info!(skipped, "rows of a replayed batch were already stored");
         }
-        *self.watermarks.lock() = known;
+        self.watermarks.update(epoch, &marks);
         Ok(fresh.len())
     }
 
