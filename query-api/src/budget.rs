@@ -1,8 +1,14 @@
 //! What one query may cost ClickHouse: a time limit and a limit on rows
 //! read, enforced by ClickHouse itself (so a runaway query stops there, not
-//! only in the API), and turned into clear answers for the caller.
+//! only in the API), and turned into clear answers for the caller. A read
+//! that ClickHouse does not answer at all (a server that hangs) is given up
+//! by the API a little after the same time limit.
 
+use std::time::Duration;
+
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::Response;
 use clickhouse::Client;
 
@@ -36,6 +42,40 @@ impl BudgetArgs {
         client
             .with_setting("max_execution_time", self.export_timeout_s.to_string())
             .with_setting("timeout_overflow_mode", "throw")
+    }
+}
+
+/// How long after ClickHouse's own time limit the API stops waiting for a
+/// read: enough for ClickHouse to report its limit itself.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// The longest the API waits for a read's answer.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline(pub Duration);
+
+impl BudgetArgs {
+    pub fn deadline(&self) -> Deadline {
+        Deadline(Duration::from_secs(self.query_timeout_s) + GRACE)
+    }
+}
+
+/// Answers 504 for a read not answered by its deadline; dropping the
+/// handler closes its ClickHouse request.
+pub async fn deadline(
+    State(Deadline(limit)): State<Deadline>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(?limit, "ClickHouse did not answer a read in time");
+            error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "query",
+                "storage did not answer within the API's time limit; try again later",
+            )
+        }
     }
 }
 

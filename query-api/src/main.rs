@@ -14,7 +14,7 @@ use pulse_common::ops::{self, Readiness};
 use pulse_common::shutdown::Shutdown;
 use pulse_query_api::audit::{self, AuditLog, AuditState};
 use pulse_query_api::auth::{AuthArgs, Authenticator};
-use pulse_query_api::budget::BudgetArgs;
+use pulse_query_api::budget::{self, BudgetArgs};
 use pulse_query_api::cache::{self, CacheArgs, ResponseCache};
 use pulse_query_api::fanout::{self, Feed};
 use pulse_query_api::limits::{self, LimitArgs, Limiter};
@@ -106,9 +106,14 @@ async fn main() -> anyhow::Result<()> {
         .route("/v1/devices", get(routes::devices))
         .route("/v1/devices/{source_id}/series", get(routes::series))
         .route("/v1/aggregates", get(aggregates::aggregates))
+        .route("/v1/audit", get(admin::audit))
+        // Reads only: streams and exports run as long as they need.
+        .route_layer(middleware::from_fn_with_state(
+            args.budget.deadline(),
+            budget::deadline,
+        ))
         .route("/v1/stream", get(stream::upgrade))
         .route("/v1/export", get(export::export))
-        .route("/v1/audit", get(admin::audit))
         // Inside the rate limits, so answers from the cache count too.
         .route_layer(middleware::from_fn_with_state(
             ResponseCache::new(&args.cache),

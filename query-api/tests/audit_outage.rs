@@ -6,9 +6,7 @@
 
 mod support;
 
-use std::time::Duration;
-
-use pulse_common::testkit::{poll_until, ScriptedServer};
+use pulse_common::testkit::ScriptedServer;
 use reqwest::StatusCode;
 use support::{row, start_api_on};
 
@@ -36,19 +34,6 @@ async fn requests_during_an_outage_are_recorded_once_clickhouse_is_back() {
     }
     tokio::task::block_in_place(|| server.start());
 
-    let statuses = poll_until(
-        "every request in the audit table",
-        Duration::from_secs(60),
-        || async {
-            let rows: Vec<(u16, u64)> = api
-                .clickhouse
-                .query("SELECT status, count() FROM audit GROUP BY status ORDER BY status")
-                .fetch_all()
-                .await
-                .ok()?;
-            (rows.iter().map(|(_, n)| n).sum::<u64>() >= 10).then_some(rows)
-        },
-    )
-    .await;
+    let statuses = api.audit_statuses(10).await;
     assert_eq!(statuses, [(200, 3), (401, 2), (503, 5)]);
 }

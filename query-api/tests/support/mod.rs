@@ -10,7 +10,9 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use pulse_common::clock::now_ms;
 use pulse_common::config::Topics;
 use pulse_common::scored::ScoredEvent;
-use pulse_common::testkit::{clickhouse, free_port, start_registry, unique, Service, Stack};
+use pulse_common::testkit::{
+    clickhouse, free_port, poll_until, start_registry, unique, Service, Stack,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -130,6 +132,24 @@ impl Api {
     /// The API's process id, e.g. to read its peak memory.
     pub fn pid(&self) -> u32 {
         self._service.pid()
+    }
+
+    /// Requests in the audit trail by status, once it holds at least `count`.
+    pub async fn audit_statuses(&self, count: u64) -> Vec<(u16, u64)> {
+        poll_until(
+            "every request in the audit table",
+            std::time::Duration::from_secs(60),
+            || async {
+                let rows: Vec<(u16, u64)> = self
+                    .clickhouse
+                    .query("SELECT status, count() FROM audit GROUP BY status ORDER BY status")
+                    .fetch_all()
+                    .await
+                    .ok()?;
+                (rows.iter().map(|(_, n)| n).sum::<u64>() >= count).then_some(rows)
+            },
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str, credential: Option<&str>) -> (StatusCode, Value) {
