@@ -25,6 +25,9 @@ pub struct BudgetArgs {
     /// Longest one export may run in ClickHouse, in seconds (exports have no row limit).
     #[arg(long, env = "PULSE_EXPORT_TIMEOUT_S", default_value_t = 3600)]
     pub export_timeout_s: u64,
+    /// Longest an export may go without a byte from ClickHouse, in seconds; past it the export ends as failed.
+    #[arg(long, env = "PULSE_EXPORT_IDLE_TIMEOUT_S", default_value_t = 60)]
+    pub export_idle_timeout_s: u64,
 }
 
 impl BudgetArgs {
@@ -35,6 +38,11 @@ impl BudgetArgs {
             .with_setting("timeout_overflow_mode", "throw")
             .with_setting("max_rows_to_read", self.query_max_rows.to_string())
             .with_setting("read_overflow_mode", "throw")
+    }
+
+    /// How long an export may wait for its next bytes from ClickHouse.
+    pub fn export_idle(&self) -> Duration {
+        Duration::from_secs(self.export_idle_timeout_s.max(1))
     }
 
     /// `client` limited as an export is.

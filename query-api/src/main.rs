@@ -75,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
     let store = EventStore::new(
         args.budget.reads(clickhouse.clone()),
         args.budget.exports(clickhouse),
+        args.budget.export_idle(),
     );
     tokio::spawn(become_ready(
         store.clone(),

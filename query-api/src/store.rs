@@ -1,7 +1,12 @@
 //! Reads of scored events from ClickHouse. User input reaches SQL only as
 //! bound values.
 
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::body::Bytes;
 use clickhouse::Client;
+use futures::{Stream, StreamExt};
 use pulse_common::scored::ScoredEvent;
 use pulse_common::sql;
 
@@ -14,11 +19,20 @@ pub struct EventStore {
     client: Client,
     /// For exports, which may run long and read every row of their range.
     exports: Client,
+    /// How long an export may wait for its next bytes.
+    export_idle: Duration,
 }
 
+/// An export's bytes as ClickHouse sends them.
+pub type ExportBytes = Pin<Box<dyn Stream<Item = clickhouse::error::Result<Bytes>> + Send>>;
+
 impl EventStore {
-    pub fn new(client: Client, exports: Client) -> Self {
-        Self { client, exports }
+    pub fn new(client: Client, exports: Client, export_idle: Duration) -> Self {
+        Self {
+            client,
+            exports,
+            export_idle,
+        }
     }
 
     /// Whether the tables the API uses exist and answer; the processor's
@@ -195,7 +209,7 @@ impl EventStore {
         source: Option<&str>,
         (from_ms, to_ms): (i64, i64),
         format: &str,
-    ) -> clickhouse::error::Result<clickhouse::query::BytesCursor> {
+    ) -> clickhouse::error::Result<ExportBytes> {
         let q = match source {
             Some(s) => self
                 .exports
@@ -205,11 +219,35 @@ impl EventStore {
             None => self.exports.query(sql::EXPORT_EVENTS).bind(tenant),
         };
         // 64-bit integers as JSON numbers, not strings (NDJSON and Parquet).
-        q.bind(from_ms)
+        let bytes = q
+            .bind(from_ms)
             .bind(to_ms)
             .with_setting("output_format_json_quote_64bit_integers", "0")
-            .fetch_bytes(format)
+            .fetch_bytes(format)?;
+        Ok(idle_bounded(bytes, self.export_idle))
     }
+}
+
+/// `bytes`, ended with `TimedOut` once `idle` passes without any: a
+/// ClickHouse that stops sending must not hold an export open for ever.
+fn idle_bounded<S>(bytes: S, idle: Duration) -> ExportBytes
+where
+    S: Stream<Item = clickhouse::error::Result<Bytes>> + Send + Unpin + 'static,
+{
+    Box::pin(futures::stream::unfold(
+        Some(bytes),
+        move |bytes| async move {
+            let mut bytes = bytes?;
+            match tokio::time::timeout(idle, bytes.next()).await {
+                Ok(Some(item)) => Some((item, Some(bytes))),
+                Ok(None) => None,
+                Err(_) => {
+                    tracing::warn!(?idle, "ClickHouse stopped sending an export");
+                    Some((Err(clickhouse::error::Error::TimedOut), None))
+                }
+            }
+        },
+    ))
 }
 
 /// Which events a page holds.

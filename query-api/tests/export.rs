@@ -24,35 +24,11 @@ const MAX_RSS_KIB: u64 = 200 * 1024;
 async fn a_large_export_streams_in_bounded_memory() {
     let api = start_api(&[support::row("globex", "boiler-1", "globex-event-1")]).await;
     let end = now_ms() - 1000;
-    // Rows made by ClickHouse itself: event n is n milliseconds before `end`.
-    let padding = "x".repeat(300);
-    api.clickhouse
-        .query(&format!(
-            "INSERT INTO events (tenant_id, source_id, event_id, kind, event_time, event_time_ms, \
-             reading_names, reading_values, properties_json, model_version, processed_ms, \
-             device_seq, feature_names, feature_values) \
-             SELECT 'acme', concat('device-', toString(number % 1000)), \
-                    concat('evt-', toString(number)), 'telemetry', \
-                    toDateTime(intDiv({end} - number, 1000)), {end} - number, \
-                    ['temperature_c', 'humidity_pct', 'vibration_g', 'battery_v'], \
-                    [20.5, 55.25, 0.2, 3.9], '{{\"note\":\"{padding}\"}}', 'pca-ae-2', \
-                    {end} - number + 500, number + 1, \
-                    ['temperature_c.ewma', 'temperature_c.z'], [20.5, 0.25] \
-             FROM system.numbers LIMIT {EVENTS}"
-        ))
-        .execute()
-        .await
-        .expect("rows generated");
+    api.generate_events("acme", EVENTS, end, 300).await;
     let token = support::hs256("acme", "analyst");
     let http = reqwest::Client::new();
 
-    let response = http
-        .get(format!("{}/v1/export?format=csv", api.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .expect("export starts");
-    assert_eq!(response.status(), StatusCode::OK);
+    let response = api.start_export("format=csv", &token).await;
     assert_eq!(
         response.headers()["content-type"],
         "text/csv; charset=utf-8"

@@ -134,6 +134,30 @@ impl Api {
         self._service.pid()
     }
 
+    /// `count` telemetry events of `tenant` made by ClickHouse itself: event
+    /// n is n milliseconds before `end_ms`, and carries `padding` bytes in
+    /// its properties.
+    pub async fn generate_events(&self, tenant: &str, count: u64, end_ms: i64, padding: usize) {
+        let padding = "x".repeat(padding);
+        self.clickhouse
+            .query(&format!(
+                "INSERT INTO events (tenant_id, source_id, event_id, kind, event_time, event_time_ms, \
+                 reading_names, reading_values, properties_json, model_version, processed_ms, \
+                 device_seq, feature_names, feature_values) \
+                 SELECT '{tenant}', concat('device-', toString(number % 1000)), \
+                        concat('evt-', toString(number)), 'telemetry', \
+                        toDateTime(intDiv({end_ms} - number, 1000)), {end_ms} - number, \
+                        ['temperature_c', 'humidity_pct', 'vibration_g', 'battery_v'], \
+                        [20.5, 55.25, 0.2, 3.9], '{{\"note\":\"{padding}\"}}', 'pca-ae-2', \
+                        {end_ms} - number + 500, number + 1, \
+                        ['temperature_c.ewma', 'temperature_c.z'], [20.5, 0.25] \
+                 FROM system.numbers LIMIT {count}"
+            ))
+            .execute()
+            .await
+            .expect("rows generated");
+    }
+
     /// Requests in the audit trail by status, once it holds at least `count`.
     pub async fn audit_statuses(&self, count: u64) -> Vec<(u16, u64)> {
         poll_until(
@@ -150,6 +174,20 @@ impl Api {
             },
         )
         .await
+    }
+
+    /// An export of `query` (e.g. `format=csv`) begun as `token`, its body
+    /// left to the caller to read; asserts that it began with 200.
+    pub async fn start_export(&self, query: &str, token: &str) -> reqwest::Response {
+        let response = self
+            .http
+            .get(format!("{}/v1/export?{query}", self.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("export starts");
+        assert_eq!(response.status(), StatusCode::OK);
+        response
     }
 
     pub async fn get(&self, path: &str, credential: Option<&str>) -> (StatusCode, Value) {
