@@ -355,3 +355,25 @@ fn next_offsets(batch: &[OwnedMessage]) -> Result<TopicPartitionList, KafkaError
     }
     Ok(tpl)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Watermarks;
+
+    #[test]
+    fn an_insert_that_began_before_a_rebalance_does_not_restore_what_was_forgotten() {
+        let known = Watermarks::default();
+        let epoch = known.epoch();
+        known.update(epoch, &[(("pulse.telemetry", 0), 41)]);
+        assert_eq!(known.get("pulse.telemetry", 0), Some(41));
+
+        let before_rebalance = known.epoch();
+        known.forget_all();
+        known.update(before_rebalance, &[(("pulse.telemetry", 0), 99)]);
+        assert_eq!(known.get("pulse.telemetry", 0), None);
+
+        known.update(known.epoch(), &[(("pulse.telemetry", 0), 120)]);
+        assert_eq!(known.get("pulse.telemetry", 0), Some(120));
+        assert_eq!(known.get("pulse.telemetry", 1), None);
+    }
+}

@@ -321,7 +321,45 @@ pub struct Bucket {
 
 #[cfg(test)]
 mod tests {
-    use super::Cursor;
+    use std::time::Duration;
+
+    use axum::body::Bytes;
+    use futures::StreamExt;
+
+    use super::{idle_bounded, Cursor};
+
+    #[tokio::test]
+    async fn an_export_that_stops_receiving_ends_with_one_error() {
+        let first: clickhouse::error::Result<Bytes> = Ok(Bytes::from_static(b"a,b\n"));
+        let stalls = futures::stream::iter([first]).chain(futures::stream::pending());
+        let mut bytes = idle_bounded(stalls, Duration::from_millis(20));
+        assert_eq!(
+            bytes.next().await.map(|b| b.ok()),
+            Some(Some(Bytes::from_static(b"a,b\n")))
+        );
+        assert!(matches!(
+            bytes.next().await,
+            Some(Err(clickhouse::error::Error::TimedOut))
+        ));
+        assert!(bytes.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_export_that_finishes_ends_without_error() {
+        let chunks: Vec<clickhouse::error::Result<Bytes>> = vec![
+            Ok(Bytes::from_static(b"1\n")),
+            Ok(Bytes::from_static(b"2\n")),
+        ];
+        let bytes = idle_bounded(futures::stream::iter(chunks), Duration::from_secs(60));
+        let got: Vec<_> = bytes.map(|b| b.ok()).collect().await;
+        assert_eq!(
+            got,
+            [
+                Some(Bytes::from_static(b"1\n")),
+                Some(Bytes::from_static(b"2\n"))
+            ]
+        );
+    }
 
     #[test]
     fn cursors_round_trip_any_id() {
