@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body, Bytes};
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -22,16 +22,6 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::{Authenticated, RowsReturned};
 use crate::metrics;
-
-/// Routes whose answers may be cached: the reads dashboards repeat.
-const CACHED_ROUTES: &[&str] = &[
-    "/v1/events",
-    "/v1/events/{event_id}",
-    "/v1/anomalies",
-    "/v1/devices",
-    "/v1/devices/{source_id}/series",
-    "/v1/aggregates",
-];
 
 /// Largest body worth keeping; a larger answer is passed through uncached.
 const MAX_BODY: usize = 16 << 20;
@@ -79,10 +69,10 @@ impl ResponseCache {
     }
 }
 
-/// The cache key of a request that may be cached: only GETs of the hot
-/// routes by an authenticated caller.
-fn key_of(request: &Request, route: Option<&str>) -> Option<String> {
-    if request.method() != Method::GET || !route.is_some_and(|r| CACHED_ROUTES.contains(&r)) {
+/// The cache key of a request that may be cached: only GETs by an
+/// authenticated caller.
+fn key_of(request: &Request) -> Option<String> {
+    if request.method() != Method::GET {
         return None;
     }
     let Authenticated(Ok(caller)) = request.extensions().get::<Authenticated>()? else {
@@ -102,14 +92,14 @@ fn etag_of(body: &[u8]) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("\"\""))
 }
 
-/// Answers a cacheable read from the cache, or runs it and keeps its answer.
+/// Answers a cacheable read from the cache, or runs it and keeps its
+/// answer; layered on the routes of the hot reads only.
 pub async fn middleware(
     State(cache): State<ResponseCache>,
-    matched: Option<MatchedPath>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(key) = key_of(&request, matched.as_ref().map(MatchedPath::as_str)) else {
+    let Some(key) = key_of(&request) else {
         return next.run(request).await;
     };
     let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();

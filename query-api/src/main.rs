@@ -107,6 +107,12 @@ async fn main() -> anyhow::Result<()> {
         .route("/v1/devices", get(routes::devices))
         .route("/v1/devices/{source_id}/series", get(routes::series))
         .route("/v1/aggregates", get(aggregates::aggregates))
+        // The hot reads dashboards repeat; inside the rate limits, so
+        // answers from the cache count too.
+        .route_layer(middleware::from_fn_with_state(
+            ResponseCache::new(&args.cache),
+            cache::middleware,
+        ))
         .route("/v1/audit", get(admin::audit))
         // Reads only: streams and exports run as long as they need.
         .route_layer(middleware::from_fn_with_state(
@@ -115,11 +121,6 @@ async fn main() -> anyhow::Result<()> {
         ))
         .route("/v1/stream", get(stream::upgrade))
         .route("/v1/export", get(export::export))
-        // Inside the rate limits, so answers from the cache count too.
-        .route_layer(middleware::from_fn_with_state(
-            ResponseCache::new(&args.cache),
-            cache::middleware,
-        ))
         // Inside the audit layer, so refusals are recorded too.
         .route_layer(middleware::from_fn_with_state(
             Limiter::new(&args.limits)?,

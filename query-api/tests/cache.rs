@@ -108,4 +108,12 @@ async fn repeats_are_served_from_a_per_tenant_cache_until_the_ttl() {
     .await;
     assert_eq!(devices(&fresh.body), ["d1", "d2"]);
     assert_ne!(fresh.etag, first.etag);
+
+    // The audit trail is always read afresh, and an export is never held.
+    let admin = support::hs256("acme", "admin");
+    for path in ["/v1/audit", "/v1/audit", "/v1/export?format=ndjson"] {
+        let a = get(&format!("{}{path}", api.url), &admin, None).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.body);
+        assert_eq!((a.cache.as_str(), a.etag.as_str()), ("", ""), "{path}");
+    }
 }
