@@ -104,8 +104,15 @@ class Pipeline:
                 "enable.auto.commit": False,
             }
         )
+        # The processor's producer settings (its default compression included),
+        # so that both hand the broker the same work.
         self.producer = Producer(
-            {"bootstrap.servers": args.bootstrap, "enable.idempotence": True, "linger.ms": 5}
+            {
+                "bootstrap.servers": args.bootstrap,
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "compression.type": "lz4",
+            }
         )
 
     def schema(self, schema_id):

@@ -30,7 +30,7 @@ pub fn durable_producer_config(kafka: &KafkaClient) -> ClientConfig {
     let mut c = client_config(kafka);
     c.set("enable.idempotence", "true")
         .set("acks", "all")
-        .set("compression.type", "lz4")
+        .set("compression.type", &kafka.compression)
         .set("linger.ms", "5");
     c
 }

@@ -7,13 +7,16 @@
 //! longer matches, and the record is left to the partition's new owner.
 //! Per-partition state loaded under an older generation is restored again.
 //! Rebalance callbacks run inside the consumer's poll, so nothing changes
-//! while a batch is processed between two polls.
+//! while a batch is decoded between two polls; a partition is given up only
+//! once the delivery of the previous batch, which may run meanwhile, ended.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, TopicPartitionList};
+
+use crate::in_flight::InFlight;
 
 /// A topic partition.
 pub type Partition = (String, i32);
@@ -75,6 +78,8 @@ impl Assignment {
 pub struct RebalanceAware {
     pub assignment: Assignment,
     pub on_move: Box<dyn Fn() + Send + Sync>,
+    /// Deliveries under way, finished before partitions are given up.
+    pub in_flight: InFlight,
 }
 
 impl ClientContext for RebalanceAware {}
@@ -83,6 +88,10 @@ impl ConsumerContext for RebalanceAware {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         tracing::info!(?rebalance, "rebalance: giving up partitions");
         if let Rebalance::Revoke(tpl) = rebalance {
+            if !self.in_flight.is_idle() {
+                tracing::info!("rebalance: waiting for the batch being delivered");
+                self.in_flight.wait_idle();
+            }
             self.assignment.revoke(tpl);
         }
         (self.on_move)();

@@ -5,6 +5,8 @@
 pub mod assignment;
 pub mod changelog;
 pub mod delivery;
+pub mod dispatch;
+pub mod in_flight;
 pub mod metrics;
 pub mod migrations;
 pub mod pipeline;

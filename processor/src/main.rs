@@ -12,6 +12,7 @@ use pulse_common::ops;
 use pulse_common::schemas::EventKind;
 use pulse_processor::assignment::{Assignment, RebalanceAware};
 use pulse_processor::delivery::{Delivery, Watermarks, TRANSACTION_TIMEOUT};
+use pulse_processor::in_flight::InFlight;
 use pulse_processor::migrations;
 use pulse_processor::pipeline::Pipeline;
 use pulse_processor::scorer::{Device, Scorer};
@@ -73,8 +74,10 @@ struct Args {
     /// Threads ONNX Runtime may use.
     #[arg(long, env = "PULSE_INFERENCE_THREADS", default_value_t = 1)]
     inference_threads: usize,
-    /// Most events per batch.
-    #[arg(long, env = "PULSE_MAX_BATCH", default_value_t = 5000)]
+    /// Most events per batch: the size batches reach while there is a
+    /// backlog. ClickHouse favours few large inserts (each one makes parts
+    /// that it merges later), and every batch is one Kafka transaction.
+    #[arg(long, env = "PULSE_MAX_BATCH", default_value_t = 20000)]
     max_batch: usize,
     /// Longest wait to fill a batch, in milliseconds.
     #[arg(long, env = "PULSE_MAX_WAIT_MS", default_value_t = 50)]
@@ -159,11 +162,13 @@ async fn main() -> anyhow::Result<()> {
         consumer_cfg.set("group.instance.id", id);
     }
     let assignment = Assignment::default();
+    let in_flight = InFlight::default();
     let forget = watermarks.clone();
     let consumer: StreamConsumer<RebalanceAware> =
         consumer_cfg.create_with_context(RebalanceAware {
             assignment: assignment.clone(),
             on_move: Box::new(move || forget.forget_all()),
+            in_flight: in_flight.clone(),
         })?;
     let event_topics: Vec<String> = EventKind::ALL.iter().map(|k| topics.events(*k)).collect();
     let names: Vec<&str> = event_topics.iter().map(String::as_str).collect();
@@ -172,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
     let pipeline = Pipeline {
         consumer,
         assignment,
+        in_flight,
         restore_config: client_config(&args.kafka.client),
         restore_timeout: Duration::from_secs(args.restore_timeout_s),
         changelogs,
@@ -186,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
                 .build()?,
         ),
         scorer,
-        delivery: Delivery {
+        delivery: Arc::new(Delivery {
             clickhouse,
             producer: transactional_producer(
                 &args.kafka.client,
@@ -199,7 +205,7 @@ async fn main() -> anyhow::Result<()> {
             threshold,
             dead_letter_topic: topics.dead_letter(),
             timeout: Duration::from_secs(30),
-        },
+        }),
         topics,
         max_batch: args.max_batch,
         max_wait: Duration::from_millis(args.max_wait_ms),

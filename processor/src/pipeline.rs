@@ -1,7 +1,9 @@
 //! The processing loop: take a batch of records from Kafka, decode them
 //! through the registry, bring each device's state up to date, score
-//! telemetry, then hand the batch to [`Delivery`], which stores it exactly
-//! once.
+//! telemetry, then hand the batch to [`dispatch`], which stores it exactly
+//! once in a task of its own while the loop goes on with the next batch.
+//! At most one batch is delivered at a time, and the next one is handed
+//! over only once it was, so batches still commit in order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +13,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Message, Offset};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
+use tokio::task::JoinHandle;
 
 use pulse_common::clock::now_ms;
 use pulse_common::config::Topics;
@@ -21,9 +24,9 @@ use pulse_common::shutdown::Shutdown;
 
 use crate::assignment::{Assignment, Partition, RebalanceAware};
 use crate::changelog::{self, encode_key, encode_state};
-use crate::delivery::{
-    DeadLetter, Delivery, DeliveryError, Publish, StateRecord, TRANSACTION_TIMEOUT,
-};
+use crate::delivery::{DeadLetter, Delivery, StateRecord};
+use crate::dispatch::{self, backoff, Delivered, Shipment};
+use crate::in_flight::InFlight;
 use crate::metrics;
 use crate::scorer::{Score, Scorer};
 use crate::state::{FeatureSettings, Features};
@@ -33,6 +36,8 @@ use crate::topics::Changelogs;
 pub struct Pipeline {
     pub consumer: StreamConsumer<RebalanceAware>,
     pub assignment: Assignment,
+    /// The deliveries under way, shared with the consumer's rebalances.
+    pub in_flight: InFlight,
     /// Client settings for reading the state changelog back.
     pub restore_config: ClientConfig,
     pub restore_timeout: Duration,
@@ -40,7 +45,7 @@ pub struct Pipeline {
     pub decoder: AvroDecoder,
     pub scorer: Arc<Scorer>,
     pub features: FeatureSettings,
-    pub delivery: Delivery,
+    pub delivery: Arc<Delivery>,
     pub topics: Topics,
     pub max_batch: usize,
     pub max_wait: Duration,
@@ -62,6 +67,99 @@ struct Outcome {
     duplicates: u64,
 }
 
+/// Where each partition of a batch starts, with the generation it was
+/// received under: where to consume again if the batch did not commit.
+#[derive(Default)]
+struct Starts(HashMap<Partition, (u64, i64)>);
+
+impl Starts {
+    fn of(batch: &Batch) -> Self {
+        let mut starts = Starts::default();
+        for m in &batch.messages {
+            let partition = (m.topic().to_string(), m.partition());
+            if let Some(g) = batch.generations.get(&partition) {
+                starts.note(partition, *g, m.offset());
+            }
+        }
+        starts
+    }
+
+    fn note(&mut self, partition: Partition, generation: u64, offset: i64) {
+        let start = self.0.entry(partition).or_insert((generation, offset));
+        if start.0 == generation {
+            start.1 = start.1.min(offset);
+        }
+    }
+
+    fn merge(mut self, other: Starts) -> Self {
+        for (partition, (generation, offset)) in other.0 {
+            self.note(partition, generation, offset);
+        }
+        self
+    }
+}
+
+/// The batch being delivered, and what the loop keeps of it meanwhile.
+struct Flight {
+    handle: JoinHandle<Delivered>,
+    /// Set once the delivery ended while the loop waited for records.
+    landed: Option<Delivered>,
+    state: BatchState,
+    starts: Starts,
+    records: usize,
+    counts: [(&'static str, u64); 3],
+}
+
+impl Flight {
+    /// Waits for the delivery to end; keeps the result, so that this wait
+    /// can be given up for another and taken up again.
+    async fn land(&mut self) {
+        if self.landed.is_none() {
+            self.landed = Some(Self::joined(&mut self.handle).await);
+        }
+    }
+
+    /// How the delivery ended, once it has.
+    async fn result(&mut self) -> Delivered {
+        match self.landed.take() {
+            Some(delivered) => delivered,
+            None => Self::joined(&mut self.handle).await,
+        }
+    }
+
+    async fn joined(handle: &mut JoinHandle<Delivered>) -> Delivered {
+        match handle.await {
+            Ok(delivered) => delivered,
+            Err(e) => Delivered::Fatal(anyhow::anyhow!("delivery task failed: {e}")),
+        }
+    }
+}
+
+/// What the loop waits for next.
+enum Next {
+    Batch(Batch),
+    /// The batch in flight was delivered (or failed) while no record came.
+    Landed,
+    Shutdown,
+}
+
+/// How a delivery ended, as far as the loop is concerned.
+enum Settled {
+    Done,
+    /// Not committed: consume again from these starts.
+    Again(anyhow::Error, Starts),
+    Stop(anyhow::Result<()>),
+}
+
+/// What the loop does after a delivery ended.
+enum Step {
+    /// Hand the batch just decoded over.
+    Go,
+    /// Drop it and consume again.
+    Again,
+    Stop(anyhow::Result<()>),
+}
+
 impl Pipeline {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let kinds: HashMap<String, EventKind> = EventKind::ALL
@@ -69,63 +167,188 @@ impl Pipeline {
             .map(|k| (self.topics.events(*k), *k))
             .collect();
         let mut store = StateStore::default();
+        let mut flight = None;
+        let result = self
+            .process(&kinds, &mut store, &mut flight, &shutdown)
+            .await;
+        // Drain: the batch in flight ends (committed, or to be consumed
+        // again after the restart) before the consumer is closed.
+        let drained = match flight {
+            Some(f) => match self.settle(f, &mut store).await {
+                Settled::Stop(Err(e)) => Err(e),
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        };
+        tracing::info!("processor drained");
+        result.and(drained)
+    }
+
+    async fn process(
+        &self,
+        kinds: &HashMap<String, EventKind>,
+        store: &mut StateStore,
+        flight: &mut Option<Flight>,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<()> {
         let mut attempt = 0;
-        while let Some(batch) = self.next_batch(&shutdown).await {
+        loop {
+            let batch = match self.next_batch(shutdown, flight).await {
+                Next::Shutdown => return Ok(()),
+                Next::Batch(batch) => batch,
+                Next::Landed => {
+                    let step = self.end_flight(flight, store, None, &mut attempt, shutdown);
+                    if let Step::Stop(result) = step.await {
+                        return result;
+                    }
+                    continue;
+                }
+            };
             store.retain(|p| self.assignment.generation(&p.0, p.1).is_some());
             if batch.messages.is_empty() {
                 continue;
             }
             let mut retries = 0;
             let outcome = loop {
-                match self.decode_and_score(&batch, &kinds, &mut store).await {
+                let earlier = flight.as_ref().map(|f| &f.state);
+                match self.decode_and_score(&batch, kinds, store, earlier).await {
                     Ok(o) => break o,
                     Err(e) => {
                         retries += 1;
                         tracing::warn!(error = %e, attempt = retries, "cannot process batch yet; retrying");
-                        if !backoff(&shutdown, retries).await {
+                        if !backoff(shutdown, retries).await {
                             return Ok(());
                         }
                     }
                 }
             };
-            match self.deliver(&batch, &outcome, &kinds, &shutdown).await {
-                Delivered::Yes => attempt = 0,
-                Delivered::Stopping => return Ok(()),
-                Delivered::Fatal(e) => return Err(e),
-                Delivered::Rewind(e) => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "cannot commit batch; consuming it again");
-                    self.rewind(&batch)?;
-                    if !backoff(&shutdown, attempt).await {
-                        return Ok(());
-                    }
-                    continue;
+            match self
+                .end_flight(flight, store, Some(&batch), &mut attempt, shutdown)
+                .await
+            {
+                Step::Go => {}
+                Step::Again => continue,
+                Step::Stop(result) => return result,
+            }
+            *flight = Some(self.dispatch(batch, outcome, kinds, shutdown)?);
+        }
+    }
+
+    /// Hands a decoded batch to a delivery task.
+    fn dispatch(
+        &self,
+        batch: Batch,
+        outcome: Outcome,
+        kinds: &HashMap<String, EventKind>,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<Flight> {
+        let group = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| anyhow::anyhow!("consumer has no group metadata"))?;
+        let starts = Starts::of(&batch);
+        let records = batch.messages.len();
+        let counts = [
+            ("stored", outcome.rows.len() as u64),
+            ("dead_lettered", outcome.dead.len() as u64),
+            ("duplicate", outcome.duplicates),
+        ];
+        let shipment = Shipment {
+            states: self.state_records(&outcome.state, kinds),
+            rows: outcome.rows,
+            dead: outcome.dead,
+            messages: batch.messages,
+            group,
+        };
+        // Entered here, before the consumer is polled again, so that no
+        // partition of this batch can be given up while it is delivered.
+        let underway = self.in_flight.enter();
+        let handle = dispatch::spawn(self.delivery.clone(), shipment, shutdown.clone(), underway);
+        Ok(Flight {
+            handle,
+            landed: None,
+            state: outcome.state,
+            starts,
+            records,
+            counts,
+        })
+    }
+
+    /// Waits for the delivery in flight to end; its states become the
+    /// committed ones if it committed.
+    async fn settle(&self, mut flight: Flight, store: &mut StateStore) -> Settled {
+        match flight.result().await {
+            Delivered::Yes => {
+                metrics::BATCH_SIZE.observe(flight.records as f64);
+                for (outcome, n) in flight.counts {
+                    metrics::EVENTS.with_label_values(&[outcome]).inc_by(n);
+                }
+                store.apply(flight.state);
+                metrics::STATE_DEVICES.set(store.devices() as i64);
+                Settled::Done
+            }
+            Delivered::Stopping => Settled::Stop(Ok(())),
+            Delivered::Fatal(e) => Settled::Stop(Err(e)),
+            Delivered::Rewind(e) => Settled::Again(e, flight.starts),
+        }
+    }
+
+    /// Ends the delivery in flight, if there is one. `decoded` is the batch
+    /// decoded meanwhile, given up with it if it did not commit.
+    async fn end_flight(
+        &self,
+        flight: &mut Option<Flight>,
+        store: &mut StateStore,
+        decoded: Option<&Batch>,
+        attempt: &mut u32,
+        shutdown: &Shutdown,
+    ) -> Step {
+        let Some(f) = flight.take() else {
+            return Step::Go;
+        };
+        match self.settle(f, store).await {
+            Settled::Done => {
+                *attempt = 0;
+                Step::Go
+            }
+            Settled::Stop(result) => Step::Stop(result),
+            Settled::Again(e, mut starts) => {
+                if let Some(batch) = decoded {
+                    starts = starts.merge(Starts::of(batch));
+                }
+                *attempt += 1;
+                match self.again(e, starts, *attempt, shutdown).await {
+                    Ok(true) => Step::Again,
+                    Ok(false) => Step::Stop(Ok(())),
+                    Err(e) => Step::Stop(Err(e)),
                 }
             }
-            metrics::BATCH_SIZE.observe(batch.messages.len() as f64);
-            for (outcome_label, n) in [
-                ("stored", outcome.rows.len() as u64),
-                ("dead_lettered", outcome.dead.len() as u64),
-                ("duplicate", outcome.duplicates),
-            ] {
-                metrics::EVENTS
-                    .with_label_values(&[outcome_label])
-                    .inc_by(n);
-            }
-            store.apply(outcome.state);
-            metrics::STATE_DEVICES.set(store.devices() as i64);
         }
-        tracing::info!("processor drained");
-        Ok(())
+    }
+
+    /// Consumes again from `starts` after a pause; false when shutdown was
+    /// requested meanwhile.
+    async fn again(
+        &self,
+        e: anyhow::Error,
+        starts: Starts,
+        attempt: u32,
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<bool> {
+        tracing::warn!(error = %e, attempt, "cannot commit batch; consuming it again");
+        self.rewind(starts)?;
+        Ok(backoff(shutdown, attempt).await)
     }
 
     /// The next batch: waits for a first record, then takes what arrives
     /// within `max_wait`, up to `max_batch`; records of partitions revoked
-    /// meanwhile are left out. None once shutdown is requested.
-    async fn next_batch(&self, shutdown: &Shutdown) -> Option<Batch> {
+    /// meanwhile are left out. While waiting for the first record, the end
+    /// of the delivery in flight is reported as soon as it happens.
+    async fn next_batch(&self, shutdown: &Shutdown, flight: &mut Option<Flight>) -> Next {
         let first = loop {
             tokio::select! {
-                _ = shutdown.requested() => return None,
+                _ = shutdown.requested() => return Next::Shutdown,
+                _ = land(flight) => return Next::Landed,
                 m = self.consumer.recv() => match m {
                     Ok(m) => break m.detach(),
                     Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
@@ -133,7 +356,8 @@ impl Pipeline {
             }
         };
         let gathering = Instant::now();
-        let mut received = vec![self.tagged(first)];
+        let mut received = Vec::with_capacity(self.max_batch);
+        received.push(self.tagged(first));
         let deadline = Instant::now() + self.max_wait;
         while received.len() < self.max_batch {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -168,7 +392,7 @@ impl Pipeline {
                 "records of revoked partitions left to their new owner"
             );
         }
-        Some(batch)
+        Next::Batch(batch)
     }
 
     fn tagged(&self, m: OwnedMessage) -> (OwnedMessage, Option<u64>) {
@@ -230,6 +454,7 @@ impl Pipeline {
         batch: &Batch,
         kinds: &HashMap<String, EventKind>,
         store: &mut StateStore,
+        earlier: Option<&BatchState>,
     ) -> anyhow::Result<Outcome> {
         self.restore_state(batch, kinds, store)?;
         let decoding = Instant::now();
@@ -270,7 +495,7 @@ impl Pipeline {
             let partition = (message.topic().to_string(), message.partition());
             match outcome
                 .state
-                .observe(store, &partition, &event, &self.features)
+                .observe(store, earlier, &partition, &event, &self.features)
             {
                 Some(features) => events.push((event, message, features)),
                 None => outcome.duplicates += 1,
@@ -286,6 +511,7 @@ impl Pipeline {
         let mut scores = self.scorer.score(&telemetry)?.into_iter();
         metrics::INFERENCE_SECONDS.observe(started.elapsed().as_secs_f64());
         let processed_ms = now_ms();
+        outcome.rows.reserve_exact(events.len());
         for (event, source, features) in events {
             let score = if event.kind == EventKind::Telemetry {
                 scores.next()
@@ -344,84 +570,13 @@ impl Pipeline {
         }
     }
 
-    /// Stores the rows and publishes results, dead letters, device states and
-    /// offsets in one transaction, committed only once the rows are stored.
-    /// The transaction's records go out while ClickHouse stores the rows;
-    /// if ClickHouse fails, the transaction is aborted, the rows are stored
-    /// with retries, and the batch is published afresh.
-    async fn deliver(
-        &self,
-        batch: &Batch,
-        outcome: &Outcome,
-        kinds: &HashMap<String, EventKind>,
-        shutdown: &Shutdown,
-    ) -> Delivered {
-        let Some(group) = self.consumer.group_metadata() else {
-            return Delivered::Fatal(anyhow::anyhow!("consumer has no group metadata"));
-        };
-        let states = self.state_records(outcome, kinds);
-        let publish = Publish {
-            rows: &outcome.rows,
-            dead: &outcome.dead,
-            states: &states,
-            batch: &batch.messages,
-            group: &group,
-        };
-        let committing = Instant::now();
-        let sending = match self.delivery.begin(&publish) {
-            Ok(s) => s,
-            Err(e) => return Delivered::from(e),
-        };
-        // Bounded well inside the transaction's timeout, so that a slow
-        // ClickHouse cannot leave the broker to abort the transaction.
-        let overlapped = TRANSACTION_TIMEOUT / 3;
-        let published = match self.delivery.store(&outcome.rows, overlapped).await {
-            Ok(_) => self.delivery.commit(&publish, sending),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot store batch; retrying");
-                if let Err(e) = self.delivery.abort(sending) {
-                    return Delivered::from(e);
-                }
-                if !self.store_with_retries(&outcome.rows, shutdown).await {
-                    // Not committed: the batch is processed again after restart.
-                    return Delivered::Stopping;
-                }
-                self.delivery.publish(&publish)
-            }
-        };
-        metrics::COMMIT_SECONDS.observe(committing.elapsed().as_secs_f64());
-        match published {
-            Ok(()) => Delivered::Yes,
-            Err(e) => Delivered::from(e),
-        }
-    }
-
-    /// Stores `rows`, retrying with backoff while ClickHouse is unavailable;
-    /// false if shutdown was requested first.
-    async fn store_with_retries(&self, rows: &[ScoredEvent], shutdown: &Shutdown) -> bool {
-        let mut attempt = 1;
-        loop {
-            if !backoff(shutdown, attempt).await {
-                return false;
-            }
-            match self.delivery.store(rows, STORE_LIMIT).await {
-                Ok(_) => return true,
-                Err(e) => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "cannot store batch; retrying");
-                }
-            }
-        }
-    }
-
     /// The changelog records of the devices a batch changed.
     fn state_records(
         &self,
-        outcome: &Outcome,
+        state: &BatchState,
         kinds: &HashMap<String, EventKind>,
     ) -> Vec<StateRecord> {
-        outcome
-            .state
+        state
             .changed
             .iter()
             .filter_map(|((partition, device), state)| {
@@ -435,26 +590,13 @@ impl Pipeline {
             .collect()
     }
 
-    /// Puts the consumer back to the first record of the batch in each
-    /// partition still owned, so an uncommitted batch is consumed again
-    /// (and, with a rebalance pending, polled so the rebalance can happen).
-    /// A failed seek would skip records, so it stops the processor instead.
-    fn rewind(&self, batch: &Batch) -> anyhow::Result<()> {
-        let mut first: HashMap<&Partition, i64> = HashMap::new();
-        for m in &batch.messages {
-            let Some((p, _)) = batch
-                .generations
-                .get_key_value(&(m.topic().to_string(), m.partition()))
-            else {
-                continue;
-            };
-            let o = first.entry(p).or_insert(m.offset());
-            *o = (*o).min(m.offset());
-        }
-        for (partition, offset) in first {
-            if self.assignment.generation(&partition.0, partition.1)
-                != batch.generations.get(partition).copied()
-            {
+    /// Puts the consumer back to `starts` in each partition still owned
+    /// under the same generation, so that an uncommitted batch is consumed
+    /// again (and, with a rebalance pending, polled so the rebalance can
+    /// happen). A failed seek would skip records, so it stops the processor.
+    fn rewind(&self, starts: Starts) -> anyhow::Result<()> {
+        for (partition, (generation, offset)) in starts.0 {
+            if self.assignment.generation(&partition.0, partition.1) != Some(generation) {
                 continue;
             }
             self.consumer
@@ -470,35 +612,11 @@ impl Pipeline {
     }
 }
 
-enum Delivered {
-    Yes,
-    Stopping,
-    /// The transaction did not commit; consume the batch again.
-    Rewind(anyhow::Error),
-    Fatal(anyhow::Error),
-}
-
-impl From<DeliveryError> for Delivered {
-    fn from(e: DeliveryError) -> Self {
-        match e {
-            DeliveryError::Retry(e) => Delivered::Rewind(e),
-            DeliveryError::Fatal(e) => Delivered::Fatal(e.context("cannot deliver batch")),
-        }
-    }
-}
-
-/// How long one insert may take, outside a transaction, before it is
-/// abandoned and tried again.
-const STORE_LIMIT: Duration = Duration::from_secs(60);
-
-/// Waits before retry `attempt` (0.25 s doubling to 10 s); false when
-/// shutdown was requested meanwhile. The batch stays in memory and nothing
-/// more is consumed, so memory stays bounded however long the outage.
-async fn backoff(shutdown: &Shutdown, attempt: u32) -> bool {
-    let pause = Duration::from_millis(250 << attempt.min(6)).min(Duration::from_secs(10));
-    tokio::select! {
-        _ = tokio::time::sleep(pause) => true,
-        _ = shutdown.requested() => false,
+/// Ends when the delivery in flight has ended; never if there is none.
+async fn land(flight: &mut Option<Flight>) {
+    match flight {
+        Some(f) => f.land().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -513,7 +631,62 @@ fn schema_id(payload: Option<&[u8]>) -> u32 {
 
 #[cfg(test)]
 mod tests {
-    use super::schema_id;
+    use super::{schema_id, Batch, Starts};
+    use rdkafka::message::{OwnedMessage, Timestamp};
+
+    fn batch(records: &[(i32, i64)], generations: &[(i32, u64)]) -> Batch {
+        Batch {
+            messages: records
+                .iter()
+                .map(|(p, o)| {
+                    OwnedMessage::new(
+                        None,
+                        None,
+                        "t".into(),
+                        Timestamp::NotAvailable,
+                        *p,
+                        *o,
+                        None,
+                    )
+                })
+                .collect(),
+            generations: generations
+                .iter()
+                .map(|(p, g)| (("t".to_string(), *p), *g))
+                .collect(),
+        }
+    }
+
+    fn sorted(starts: Starts) -> Vec<(i32, u64, i64)> {
+        let mut v: Vec<_> = starts
+            .0
+            .into_iter()
+            .map(|((_, p), (g, o))| (p, g, o))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_failed_batch_and_the_one_decoded_on_it_are_consumed_again_from_their_first_records() {
+        let failed = batch(&[(0, 10), (0, 11), (1, 7)], &[(0, 1), (1, 1)]);
+        let next = batch(
+            &[(0, 12), (1, 8), (2, 40), (2, 41)],
+            &[(0, 1), (1, 1), (2, 3)],
+        );
+        assert_eq!(sorted(Starts::of(&failed)), vec![(0, 1, 10), (1, 1, 7)]);
+        assert_eq!(
+            sorted(Starts::of(&failed).merge(Starts::of(&next))),
+            vec![(0, 1, 10), (1, 1, 7), (2, 3, 40)]
+        );
+    }
+
+    #[test]
+    fn records_of_a_partition_not_owned_are_not_rewound() {
+        let b = batch(&[(0, 10), (5, 3)], &[(0, 2)]);
+        assert_eq!(sorted(Starts::of(&b)), vec![(0, 2, 10)]);
+        assert!(Starts::of(&batch(&[], &[])).0.is_empty());
+    }
 
     #[test]
     fn schema_id_reads_the_wire_format_header() {

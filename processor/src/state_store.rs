@@ -2,7 +2,9 @@
 //! batch makes to it. A batch works on its own copy of the states it
 //! touches ([`BatchState`]); the copies replace the stored ones only once
 //! the batch's transaction committed, so a batch that is retried or given up
-//! starts again from the committed state.
+//! starts again from the committed state. A batch decoded while the one
+//! before it is still being delivered starts from that batch's copies; it
+//! is given up with it if that delivery fails.
 
 use std::collections::HashMap;
 
@@ -76,10 +78,12 @@ pub struct BatchState {
 
 impl BatchState {
     /// Takes in `event` read from `partition`: its features, or None for a
-    /// retry of a recent event.
+    /// retry of a recent event. `earlier` is the batch before, still being
+    /// delivered, whose states are newer than the store's.
     pub fn observe(
         &mut self,
         store: &StateStore,
+        earlier: Option<&BatchState>,
         partition: &Partition,
         event: &Event,
         settings: &FeatureSettings,
@@ -89,7 +93,10 @@ impl BatchState {
         let state = match self.changed.entry(key) {
             std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
-                let current = store.get(&v.key().0, &v.key().1).cloned();
+                let current = earlier
+                    .and_then(|e| e.changed.get(v.key()))
+                    .or_else(|| store.get(&v.key().0, &v.key().1))
+                    .cloned();
                 v.insert(current.unwrap_or_default())
             }
         };
@@ -119,10 +126,38 @@ mod tests {
 
     /// The sequence number `batch` gives event `id`; None for a retry.
     fn seq(batch: &mut BatchState, store: &StateStore, id: &str) -> Option<u64> {
+        seq_after(batch, store, None, id)
+    }
+
+    /// The same, with `earlier` a batch still being delivered.
+    fn seq_after(
+        batch: &mut BatchState,
+        store: &StateStore,
+        earlier: Option<&BatchState>,
+        id: &str,
+    ) -> Option<u64> {
         let p: Partition = ("t".into(), 0);
         batch
-            .observe(store, &p, &event(id), &FeatureSettings::default())
+            .observe(store, earlier, &p, &event(id), &FeatureSettings::default())
             .map(|f| f.seq)
+    }
+
+    #[test]
+    fn a_batch_starts_from_the_one_still_being_delivered() {
+        let mut store = StateStore::default();
+        store.load(("t".into(), 0), 1, HashMap::new());
+        let mut first = BatchState::default();
+        assert_eq!(seq(&mut first, &store, "a"), Some(1));
+        assert_eq!(seq(&mut first, &store, "b"), Some(2));
+
+        let mut second = BatchState::default();
+        assert_eq!(seq_after(&mut second, &store, Some(&first), "b"), None);
+        assert_eq!(seq_after(&mut second, &store, Some(&first), "c"), Some(3));
+
+        // The first delivery failed: both are given up, the store is as it was.
+        drop((first, second));
+        let mut again = BatchState::default();
+        assert_eq!(seq(&mut again, &store, "a"), Some(1));
     }
 
     #[test]

@@ -1,0 +1,146 @@
+//! Delivering one processed batch, in a task of its own so that the next
+//! batch is decoded and scored meanwhile: its rows stored in ClickHouse and
+//! its results, dead letters, device states and offsets published in one
+//! Kafka transaction, committed only once the rows are stored.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::message::OwnedMessage;
+use tokio::task::JoinHandle;
+
+use pulse_common::scored::ScoredEvent;
+use pulse_common::shutdown::Shutdown;
+
+use crate::delivery::{
+    DeadLetter, Delivery, DeliveryError, Publish, StateRecord, TRANSACTION_TIMEOUT,
+};
+use crate::in_flight::Underway;
+use crate::metrics;
+
+/// What one batch's delivery writes.
+pub struct Shipment {
+    pub rows: Vec<ScoredEvent>,
+    pub dead: Vec<DeadLetter>,
+    pub states: Vec<StateRecord>,
+    /// The batch's records, whose offsets the transaction commits.
+    pub messages: Vec<OwnedMessage>,
+    pub group: ConsumerGroupMetadata,
+}
+
+pub enum Delivered {
+    Yes,
+    Stopping,
+    /// The transaction did not commit; consume the batch again.
+    Rewind(anyhow::Error),
+    Fatal(anyhow::Error),
+}
+
+impl From<DeliveryError> for Delivered {
+    fn from(e: DeliveryError) -> Self {
+        match e {
+            DeliveryError::Retry(e) => Delivered::Rewind(e),
+            DeliveryError::Fatal(e) => Delivered::Fatal(e.context("cannot deliver batch")),
+        }
+    }
+}
+
+/// Starts delivering `shipment`; `underway` is released when it ends.
+pub fn spawn(
+    delivery: Arc<Delivery>,
+    shipment: Shipment,
+    shutdown: Shutdown,
+    underway: Underway,
+) -> JoinHandle<Delivered> {
+    tokio::spawn(async move {
+        let delivered = deliver(delivery, Arc::new(shipment), &shutdown).await;
+        drop(underway);
+        delivered
+    })
+}
+
+impl Shipment {
+    fn publish(&self) -> Publish<'_> {
+        Publish {
+            rows: &self.rows,
+            dead: &self.dead,
+            states: &self.states,
+            batch: &self.messages,
+            group: &self.group,
+        }
+    }
+}
+
+/// The transaction's records are serialized and handed to the Kafka client
+/// on a thread of their own while ClickHouse stores the rows; if ClickHouse
+/// fails, the transaction is aborted, the rows are stored with retries, and
+/// the batch is published afresh.
+async fn deliver(delivery: Arc<Delivery>, s: Arc<Shipment>, shutdown: &Shutdown) -> Delivered {
+    let committing = Instant::now();
+    let sending = match delivery.begin(&s.publish()) {
+        Ok(sending) => sending,
+        Err(e) => return Delivered::from(e),
+    };
+    // Bounded well inside the transaction's timeout, so that a slow
+    // ClickHouse cannot leave the broker to abort the transaction.
+    let overlapped = TRANSACTION_TIMEOUT / 3;
+    let stored = delivery.store(&s.rows, overlapped).await;
+    let publish = s.publish();
+    let published = match stored {
+        Ok(_) => delivery.commit(&publish, sending),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot store batch; retrying");
+            if let Err(e) = delivery.abort(sending) {
+                return Delivered::from(e);
+            }
+            if !store_with_retries(&delivery, &s.rows, shutdown).await {
+                // Not committed: the batch is processed again after restart.
+                return Delivered::Stopping;
+            }
+            delivery.publish(&publish)
+        }
+    };
+    metrics::COMMIT_SECONDS.observe(committing.elapsed().as_secs_f64());
+    match published {
+        Ok(()) => Delivered::Yes,
+        Err(e) => Delivered::from(e),
+    }
+}
+
+/// How long one insert may take, outside a transaction, before it is
+/// abandoned and tried again.
+const STORE_LIMIT: Duration = Duration::from_secs(60);
+
+/// Stores `rows`, retrying with backoff while ClickHouse is unavailable;
+/// false if shutdown was requested first.
+async fn store_with_retries(
+    delivery: &Delivery,
+    rows: &[ScoredEvent],
+    shutdown: &Shutdown,
+) -> bool {
+    let mut attempt = 1;
+    loop {
+        if !backoff(shutdown, attempt).await {
+            return false;
+        }
+        match delivery.store(rows, STORE_LIMIT).await {
+            Ok(_) => return true,
+            Err(e) => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "cannot store batch; retrying");
+            }
+        }
+    }
+}
+
+/// Waits before retry `attempt` (0.25 s doubling to 10 s); false when
+/// shutdown was requested meanwhile. The batch stays in memory and nothing
+/// more is consumed, so memory stays bounded however long the outage.
+pub async fn backoff(shutdown: &Shutdown, attempt: u32) -> bool {
+    let pause = Duration::from_millis(250 << attempt.min(6)).min(Duration::from_secs(10));
+    tokio::select! {
+        _ = tokio::time::sleep(pause) => true,
+        _ = shutdown.requested() => false,
+    }
+}
