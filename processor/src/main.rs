@@ -119,32 +119,40 @@ async fn main() -> anyhow::Result<()> {
 
     let topics = args.kafka.topics();
     let changelogs = topics::Changelogs::new(&args.group)?;
-    topics::ensure(
-        &args.kafka.client,
-        &topics,
-        &changelogs,
-        &topics::Layout {
-            event_partitions: args.event_partitions,
-            result_partitions: args.result_partitions,
-            replication: args.replication,
-        },
-    )
-    .await?;
-
     let clickhouse = pulse_common::clickhouse::client(&args.clickhouse);
-    migrations::apply(
-        &clickhouse,
-        &args.clickhouse.database,
-        args.clickhouse_cluster.as_deref(),
-    )
-    .await?;
-
-    let scorer = Arc::new(Scorer::load(
-        &args.ort_dylib,
-        &args.model,
-        args.device,
-        args.inference_threads,
-    )?);
+    // The start-up steps wait on different servers: taken together, they
+    // cost the slowest of them rather than their sum.
+    let layout = topics::Layout {
+        event_partitions: args.event_partitions,
+        result_partitions: args.result_partitions,
+        replication: args.replication,
+    };
+    let loading = {
+        let (dylib, model) = (args.ort_dylib.clone(), args.model.clone());
+        let (device, threads) = (args.device, args.inference_threads);
+        tokio::task::spawn_blocking(move || Scorer::load(&dylib, &model, device, threads))
+    };
+    let initialising = {
+        let (kafka, group) = (args.kafka.client.clone(), args.group.clone());
+        let instance_id = args.instance_id.clone();
+        tokio::task::spawn_blocking(move || {
+            transactional_producer(&kafka, &group, instance_id.as_deref())
+        })
+    };
+    let (ensured, migrated, loaded, initialised) = tokio::join!(
+        topics::ensure(&args.kafka.client, &topics, &changelogs, &layout),
+        migrations::apply(
+            &clickhouse,
+            &args.clickhouse.database,
+            args.clickhouse_cluster.as_deref(),
+        ),
+        loading,
+        initialising,
+    );
+    ensured?;
+    migrated?;
+    let scorer = Arc::new(loaded??);
+    let producer = initialised??;
 
     let threshold = scorer.threshold;
     let watermarks = Watermarks::default();
@@ -194,11 +202,7 @@ async fn main() -> anyhow::Result<()> {
         scorer,
         delivery: Arc::new(Delivery {
             clickhouse,
-            producer: transactional_producer(
-                &args.kafka.client,
-                &args.group,
-                args.instance_id.as_deref(),
-            )?,
+            producer,
             watermarks,
             results_topic: topics.results(),
             alerts_topic: topics.alerts(),
