@@ -111,6 +111,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (shutdown, readiness) = ops::start_service(&args.log);
+    without_transparent_huge_pages();
     let ops_task = tokio::spawn(ops::serve(
         args.listen,
         ops::router(readiness.clone()),
@@ -227,6 +228,24 @@ async fn main() -> anyhow::Result<()> {
     }
     ops_task.await??;
     Ok(())
+}
+
+/// Every batch allocates and frees tens of megabytes of rows. With
+/// transparent huge pages, memory the allocator takes back from the kernel
+/// comes as 2 MiB pages zeroed whole on first touch, which cost the
+/// processor about a tenth of its CPU time; 4 KiB pages are zeroed as used.
+fn without_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: sets a flag of this process's memory map; no pointer passed.
+        let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+        if rc != 0 {
+            tracing::info!(
+                error = %std::io::Error::last_os_error(),
+                "transparent huge pages stay on"
+            );
+        }
+    }
 }
 
 /// A producer whose transactions carry results, dead letters and offsets.
