@@ -74,11 +74,21 @@ struct Starts(HashMap<Partition, (u64, i64)>);
 
 impl Starts {
     fn of(batch: &Batch) -> Self {
-        let mut starts = Starts::default();
+        // A batch spans a handful of partitions: searched in a short list
+        // rather than allocating a key per record.
+        let mut first: Vec<((&str, i32), i64)> = Vec::new();
         for m in &batch.messages {
-            let partition = (m.topic().to_string(), m.partition());
+            let p = (m.topic(), m.partition());
+            match first.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, offset)) => *offset = (*offset).min(m.offset()),
+                None => first.push((p, m.offset())),
+            }
+        }
+        let mut starts = Starts::default();
+        for ((topic, partition), offset) in first {
+            let partition = (topic.to_string(), partition);
             if let Some(g) = batch.generations.get(&partition) {
-                starts.note(partition, *g, m.offset());
+                starts.note(partition, *g, offset);
             }
         }
         starts
@@ -101,7 +111,7 @@ impl Starts {
 
 /// The batch being delivered, and what the loop keeps of it meanwhile.
 struct Flight {
-    handle: JoinHandle<Delivered>,
+    handle: JoinHandle<(Delivered, Shipment)>,
     /// Set once the delivery ended while the loop waited for records.
     landed: Option<Delivered>,
     state: BatchState,
@@ -127,9 +137,12 @@ impl Flight {
         }
     }
 
-    async fn joined(handle: &mut JoinHandle<Delivered>) -> Delivered {
+    async fn joined(handle: &mut JoinHandle<(Delivered, Shipment)>) -> Delivered {
         match handle.await {
-            Ok(delivered) => delivered,
+            Ok((delivered, shipment)) => {
+                drop(shipment);
+                delivered
+            }
             Err(e) => Delivered::Fatal(anyhow::anyhow!("delivery task failed: {e}")),
         }
     }
@@ -379,7 +392,11 @@ impl Pipeline {
                 stale += 1;
                 continue;
             }
-            if let Some(g) = generation {
+            let known = batch
+                .generations
+                .keys()
+                .any(|(t, p)| t == m.topic() && *p == m.partition());
+            if let (Some(g), false) = (generation, known) {
                 batch
                     .generations
                     .insert((m.topic().to_string(), m.partition()), g);
