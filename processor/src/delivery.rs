@@ -21,6 +21,7 @@ use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use pulse_common::scored::{Alert, ScoredEvent, EVENTS_TABLE};
@@ -255,18 +256,26 @@ impl Delivery {
         let mut deliveries = Vec::with_capacity(out.rows.len() + out.dead.len() + out.states.len());
         // The client copies each record: one key and one payload buffer
         // serve the whole batch.
+        if out.results.len() != out.rows.len() {
+            tracing::error!(
+                rows = out.rows.len(),
+                results = out.results.len(),
+                "results do not match the rows"
+            );
+            return Err(KafkaError::MessageProduction(
+                RDKafkaErrorCode::InvalidMessage,
+            ));
+        }
         let mut key = String::new();
         let mut payload = Vec::new();
-        for r in out.rows {
+        for (r, result) in out.rows.iter().zip(out.results.iter()) {
             key.clear();
             key.push_str(&r.tenant_id);
             key.push('/');
             key.push_str(&r.source_id);
-            payload.clear();
-            serde_json::to_writer(&mut payload, r).map_err(json_error)?;
             let record = FutureRecord::to(&self.results_topic)
                 .key(&key)
-                .payload(&payload);
+                .payload(result);
             deliveries.push(self.producer.send_result(record).map_err(|(e, _)| e)?);
             if let Some(alert) = Alert::for_row(r, self.threshold) {
                 payload.clear();
@@ -345,11 +354,49 @@ impl Delivery {
     }
 }
 
+/// A batch's results in JSON, one after the other in one buffer: serialized
+/// while the batch is decoded, so that its delivery, which the next batch
+/// waits for, only hands them to the Kafka client.
+#[derive(Default)]
+pub struct Results {
+    json: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Results {
+    pub fn of(rows: &[ScoredEvent]) -> serde_json::Result<Self> {
+        let mut results = Results {
+            json: Vec::with_capacity(rows.len() * 1024),
+            ends: Vec::with_capacity(rows.len()),
+        };
+        for row in rows {
+            serde_json::to_writer(&mut results.json, row)?;
+            results.ends.push(results.json.len());
+        }
+        Ok(results)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter())
+            .map(|(start, end)| &self.json[start..*end])
+    }
+}
+
 /// Serializing a result cannot fail (string keys, finite structure); were it
 /// to, the batch is retried rather than published with an empty record.
 fn json_error(e: serde_json::Error) -> KafkaError {
     tracing::error!(error = %e, "cannot serialize a result");
-    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::InvalidMessage)
+    KafkaError::MessageProduction(RDKafkaErrorCode::InvalidMessage)
 }
 
 /// An open transaction whose records the client is sending.
@@ -358,6 +405,8 @@ pub struct Sending(Vec<DeliveryFuture>);
 /// What one batch's transaction publishes.
 pub struct Publish<'a> {
     pub rows: &'a [ScoredEvent],
+    /// The rows as published on the results topic, in the same order.
+    pub results: &'a Results,
     pub dead: &'a [DeadLetter],
     pub states: &'a [StateRecord],
     pub batch: &'a [OwnedMessage],
@@ -380,7 +429,31 @@ fn next_offsets(batch: &[OwnedMessage]) -> Result<TopicPartitionList, KafkaError
 
 #[cfg(test)]
 mod tests {
-    use super::Watermarks;
+    use super::{Results, Watermarks};
+    use pulse_common::scored::ScoredEvent;
+
+    #[test]
+    fn each_row_has_its_own_result() {
+        let rows: Vec<ScoredEvent> = ["a", "bb", "ccc"]
+            .iter()
+            .map(|id| ScoredEvent {
+                event_id: id.to_string(),
+                feature_names: vec!["x.z".into()],
+                feature_values: vec![1.5],
+                ..ScoredEvent::default()
+            })
+            .collect();
+        let results = Results::of(&rows).unwrap();
+        assert_eq!(results.len(), 3);
+        let each: Vec<&[u8]> = results.iter().collect();
+        for (row, json) in rows.iter().zip(&each) {
+            assert_eq!(*json, serde_json::to_vec(row).unwrap().as_slice());
+        }
+        let back: ScoredEvent = serde_json::from_slice(each[1]).unwrap();
+        assert_eq!(back.event_id, "bb");
+        assert!(Results::of(&[]).unwrap().is_empty());
+        assert_eq!(Results::of(&[]).unwrap().iter().count(), 0);
+    }
 
     #[test]
     fn an_insert_that_began_before_a_rebalance_does_not_restore_what_was_forgotten() {

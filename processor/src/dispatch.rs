@@ -14,7 +14,7 @@ use pulse_common::scored::ScoredEvent;
 use pulse_common::shutdown::Shutdown;
 
 use crate::delivery::{
-    DeadLetter, Delivery, DeliveryError, Publish, StateRecord, TRANSACTION_TIMEOUT,
+    DeadLetter, Delivery, DeliveryError, Publish, Results, StateRecord, TRANSACTION_TIMEOUT,
 };
 use crate::in_flight::Underway;
 use crate::metrics;
@@ -22,6 +22,7 @@ use crate::metrics;
 /// What one batch's delivery writes.
 pub struct Shipment {
     pub rows: Vec<ScoredEvent>,
+    pub results: Results,
     pub dead: Vec<DeadLetter>,
     pub states: Vec<StateRecord>,
     /// The batch's records, whose offsets the transaction commits.
@@ -66,6 +67,7 @@ impl Shipment {
     fn publish(&self) -> Publish<'_> {
         Publish {
             rows: &self.rows,
+            results: &self.results,
             dead: &self.dead,
             states: &self.states,
             batch: &self.messages,

@@ -24,7 +24,7 @@ use pulse_common::shutdown::Shutdown;
 
 use crate::assignment::{Assignment, Partition, RebalanceAware};
 use crate::changelog::{self, encode_key, encode_state};
-use crate::delivery::{DeadLetter, Delivery, StateRecord};
+use crate::delivery::{DeadLetter, Delivery, Results, StateRecord};
 use crate::dispatch::{self, backoff, Delivered, Shipment};
 use crate::in_flight::InFlight;
 use crate::metrics;
@@ -62,6 +62,7 @@ struct Batch {
 #[derive(Default)]
 struct Outcome {
     rows: Vec<ScoredEvent>,
+    results: Results,
     dead: Vec<DeadLetter>,
     state: BatchState,
     duplicates: u64,
@@ -269,6 +270,7 @@ impl Pipeline {
         let shipment = Shipment {
             states: self.state_records(&outcome.state, kinds),
             rows: outcome.rows,
+            results: outcome.results,
             dead: outcome.dead,
             messages: batch.messages,
             group,
@@ -539,6 +541,7 @@ impl Pipeline {
                 .rows
                 .push(self.row(event, source, features, score, processed_ms));
         }
+        outcome.results = Results::of(&outcome.rows)?;
         Ok(outcome)
     }
 
