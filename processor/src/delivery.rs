@@ -215,11 +215,22 @@ impl Delivery {
     }
 
     /// Abandons an open transaction: its records are never shown to
-    /// read_committed consumers.
+    /// read_committed consumers. Its records are waited for first (for at
+    /// most `timeout`): an abort that reaches the coordinator before it has
+    /// registered the transaction's partitions is refused with a fatal
+    /// INVALID_TXN_STATE (librdkafka issue 4849), which happened when
+    /// ClickHouse refused an insert at once; an acknowledged record shows
+    /// that its partition was registered.
     pub fn abort(&self, sending: Sending) -> Result<(), DeliveryError> {
-        drop(sending);
-        tokio::task::block_in_place(|| self.abort_transaction())
-            .map_err(|e| DeliveryError::Fatal(e.into()))
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| {
+            let settled = runtime.block_on(tokio::time::timeout(self.timeout, sending.settled()));
+            if settled.is_err() {
+                tracing::warn!(timeout = ?self.timeout, "transaction records not acknowledged; aborting anyway");
+            }
+            self.abort_transaction()
+        })
+        .map_err(|e| DeliveryError::Fatal(e.into()))
     }
 
     /// Aborts the open transaction. An abort that timed out goes on in the
@@ -401,6 +412,15 @@ fn json_error(e: serde_json::Error) -> KafkaError {
 
 /// An open transaction whose records the client is sending.
 pub struct Sending(Vec<DeliveryFuture>);
+
+impl Sending {
+    /// Ends once every record was acknowledged or failed.
+    async fn settled(self) {
+        for delivery in self.0 {
+            let _ = delivery.await;
+        }
+    }
+}
 
 /// What one batch's transaction publishes.
 pub struct Publish<'a> {
