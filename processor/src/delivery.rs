@@ -210,7 +210,7 @@ impl Delivery {
     /// Adds the batch's offsets to its transaction and commits it, once every
     /// record is acknowledged.
     pub fn commit(&self, out: &Publish<'_>, sending: Sending) -> Result<(), DeliveryError> {
-        let result = tokio::task::block_in_place(|| self.finish(out, sending.0));
+        let result = tokio::task::block_in_place(|| self.finish(out, sending));
         result.map_err(|e| self.failed(e))
     }
 
@@ -224,7 +224,11 @@ impl Delivery {
     pub fn abort(&self, sending: Sending) -> Result<(), DeliveryError> {
         let runtime = tokio::runtime::Handle::current();
         tokio::task::block_in_place(|| {
-            let settled = runtime.block_on(tokio::time::timeout(self.timeout, sending.settled()));
+            // Whether they were delivered does not matter: they are aborted.
+            let settled = runtime.block_on(tokio::time::timeout(
+                self.timeout,
+                sending.acknowledged(),
+            ));
             if settled.is_err() {
                 tracing::warn!(timeout = ?self.timeout, "transaction records not acknowledged; aborting anyway");
             }
@@ -265,8 +269,6 @@ impl Delivery {
     fn begin_and_send(&self, out: &Publish<'_>) -> Result<Vec<DeliveryFuture>, KafkaError> {
         self.producer.begin_transaction()?;
         let mut deliveries = Vec::with_capacity(out.rows.len() + out.dead.len() + out.states.len());
-        // The client copies each record: one key and one payload buffer
-        // serve the whole batch.
         if out.results.len() != out.rows.len() {
             tracing::error!(
                 rows = out.rows.len(),
@@ -277,6 +279,8 @@ impl Delivery {
                 RDKafkaErrorCode::InvalidMessage,
             ));
         }
+        // The client copies each record: one key and one payload buffer
+        // serve the whole batch.
         let mut key = String::new();
         let mut payload = Vec::new();
         for (r, result) in out.rows.iter().zip(out.results.iter()) {
@@ -337,7 +341,7 @@ impl Delivery {
         Ok(deliveries)
     }
 
-    fn finish(&self, out: &Publish<'_>, deliveries: Vec<DeliveryFuture>) -> Result<(), KafkaError> {
+    fn finish(&self, out: &Publish<'_>, sending: Sending) -> Result<(), KafkaError> {
         self.producer.send_offsets_to_transaction(
             &next_offsets(out.batch)?,
             out.group,
@@ -347,19 +351,7 @@ impl Delivery {
         // flushes first, and its flush, finding records still in flight,
         // sleeps in steps of 100 ms while another thread serves their
         // acknowledgements, which would cost most batches 100 ms.
-        // One after the other: they are acknowledged in order within a
-        // partition, and a set of 20,000 futures polled together costs more
-        // than waiting on each in turn.
-        futures::executor::block_on(async {
-            for delivery in deliveries {
-                match delivery.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => return Err(e),
-                    Err(_) => return Err(KafkaError::Canceled),
-                }
-            }
-            Ok(())
-        })?;
+        futures::executor::block_on(sending.acknowledged())?;
         self.producer.commit_transaction(self.timeout)?;
         Ok(())
     }
@@ -414,11 +406,23 @@ fn json_error(e: serde_json::Error) -> KafkaError {
 pub struct Sending(Vec<DeliveryFuture>);
 
 impl Sending {
-    /// Ends once every record was acknowledged or failed.
-    async fn settled(self) {
+    /// Ends once every record was acknowledged or failed, with the first
+    /// failure. One after the other: they are acknowledged in order within
+    /// a partition, and a set of 20,000 futures polled together costs more
+    /// than waiting on each in turn.
+    async fn acknowledged(self) -> Result<(), KafkaError> {
+        let mut outcome = Ok(());
         for delivery in self.0 {
-            let _ = delivery.await;
+            let failure = match delivery.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((e, _))) => e,
+                Err(_) => KafkaError::Canceled,
+            };
+            if outcome.is_ok() {
+                outcome = Err(failure);
+            }
         }
+        outcome
     }
 }
 
