@@ -28,6 +28,7 @@ use pulse_common::scored::{Alert, ScoredEvent, EVENTS_TABLE};
 use pulse_common::sql;
 
 use crate::metrics;
+use crate::results::Results;
 
 /// The highest offset stored in ClickHouse per (topic, partition), as far
 /// as this instance knows; forgotten at every rebalance.
@@ -357,44 +358,6 @@ impl Delivery {
     }
 }
 
-/// A batch's results in JSON, one after the other in one buffer: serialized
-/// while the batch is decoded, so that its delivery, which the next batch
-/// waits for, only hands them to the Kafka client.
-#[derive(Default)]
-pub struct Results {
-    json: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl Results {
-    pub fn of(rows: &[ScoredEvent]) -> serde_json::Result<Self> {
-        let mut results = Results {
-            json: Vec::with_capacity(rows.len() * 1024),
-            ends: Vec::with_capacity(rows.len()),
-        };
-        for row in rows {
-            serde_json::to_writer(&mut results.json, row)?;
-            results.ends.push(results.json.len());
-        }
-        Ok(results)
-    }
-
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(self.ends.iter())
-            .map(|(start, end)| &self.json[start..*end])
-    }
-}
-
 /// Serializing a result cannot fail (string keys, finite structure); were it
 /// to, the batch is retried rather than published with an empty record.
 fn json_error(e: serde_json::Error) -> KafkaError {
@@ -453,31 +416,7 @@ fn next_offsets(batch: &[OwnedMessage]) -> Result<TopicPartitionList, KafkaError
 
 #[cfg(test)]
 mod tests {
-    use super::{Results, Watermarks};
-    use pulse_common::scored::ScoredEvent;
-
-    #[test]
-    fn each_row_has_its_own_result() {
-        let rows: Vec<ScoredEvent> = ["a", "bb", "ccc"]
-            .iter()
-            .map(|id| ScoredEvent {
-                event_id: id.to_string(),
-                feature_names: vec!["x.z".into()],
-                feature_values: vec![1.5],
-                ..ScoredEvent::default()
-            })
-            .collect();
-        let results = Results::of(&rows).unwrap();
-        assert_eq!(results.len(), 3);
-        let each: Vec<&[u8]> = results.iter().collect();
-        for (row, json) in rows.iter().zip(&each) {
-            assert_eq!(*json, serde_json::to_vec(row).unwrap().as_slice());
-        }
-        let back: ScoredEvent = serde_json::from_slice(each[1]).unwrap();
-        assert_eq!(back.event_id, "bb");
-        assert!(Results::of(&[]).unwrap().is_empty());
-        assert_eq!(Results::of(&[]).unwrap().iter().count(), 0);
-    }
+    use super::Watermarks;
 
     #[test]
     fn an_insert_that_began_before_a_rebalance_does_not_restore_what_was_forgotten() {

@@ -14,10 +14,11 @@ use pulse_common::scored::ScoredEvent;
 use pulse_common::shutdown::Shutdown;
 
 use crate::delivery::{
-    DeadLetter, Delivery, DeliveryError, Publish, Results, StateRecord, TRANSACTION_TIMEOUT,
+    DeadLetter, Delivery, DeliveryError, Publish, StateRecord, TRANSACTION_TIMEOUT,
 };
 use crate::in_flight::Underway;
 use crate::metrics;
+use crate::results::Results;
 
 /// What one batch's delivery writes.
 pub struct Shipment {

@@ -10,6 +10,7 @@ pub mod in_flight;
 pub mod metrics;
 pub mod migrations;
 pub mod pipeline;
+pub mod results;
 pub mod scorer;
 pub mod state;
 pub mod state_store;

@@ -201,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
                 .build()?,
         ),
         scorer,
+        buffers: Arc::default(),
         delivery: Arc::new(Delivery {
             clickhouse,
             producer,

@@ -24,10 +24,11 @@ use pulse_common::shutdown::Shutdown;
 
 use crate::assignment::{Assignment, Partition, RebalanceAware};
 use crate::changelog::{self, encode_key, encode_state};
-use crate::delivery::{DeadLetter, Delivery, Results, StateRecord};
+use crate::delivery::{DeadLetter, Delivery, StateRecord};
 use crate::dispatch::{self, backoff, Delivered, Shipment};
 use crate::in_flight::InFlight;
 use crate::metrics;
+use crate::results::{Buffers, Results};
 use crate::scorer::{Score, Scorer};
 use crate::state::{FeatureSettings, Features};
 use crate::state_store::{BatchState, StateStore};
@@ -49,6 +50,8 @@ pub struct Pipeline {
     pub topics: Topics,
     pub max_batch: usize,
     pub max_wait: Duration,
+    /// Result buffers handed back by delivered batches.
+    pub buffers: Arc<Buffers>,
 }
 
 /// Records received together, with the generation under which each one's
@@ -119,6 +122,7 @@ struct Flight {
     starts: Starts,
     records: usize,
     counts: [(&'static str, u64); 3],
+    buffers: Arc<Buffers>,
 }
 
 impl Flight {
@@ -126,7 +130,7 @@ impl Flight {
     /// can be given up for another and taken up again.
     async fn land(&mut self) {
         if self.landed.is_none() {
-            self.landed = Some(Self::joined(&mut self.handle).await);
+            self.landed = Some(self.joined().await);
         }
     }
 
@@ -134,14 +138,14 @@ impl Flight {
     async fn result(&mut self) -> Delivered {
         match self.landed.take() {
             Some(delivered) => delivered,
-            None => Self::joined(&mut self.handle).await,
+            None => self.joined().await,
         }
     }
 
-    async fn joined(handle: &mut JoinHandle<(Delivered, Shipment)>) -> Delivered {
-        match handle.await {
+    async fn joined(&mut self) -> Delivered {
+        match (&mut self.handle).await {
             Ok((delivered, shipment)) => {
-                drop(shipment);
+                self.buffers.give(shipment.results.into_buffer());
                 delivered
             }
             Err(e) => Delivered::Fatal(anyhow::anyhow!("delivery task failed: {e}")),
@@ -286,6 +290,7 @@ impl Pipeline {
             starts,
             records,
             counts,
+            buffers: self.buffers.clone(),
         })
     }
 
@@ -541,7 +546,7 @@ impl Pipeline {
                 .rows
                 .push(self.row(event, source, features, score, processed_ms));
         }
-        outcome.results = Results::of(&outcome.rows)?;
+        outcome.results = Results::of(&outcome.rows, self.buffers.take())?;
         Ok(outcome)
     }
 

@@ -9,7 +9,8 @@ use pulse_common::config::KafkaClient;
 use pulse_common::kafka::{client_config, durable_producer_config, ensure_topics, TopicSpec};
 use pulse_common::scored::ScoredEvent;
 use pulse_common::testkit::{unique, Stack};
-use pulse_processor::delivery::{Delivery, Publish, Results, Watermarks, TRANSACTION_TIMEOUT};
+use pulse_processor::delivery::{Delivery, Publish, Watermarks, TRANSACTION_TIMEOUT};
+use pulse_processor::results::Results;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, Producer};
 
@@ -59,7 +60,7 @@ async fn a_transaction_aborted_as_soon_as_its_records_are_sent_aborts_cleanly() 
             ..ScoredEvent::default()
         })
         .collect();
-    let results = Results::of(&rows).unwrap();
+    let results = Results::of(&rows, Vec::new()).unwrap();
     let publish = Publish {
         rows: &rows,
         results: &results,
