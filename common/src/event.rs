@@ -26,52 +26,76 @@ pub struct Event {
 }
 
 impl Event {
-    /// Reads an event of `kind` from a decoded Avro record. Fields a version
-    /// lacks take their empty value, so v1 and v2 records read alike.
-    pub fn from_avro(kind: EventKind, value: &Value) -> Result<Self, FieldError> {
+    /// Reads an event of `kind` from a decoded Avro record, taking its
+    /// strings over rather than copying them. Fields a version lacks take
+    /// their empty value, so v1 and v2 records read alike.
+    pub fn from_avro(kind: EventKind, value: Value) -> Result<Self, FieldError> {
         let Value::Record(fields) = value else {
             return Err(field_error("(event)", "not a record"));
         };
-        let get = |name: &str| {
-            fields
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| unwrap_union(v))
-        };
-        let required = |name: &'static str| get(name).ok_or_else(|| field_error(name, "missing"));
+        let mut f = Fields::default();
+        for (name, v) in fields {
+            let slot = match name.as_str() {
+                "event_id" => &mut f.event_id,
+                "tenant_id" => &mut f.tenant_id,
+                "source_id" => &mut f.source_id,
+                "event_time" => &mut f.event_time,
+                "readings" => &mut f.readings,
+                "firmware_version" => &mut f.firmware_version,
+                "event_type" => &mut f.event_type,
+                "properties" => &mut f.properties,
+                _ => continue,
+            };
+            *slot = Some(unwrap_union(v));
+        }
+        let required =
+            |v: Option<Value>, name: &'static str| v.ok_or_else(|| field_error(name, "missing"));
         Ok(Self {
             kind,
-            event_id: string(required("event_id")?, "event_id")?,
-            tenant_id: string(required("tenant_id")?, "tenant_id")?,
-            source_id: string(required("source_id")?, "source_id")?,
-            event_time_ms: match required("event_time")? {
-                Value::TimestampMillis(ms) | Value::Long(ms) => *ms,
+            event_id: string(required(f.event_id, "event_id")?, "event_id")?,
+            tenant_id: string(required(f.tenant_id, "tenant_id")?, "tenant_id")?,
+            source_id: string(required(f.source_id, "source_id")?, "source_id")?,
+            event_time_ms: match required(f.event_time, "event_time")? {
+                Value::TimestampMillis(ms) | Value::Long(ms) => ms,
                 _ => return Err(field_error("event_time", "not a timestamp-millis")),
             },
-            readings: match get("readings") {
+            readings: match f.readings {
                 Some(v) => map_of(v, "readings", |v| match v {
-                    Value::Double(d) => Some(*d),
+                    Value::Double(d) => Some(d),
                     _ => None,
                 })?,
                 None => BTreeMap::new(),
             },
-            firmware_version: match get("firmware_version") {
+            firmware_version: match f.firmware_version {
                 Some(Value::Null) | None => None,
                 Some(v) => Some(string(v, "firmware_version")?),
             },
-            event_type: match get("event_type") {
+            event_type: match f.event_type {
                 Some(v) => string(v, "event_type")?,
                 None => String::new(),
             },
-            properties: match get("properties") {
+            properties: match f.properties {
                 Some(v) => map_of(v, "properties", |v| match v {
-                    Value::String(s) => Some(s.clone()),
+                    Value::String(s) => Some(s),
                     _ => None,
                 })?,
                 None => BTreeMap::new(),
             },
         })
     }
+}
+
+/// The record's fields an event is read from, unions unwrapped.
+#[derive(Default)]
+struct Fields {
+    event_id: Option<Value>,
+    tenant_id: Option<Value>,
+    source_id: Option<Value>,
+    event_time: Option<Value>,
+    readings: Option<Value>,
+    firmware_version: Option<Value>,
+    event_type: Option<Value>,
+    properties: Option<Value>,
 }
 
 fn field_error(field: &str, reason: &str) -> FieldError {
@@ -81,34 +105,33 @@ fn field_error(field: &str, reason: &str) -> FieldError {
     }
 }
 
-fn unwrap_union(v: &Value) -> &Value {
+fn unwrap_union(v: Value) -> Value {
     match v {
-        Value::Union(_, inner) => inner,
+        Value::Union(_, inner) => *inner,
         other => other,
     }
 }
 
-fn string(v: &Value, field: &str) -> Result<String, FieldError> {
+fn string(v: Value, field: &str) -> Result<String, FieldError> {
     match v {
-        Value::String(s) => Ok(s.clone()),
+        Value::String(s) => Ok(s),
         Value::Uuid(u) => Ok(u.to_string()),
         _ => Err(field_error(field, "not a string")),
     }
 }
 
 fn map_of<T>(
-    v: &Value,
+    v: Value,
     field: &str,
-    item: impl Fn(&Value) -> Option<T>,
+    item: impl Fn(Value) -> Option<T>,
 ) -> Result<BTreeMap<String, T>, FieldError> {
     let Value::Map(m) = v else {
         return Err(field_error(field, "not a map"));
     };
-    m.iter()
-        .map(|(k, v)| {
-            item(v)
-                .map(|t| (k.clone(), t))
-                .ok_or_else(|| field_error(&format!("{field}.{k}"), "wrong value type"))
+    m.into_iter()
+        .map(|(k, v)| match item(v) {
+            Some(t) => Ok((k, t)),
+            None => Err(field_error(&format!("{field}.{k}"), "wrong value type")),
         })
         .collect()
 }
@@ -142,7 +165,7 @@ mod tests {
                 .build()
                 .and_then(|r| r.read_value(&mut bytes.as_slice()))
                 .expect("decodes");
-            let event = Event::from_avro(EventKind::Telemetry, &decoded).expect("reads");
+            let event = Event::from_avro(EventKind::Telemetry, decoded).expect("reads");
             assert_eq!(event.event_id, "6f1c4c1e-1d8c-4a55-9a57-6f3c2f0d2b11");
             assert_eq!(event.tenant_id, "acme");
             assert_eq!(event.event_time_ms, 1_700_000_000_123);

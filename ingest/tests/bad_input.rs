@@ -532,7 +532,7 @@ async fn event_ids_on(stack: &Stack, topic: &str, registry: &str, expected: usiz
                 } else {
                     EventKind::App
                 };
-                ids.push(Event::from_avro(kind, &value).expect("an event").event_id);
+                ids.push(Event::from_avro(kind, value).expect("an event").event_id);
             }
             Ok(Err(e)) => panic!("consumer error: {e}"),
             Err(_) => return ids,

@@ -146,7 +146,7 @@ async fn acknowledged_events_survive_a_broker_restart_exactly_once() {
         match tokio::time::timeout(wait, consumer.recv()).await {
             Ok(Ok(m)) => {
                 let value = decoder.decode(m.payload()).await.expect("decodes").value;
-                let id = Event::from_avro(EventKind::Telemetry, &value)
+                let id = Event::from_avro(EventKind::Telemetry, value)
                     .expect("an event")
                     .event_id;
                 *seen.entry(id).or_default() += 1;

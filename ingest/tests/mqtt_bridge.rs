@@ -126,7 +126,7 @@ async fn mqtt_messages_reach_kafka_or_the_dead_letter_topic_and_are_acknowledged
         .await
         .expect("decodes")
         .value;
-    let event = Event::from_avro(EventKind::Telemetry, &value).expect("an event");
+    let event = Event::from_avro(EventKind::Telemetry, value).expect("an event");
     assert_eq!(
         (
             event.event_id.as_str(),
@@ -146,7 +146,7 @@ async fn mqtt_messages_reach_kafka_or_the_dead_letter_topic_and_are_acknowledged
         .expect("decodes")
         .value;
     assert_eq!(
-        Event::from_avro(EventKind::App, &value)
+        Event::from_avro(EventKind::App, value)
             .expect("an event")
             .event_id,
         app_id

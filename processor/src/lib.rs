@@ -4,6 +4,7 @@
 
 pub mod assignment;
 pub mod changelog;
+pub mod decoder;
 pub mod delivery;
 pub mod dispatch;
 pub mod in_flight;

@@ -11,6 +11,7 @@ use pulse_common::kafka::{client_config, durable_producer_config};
 use pulse_common::ops;
 use pulse_common::schemas::EventKind;
 use pulse_processor::assignment::{Assignment, RebalanceAware};
+use pulse_processor::decoder::Decoder;
 use pulse_processor::delivery::{Delivery, Watermarks, TRANSACTION_TIMEOUT};
 use pulse_processor::in_flight::InFlight;
 use pulse_processor::migrations;
@@ -195,11 +196,11 @@ async fn main() -> anyhow::Result<()> {
             warmup: args.zscore_warmup,
             dedup_window: args.dedup_window,
         },
-        decoder: AvroDecoder::new(
+        decoder: Decoder::new(AvroDecoder::new(
             SrSettings::new_builder(args.registry.registry_url.clone())
                 .no_proxy()
                 .build()?,
-        ),
+        )),
         scorer,
         buffers: Arc::default(),
         delivery: Arc::new(Delivery {

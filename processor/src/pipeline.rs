@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Message, Offset};
-use schema_registry_converter::async_impl::avro::AvroDecoder;
 use tokio::task::JoinHandle;
 
 use pulse_common::clock::now_ms;
@@ -24,6 +23,7 @@ use pulse_common::shutdown::Shutdown;
 
 use crate::assignment::{Assignment, Partition, RebalanceAware};
 use crate::changelog::{self, encode_key, encode_state};
+use crate::decoder::Decoder;
 use crate::delivery::{DeadLetter, Delivery, StateRecord};
 use crate::dispatch::{self, backoff, Delivered, Shipment};
 use crate::in_flight::InFlight;
@@ -43,7 +43,7 @@ pub struct Pipeline {
     pub restore_config: ClientConfig,
     pub restore_timeout: Duration,
     pub changelogs: Changelogs,
-    pub decoder: AvroDecoder,
+    pub decoder: Decoder,
     pub scorer: Arc<Scorer>,
     pub features: FeatureSettings,
     pub delivery: Arc<Delivery>,
@@ -485,6 +485,7 @@ impl Pipeline {
         let mut outcome = Outcome::default();
         let mut events: Vec<(Event, &OwnedMessage, Features)> =
             Vec::with_capacity(batch.messages.len());
+        let mut partition: Partition = (String::new(), -1);
         for message in &batch.messages {
             let Some(kind) = kinds.get(message.topic()).copied() else {
                 outcome.dead.push(DeadLetter {
@@ -506,7 +507,7 @@ impl Pipeline {
                     continue;
                 }
             };
-            let event = match Event::from_avro(kind, &decoded.value) {
+            let event = match Event::from_avro(kind, decoded) {
                 Ok(event) => event,
                 Err(e) => {
                     outcome.dead.push(DeadLetter {
@@ -516,7 +517,11 @@ impl Pipeline {
                     continue;
                 }
             };
-            let partition = (message.topic().to_string(), message.partition());
+            // A batch holds runs of records of one partition: its name is
+            // copied when it changes, not for every record.
+            if partition.1 != message.partition() || partition.0 != message.topic() {
+                partition = (message.topic().to_string(), message.partition());
+            }
             match outcome
                 .state
                 .observe(store, earlier, &partition, &event, &self.features)

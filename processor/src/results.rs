@@ -209,9 +209,9 @@ impl<'a> Object<'a> {
 fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
     // Folded without stopping early, which the compiler turns into a few
     // wide comparisons; these strings are short and almost never escaped.
-    let plain = !s
-        .bytes()
-        .fold(false, |escape, b| escape | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    let plain = !s.bytes().fold(false, |escape, b| {
+        escape | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
     if plain {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());

@@ -150,7 +150,7 @@ async fn event_travels_from_http_to_kafka_clickhouse_http_and_websocket() {
             .await
             .expect("decodes via registry")
             .value;
-        let event = Event::from_avro(EventKind::Telemetry, &value).expect("an event");
+        let event = Event::from_avro(EventKind::Telemetry, value.clone()).expect("an event");
         assert!(
             matches!(&value, Value::Record(f) if f.len() == 6),
             "written with v2"

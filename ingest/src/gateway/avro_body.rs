@@ -44,7 +44,7 @@ pub fn parse_avro(
             datum.len()
         )));
     }
-    let event = Event::from_avro(kind, &value).map_err(|e| EventError {
+    let event = Event::from_avro(kind, value).map_err(|e| EventError {
         field: e.field,
         ..EventError::body(e.reason)
     })?;

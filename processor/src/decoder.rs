@@ -1,0 +1,144 @@
+//! Decoding records in the Confluent wire format (magic byte, 4-byte schema
+//! id, Avro binary) with one reader per schema id, built once.
+//!
+//! The registry client fetches and caches the writer schemas, but its own
+//! decode resolves the schema's names again and builds a new reader for
+//! every record: a fifth of the time spent decoding. Here that happens once
+//! per schema id.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
+use apache_avro::Schema;
+use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::schema_registry_common::{
+    get_bytes_result, invalid_bytes_error, BytesResult,
+};
+
+type Reader = Arc<GenericDatumReader<'static>>;
+
+pub struct Decoder {
+    registry: AvroDecoder,
+    readers: Mutex<HashMap<u32, Reader>>,
+}
+
+/// Why a record could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DecodeError {
+    /// The registry could not be reached: the record is fine, try again
+    /// later. Otherwise the record itself is bad.
+    pub retriable: bool,
+    message: String,
+}
+
+impl DecodeError {
+    fn bad(message: String) -> Self {
+        DecodeError {
+            retriable: false,
+            message,
+        }
+    }
+}
+
+impl Decoder {
+    pub fn new(registry: AvroDecoder) -> Self {
+        Decoder {
+            registry,
+            readers: Mutex::default(),
+        }
+    }
+
+    pub async fn decode(&self, payload: Option<&[u8]>) -> Result<Value, DecodeError> {
+        let (id, datum) = match get_bytes_result(payload) {
+            BytesResult::Valid(id, datum) => (id, datum),
+            BytesResult::Null => return Err(DecodeError::bad("no payload".into())),
+            BytesResult::Invalid(bytes) => {
+                return Err(DecodeError::bad(invalid_bytes_error(bytes)))
+            }
+        };
+        let cached = self.lock().get(&id).cloned();
+        let reader = match cached {
+            Some(reader) => reader,
+            None => self.load(id).await?,
+        };
+        reader
+            .read_value(&mut &datum[..])
+            .map_err(|e| DecodeError::bad(format!("not a record of schema {id}: {e}")))
+    }
+
+    async fn load(&self, id: u32) -> Result<Reader, DecodeError> {
+        let schema = self
+            .registry
+            .get_schema(id)
+            .await
+            .map_err(|e| DecodeError {
+                retriable: e.retriable,
+                message: e.to_string(),
+            })?;
+        // Readers borrow their schema. One copy per schema id lives as long
+        // as the process: a registry's ids are few and never change meaning.
+        let schema: &'static Schema = Box::leak(Box::new(schema.parsed.clone()));
+        let reader = GenericDatumReader::builder(schema)
+            .build()
+            .map_err(|e| DecodeError::bad(format!("schema {id} cannot be read: {e}")))?;
+        let reader = Arc::new(reader);
+        self.lock().insert(id, reader.clone());
+        Ok(reader)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Reader>> {
+        // The map is only ever inserted into: a panic cannot leave it half changed.
+        self.readers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schema_registry_converter::async_impl::schema_registry::SrSettings;
+
+    /// A decoder whose registry cannot be reached (nothing listens on port 9).
+    fn offline() -> Decoder {
+        let settings = SrSettings::new_builder("http://127.0.0.1:9".to_string())
+            .no_proxy()
+            .build();
+        match settings {
+            Ok(s) => Decoder::new(AvroDecoder::new(s)),
+            Err(e) => panic!("registry settings: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_outside_the_wire_format_is_bad_for_good() {
+        let decoder = offline();
+        for payload in [
+            None,
+            Some(&b""[..]),
+            Some(&[0u8, 0, 0][..]),
+            Some(&[7u8, 0, 0, 0, 1, 2][..]),
+        ] {
+            match decoder.decode(payload).await {
+                Err(e) => assert!(!e.retriable, "{payload:?}: {e}"),
+                Ok(v) => panic!("{payload:?} decoded as {v:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_registry_is_worth_retrying() {
+        let decoder = offline();
+        match decoder.decode(Some(&[0u8, 0, 0, 0, 1, 2, 4][..])).await {
+            Err(e) => assert!(e.retriable, "{e}"),
+            Ok(v) => panic!("decoded as {v:?} without a registry"),
+        }
+        assert!(
+            decoder.lock().is_empty(),
+            "no reader kept for a schema never fetched"
+        );
+    }
+}
