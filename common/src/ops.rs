@@ -106,10 +106,26 @@ pub async fn serve(
     app: Router,
     shutdown: crate::shutdown::Shutdown,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr)
+    serve_on(bind(addr).await?, app, shutdown).await
+}
+
+/// Takes `addr`, for a service that must fail at start, not later, when its
+/// port is taken.
+pub async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-    tracing::info!(%addr, "listening");
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+/// [`serve`] on a listener already bound.
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: crate::shutdown::Shutdown,
+) -> anyhow::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "listening");
+    }
     let app = app.layer(middleware::from_fn(track));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.requested().await })

@@ -113,8 +113,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (shutdown, readiness) = ops::start_service(&args.log);
     without_transparent_huge_pages();
-    let ops_task = tokio::spawn(ops::serve(
-        args.listen,
+    // Bound before anything else: a processor whose port is taken stops
+    // at once rather than run without metrics or health checks.
+    let listener = ops::bind(args.listen).await?;
+    let ops_task = tokio::spawn(ops::serve_on(
+        listener,
         ops::router(readiness.clone()),
         shutdown.clone(),
     ));
