@@ -78,7 +78,7 @@ struct Args {
     /// Most events per batch: the size batches reach while there is a
     /// backlog. ClickHouse favours few large inserts (each one makes parts
     /// that it merges later), and every batch is one Kafka transaction.
-    #[arg(long, env = "PULSE_MAX_BATCH", default_value_t = 20000)]
+    #[arg(long, env = "PULSE_MAX_BATCH", default_value_t = 50000)]
     max_batch: usize,
     /// Longest wait to fill a batch, in milliseconds.
     #[arg(long, env = "PULSE_MAX_WAIT_MS", default_value_t = 50)]
@@ -140,8 +140,9 @@ async fn main() -> anyhow::Result<()> {
     let initialising = {
         let (kafka, group) = (args.kafka.client.clone(), args.group.clone());
         let instance_id = args.instance_id.clone();
+        let max_batch = args.max_batch;
         tokio::task::spawn_blocking(move || {
-            transactional_producer(&kafka, &group, instance_id.as_deref())
+            transactional_producer(&kafka, &group, instance_id.as_deref(), max_batch)
         })
     };
     let (ensured, migrated, loaded, initialised) = tokio::join!(
@@ -263,19 +264,36 @@ fn transactional_producer(
     kafka: &pulse_common::config::KafkaClient,
     group: &str,
     instance_id: Option<&str>,
+    max_batch: usize,
 ) -> anyhow::Result<FutureProducer> {
     let id = match instance_id {
         Some(i) => format!("{group}-{i}"),
         None => format!("{group}-{}-{}", std::process::id(), now_nanos()),
     };
     let mut cfg = durable_producer_config(kafka);
-    cfg.set("transactional.id", id).set(
-        "transaction.timeout.ms",
-        TRANSACTION_TIMEOUT.as_millis().to_string(),
-    );
+    cfg.set("transactional.id", id)
+        .set(
+            "transaction.timeout.ms",
+            TRANSACTION_TIMEOUT.as_millis().to_string(),
+        )
+        .set(
+            "queue.buffering.max.messages",
+            queued_records(max_batch).to_string(),
+        );
     let producer: FutureProducer = cfg.create()?;
     producer.init_transactions(Duration::from_secs(30))?;
     Ok(producer)
+}
+
+/// Room in the producer's queue for every record of one batch's
+/// transaction, which are all handed over before any is awaited: a result,
+/// an alert and a device state per event at most (a dead letter replaces
+/// all three). The client's default, 100,000, is kept as the least, and
+/// its own limit as the most.
+fn queued_records(max_batch: usize) -> usize {
+    max_batch
+        .saturating_mul(3)
+        .clamp(100_000, i32::MAX as usize)
 }
 
 fn now_nanos() -> u128 {
@@ -283,4 +301,16 @@ fn now_nanos() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::queued_records;
+
+    #[test]
+    fn the_producer_queue_holds_a_whole_batch() {
+        assert_eq!(queued_records(200), 100_000);
+        assert_eq!(queued_records(50_000), 150_000);
+        assert_eq!(queued_records(usize::MAX), i32::MAX as usize);
+    }
 }
