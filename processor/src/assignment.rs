@@ -27,7 +27,9 @@ pub struct Assignment(Arc<Mutex<Owned>>);
 #[derive(Default)]
 struct Owned {
     next_generation: u64,
-    partitions: HashMap<Partition, u64>,
+    /// By topic, then partition: looked up twice for every record, with the
+    /// topic name borrowed from the record.
+    partitions: HashMap<String, HashMap<i32, u64>>,
 }
 
 impl Assignment {
@@ -37,10 +39,7 @@ impl Assignment {
 
     /// The generation under which `partition` is owned, if it is.
     pub fn generation(&self, topic: &str, partition: i32) -> Option<u64> {
-        self.lock()
-            .partitions
-            .get(&(topic.to_string(), partition))
-            .copied()
+        self.lock().partitions.get(topic)?.get(&partition).copied()
     }
 
     /// Every partition owned now, with its generation.
@@ -48,7 +47,9 @@ impl Assignment {
         self.lock()
             .partitions
             .iter()
-            .map(|(p, g)| (p.clone(), *g))
+            .flat_map(|(topic, partitions)| {
+                partitions.iter().map(|(p, g)| ((topic.clone(), *p), *g))
+            })
             .collect()
     }
 
@@ -59,17 +60,22 @@ impl Assignment {
             let generation = owned.next_generation;
             owned
                 .partitions
-                .insert((e.topic().to_string(), e.partition()), generation);
+                .entry(e.topic().to_string())
+                .or_default()
+                .insert(e.partition(), generation);
         }
     }
 
     fn revoke(&self, tpl: &TopicPartitionList) {
         let mut owned = self.lock();
         for e in tpl.elements() {
-            owned
-                .partitions
-                .remove(&(e.topic().to_string(), e.partition()));
+            if let Some(partitions) = owned.partitions.get_mut(e.topic()) {
+                partitions.remove(&e.partition());
+            }
         }
+        owned
+            .partitions
+            .retain(|_, partitions| !partitions.is_empty());
     }
 }
 
@@ -128,6 +134,18 @@ mod tests {
         assert_eq!(a.generation("t", 0), None);
         assert!(a.generation("t", 1).is_some());
         a.assign(&tpl(&[0]));
-        assert!(a.generation("t", 0).unwrap() > first);
+        let second = a.generation("t", 0).unwrap();
+        assert!(second > first);
+        let mut owned = a.owned();
+        owned.sort();
+        let one = a.generation("t", 1).unwrap();
+        assert_eq!(
+            owned,
+            vec![(("t".to_string(), 0), second), (("t".to_string(), 1), one)]
+        );
+        a.revoke(&tpl(&[0, 1]));
+        assert!(a.owned().is_empty());
+        assert_eq!(a.generation("t", 1), None);
+        assert_eq!(a.generation("u", 0), None);
     }
 }

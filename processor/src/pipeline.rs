@@ -378,13 +378,17 @@ impl Pipeline {
         let gathering = Instant::now();
         let mut received = Vec::with_capacity(self.max_batch);
         received.push(self.tagged(first));
-        let deadline = Instant::now() + self.max_wait;
+        // One timer for the whole batch, not one per record.
+        let deadline = tokio::time::sleep(self.max_wait);
+        tokio::pin!(deadline);
         while received.len() < self.max_batch {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.consumer.recv()).await {
-                Ok(Ok(m)) => received.push(self.tagged(m.detach())),
-                Ok(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
-                Err(_) => break,
+            tokio::select! {
+                biased;
+                m = self.consumer.recv() => match m {
+                    Ok(m) => received.push(self.tagged(m.detach())),
+                    Err(e) => tracing::warn!(error = %e, "Kafka consumer error"),
+                },
+                _ = &mut deadline => break,
             }
         }
         metrics::GATHER_SECONDS.observe(gathering.elapsed().as_secs_f64());
