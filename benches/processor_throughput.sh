@@ -49,6 +49,8 @@ read -r pulse_s pulse_pace < <(until_stored "${RUN}_pulse" "$start")
 # Where the processor's time went, from its own stage histograms.
 stages=$(curl -sf 127.0.0.1:28082/metrics | grep -E '^pulse_processor_[a-z_]+_seconds_(sum|count)' || true)
 pulse_cpu=$(cpu_s "$(live_pid "$RUN-processor")")
+# Its peak resident memory (KiB): the backlog keeps batches at their maximum.
+pulse_rss=$(awk '/^VmHWM/ { print $2 }' "/proc/$(live_pid "$RUN-processor")/status" 2>/dev/null || echo 0)
 read -r kafka1 clickhouse1 < <(servers_cpu)
 stop_process "$RUN-processor"
 
@@ -70,7 +72,7 @@ reference_cpu=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))
 
 python3 - "$EVENTS" "$pulse_s" "$reference_s" "$stages" "$pulse_pace" "$reference_pace" \
   "$pulse_cpu $kafka0 $clickhouse0 $kafka1 $clickhouse1" \
-  "$reference_cpu $kafka2 $clickhouse2 $kafka3 $clickhouse3" <<'PY'
+  "$reference_cpu $kafka2 $clickhouse2 $kafka3 $clickhouse3" "${pulse_rss:-0}" <<'PY'
 import sys
 events, pulse, ref = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 pulse_pace, ref_pace = float(sys.argv[5]), float(sys.argv[6])
@@ -92,6 +94,7 @@ for name, arg in [("Python reference", sys.argv[8]), ("Pulse processor", sys.arg
     own, k0, c0, k1, c1 = map(float, arg.split())
     cpu[name] = own
     print(f"{name:<27}{own:9.2f} {k1 - k0:6.2f} {c1 - c0:10.2f} {cpu['Python reference'] / max(own, 1e-9):15.2f}")
+print(f"\nPulse processor peak RSS: {int(sys.argv[9]) / 1024:.0f} MiB")
 print(f"\n{events} events, 1000 devices. seconds: from the pipeline's start until every event is a row in")
 print("ClickHouse (start-up included: connecting, joining the consumer group, migrations, state restore);")
 print("rows/s once started: from the first row stored until the last.")

@@ -10,6 +10,7 @@ pub mod dispatch;
 pub mod in_flight;
 pub mod metrics;
 pub mod migrations;
+pub mod model_input;
 pub mod pipeline;
 pub mod results;
 pub mod scorer;

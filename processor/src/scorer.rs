@@ -10,6 +10,7 @@ use ort::session::Session;
 use ort::value::Tensor;
 use pulse_common::event::Event;
 
+use crate::model_input::Columns;
 use crate::state::Features;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -25,7 +26,7 @@ pub enum Device {
 
 pub struct Scorer {
     session: Mutex<Session>,
-    features: Vec<String>,
+    columns: Columns,
     pub threshold: f32,
     pub model_version: String,
 }
@@ -85,24 +86,10 @@ impl Scorer {
         tracing::info!(?features, threshold, %model_version, ?device, "model loaded");
         Ok(Self {
             session: Mutex::new(session),
-            features,
+            columns: Columns::new(&features),
             threshold,
             model_version,
         })
-    }
-
-    /// The model's input row for an event: each feature the model names,
-    /// from the event's readings or its device-history features, NaN where
-    /// neither has it.
-    fn row(&self, event: &Event, history: &Features, out: &mut Vec<f32>) {
-        out.extend(self.features.iter().map(|f| {
-            event
-                .readings
-                .get(f)
-                .copied()
-                .or_else(|| history.get(f))
-                .map_or(f32::NAN, |v| v as f32)
-        }));
     }
 
     /// Scores a batch of telemetry events, each with its device-history
@@ -111,11 +98,11 @@ impl Scorer {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut data = Vec::with_capacity(events.len() * self.features.len());
+        let mut data = Vec::with_capacity(events.len() * self.columns.len());
         for (e, history) in events {
-            self.row(e, history, &mut data);
+            self.columns.fill(e, history, &mut data);
         }
-        let input = Tensor::from_array(([events.len(), self.features.len()], data))?;
+        let input = Tensor::from_array(([events.len(), self.columns.len()], data))?;
         let mut session = self
             .session
             .lock()
