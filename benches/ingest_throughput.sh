@@ -16,7 +16,7 @@ export PULSE_MQTT_TOPIC_ROOT="$RUN" PULSE_MQTT_CLIENT_ID="$RUN-bridge" \
 start_bench_registry
 start_process "$RUN-ingest" "$BIN/pulse-ingest"
 wait_until 60 curl -sf "$PULSE_INGEST_URL/readyz" || die "ingest not ready"
-trap 'stop_process "$RUN-ingest"; stop_process "$RUN-registry"' EXIT
+trap 'stop_process "$RUN-ingest"; stop_process "$RUN-registry"; drop_bench_data' EXIT
 
 sim() { "$BIN/pulse-simulate" --rate 0 --count "$EVENTS" --devices 1000 "$@" 2>/dev/null | tail -n 1; }
 

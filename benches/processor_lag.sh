@@ -15,7 +15,7 @@ export PULSE_CLICKHOUSE_DATABASE="${RUN}" PULSE_PROCESSOR_GROUP="$RUN-processor"
   PULSE_PROCESSOR_LISTEN="127.0.0.1:28082"
 start_bench_registry
 start_process "$RUN-processor" "$BIN/pulse-processor"
-trap 'stop_process "$RUN-processor"; stop_process "$RUN-registry"' EXIT
+trap 'stop_process "$RUN-processor"; stop_process "$RUN-registry"; drop_bench_data' EXIT
 wait_until 60 curl -sf "127.0.0.1:28082/readyz" || die "processor not ready"
 
 "$VENV/bin/python" benches/lag_probe.py --bootstrap "$PULSE_KAFKA_BOOTSTRAP" --results-topic "$RUN.results" \

@@ -14,7 +14,7 @@ EVENTS=${1:-200000}
 bench_setup pbench
 "$VENV/bin/pip" install -q --disable-pip-version-check -r benches/reference/requirements.txt
 start_bench_registry
-trap 'stop_process "$RUN-processor" || true; stop_process "$RUN-registry"' EXIT
+trap 'stop_process "$RUN-processor" || true; stop_process "$RUN-registry"; drop_bench_data' EXIT
 
 log "producing $EVENTS events"
 "$BIN/pulse-simulate" --transport kafka --rate 0 --count "$EVENTS" --devices 1000 --batch 1000 \

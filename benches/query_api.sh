@@ -45,7 +45,7 @@ export PULSE_CLICKHOUSE_DATABASE="$DB" PULSE_JWT_HS256_SECRET_FILE="$SECRET" \
   PULSE_QUERY_RATE_LIMIT=1000000 PULSE_QUERY_RATE_BURST=1000000
 PULSE_QUERY_LISTEN=127.0.0.1:28090 start_process "$RUN-api" "$BIN/pulse-query-api"
 PULSE_QUERY_LISTEN=127.0.0.1:28091 PULSE_QUERY_CACHE_TTL_MS=0 start_process "$RUN-api-nocache" "$BIN/pulse-query-api"
-trap 'stop_process "$RUN-api"; stop_process "$RUN-api-nocache"' EXIT
+trap 'stop_process "$RUN-api"; stop_process "$RUN-api-nocache"; drop_bench_data' EXIT
 for port in 28090 28091; do
   wait_until 60 curl -sf "127.0.0.1:$port/readyz" || die "query API on $port not ready"
 done
