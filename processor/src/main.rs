@@ -77,7 +77,9 @@ struct Args {
     inference_threads: usize,
     /// Most events per batch: the size batches reach while there is a
     /// backlog. ClickHouse favours few large inserts (each one makes parts
-    /// that it merges later), and every batch is one Kafka transaction.
+    /// that it merges later), and every batch is one Kafka transaction; a
+    /// lower maximum shortens the latency tail after a stall and holds less
+    /// memory (two batches at most), a higher one clears a backlog faster.
     #[arg(long, env = "PULSE_MAX_BATCH", default_value_t = 50000)]
     max_batch: usize,
     /// Longest wait to fill a batch, in milliseconds.
