@@ -451,3 +451,40 @@ pub async fn device_sequences(client: &clickhouse::Client) -> Option<(u64, u64)>
         .await
         .ok()
 }
+
+/// Every record of `topic`, waiting up to 30 s for `n`, then 2 s for extras.
+pub async fn records(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let mut cfg = crate::kafka::client_config(&crate::config::KafkaClient::plaintext(bootstrap));
+    cfg.set("group.id", unique("test-reader"))
+        .set("auto.offset.reset", "earliest");
+    let consumer: StreamConsumer = cfg.create().expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    loop {
+        let wait = if out.len() < n {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_secs(2)
+        };
+        match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(Ok(m)) => out.push(m.detach()),
+            Ok(Err(e)) => panic!("consumer error: {e}"),
+            Err(_) => return out,
+        }
+    }
+}
+
+/// The value of header `key` of `m`, as text.
+pub fn header<'a>(m: &'a rdkafka::message::OwnedMessage, key: &str) -> Option<&'a str> {
+    use rdkafka::message::{Headers, Message};
+    m.headers()?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}

@@ -5,17 +5,14 @@
 //! Run through `./dev test`.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use pulse_common::clock::now_ms;
-use pulse_common::config::{KafkaClient, Topics};
+use pulse_common::config::Topics;
 use pulse_common::event::Event;
-use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
-use pulse_common::testkit::{start_ingest, start_registry, unique, Stack};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use pulse_common::testkit::{records, start_ingest, start_registry, unique, Stack};
 use rdkafka::Message;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
@@ -511,33 +508,18 @@ async fn post(
 }
 
 async fn event_ids_on(stack: &Stack, topic: &str, registry: &str, expected: usize) -> Vec<String> {
-    let mut cfg = client_config(&KafkaClient::plaintext(&stack.kafka_bootstrap));
-    cfg.set("group.id", unique("bad-input-reader"))
-        .set("auto.offset.reset", "earliest");
-    let consumer: StreamConsumer = cfg.create().expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
     let decoder = AvroDecoder::new(SrSettings::new(registry.to_string()));
+    let kind = if topic.ends_with("telemetry") {
+        EventKind::Telemetry
+    } else {
+        EventKind::App
+    };
     let mut ids = Vec::new();
-    loop {
-        let wait = if ids.len() < expected {
-            Duration::from_secs(30)
-        } else {
-            Duration::from_secs(2)
-        };
-        match tokio::time::timeout(wait, consumer.recv()).await {
-            Ok(Ok(m)) => {
-                let value = decoder.decode(m.payload()).await.expect("decodes").value;
-                let kind = if topic.ends_with("telemetry") {
-                    EventKind::Telemetry
-                } else {
-                    EventKind::App
-                };
-                ids.push(Event::from_avro(kind, value).expect("an event").event_id);
-            }
-            Ok(Err(e)) => panic!("consumer error: {e}"),
-            Err(_) => return ids,
-        }
+    for m in records(&stack.kafka_bootstrap, topic, expected).await {
+        let value = decoder.decode(m.payload()).await.expect("decodes").value;
+        ids.push(Event::from_avro(kind, value).expect("an event").event_id);
     }
+    ids
 }
 
 #[tokio::test(flavor = "multi_thread")]

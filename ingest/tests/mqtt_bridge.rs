@@ -7,49 +7,15 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use pulse_common::clock::now_ms;
-use pulse_common::config::{KafkaClient, Topics};
+use pulse_common::config::Topics;
 use pulse_common::event::Event;
-use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
-use pulse_common::testkit::{start_ingest, start_registry, unique, Stack};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, OwnedMessage};
+use pulse_common::testkit::{header, records, start_ingest, start_registry, unique, Stack};
 use rdkafka::Message;
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use serde_json::json;
-
-/// Every record of `topic`, waiting up to 30 s for `n`, then 2 s for extras.
-async fn records(bootstrap: &str, topic: &str, n: usize) -> Vec<OwnedMessage> {
-    let mut cfg = client_config(&KafkaClient::plaintext(bootstrap));
-    cfg.set("group.id", unique("mqtt-reader"))
-        .set("auto.offset.reset", "earliest");
-    let consumer: StreamConsumer = cfg.create().expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let mut out = Vec::new();
-    loop {
-        let wait = if out.len() < n {
-            Duration::from_secs(30)
-        } else {
-            Duration::from_secs(2)
-        };
-        match tokio::time::timeout(wait, consumer.recv()).await {
-            Ok(Ok(m)) => out.push(m.detach()),
-            Ok(Err(e)) => panic!("consumer error: {e}"),
-            Err(_) => return out,
-        }
-    }
-}
-
-fn header<'a>(m: &'a OwnedMessage, key: &str) -> Option<&'a str> {
-    let headers = m.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == key)
-        .and_then(|h| h.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
-}
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the local stack: run through ./dev test"]

@@ -78,12 +78,18 @@ impl Decoder {
                 retriable: e.retriable,
                 message: e.to_string(),
             })?;
+        let unreadable = |e| DecodeError::bad(format!("schema {id} cannot be read: {e}"));
+        // Tried on a borrowed copy first: a schema that cannot be read is
+        // asked for again with each of its records, and must not leak each time.
+        GenericDatumReader::builder(&schema.parsed)
+            .build()
+            .map_err(unreadable)?;
         // Readers borrow their schema. One copy per schema id lives as long
         // as the process: a registry's ids are few and never change meaning.
         let schema: &'static Schema = Box::leak(Box::new(schema.parsed.clone()));
         let reader = GenericDatumReader::builder(schema)
             .build()
-            .map_err(|e| DecodeError::bad(format!("schema {id} cannot be read: {e}")))?;
+            .map_err(unreadable)?;
         let reader = Arc::new(reader);
         self.lock().insert(id, reader.clone());
         Ok(reader)

@@ -99,12 +99,9 @@ fn write_row(out: &mut Vec<u8>, row: &ScoredEvent) -> serde_json::Result<()> {
     o.string("source_id", &row.source_id)?;
     o.string("event_id", &row.event_id)?;
     o.string("kind", &row.kind)?;
-    o.integer("event_time", itoa::Buffer::new().format(row.event_time));
-    o.integer(
-        "event_time_ms",
-        itoa::Buffer::new().format(row.event_time_ms),
-    );
-    o.integer("schema_id", itoa::Buffer::new().format(row.schema_id));
+    o.integer("event_time", row.event_time);
+    o.integer("event_time_ms", row.event_time_ms);
+    o.integer("schema_id", row.schema_id);
     o.strings("reading_names", &row.reading_names)?;
     o.floats("reading_values", &row.reading_values);
     o.string("event_type", &row.event_type)?;
@@ -112,21 +109,15 @@ fn write_row(out: &mut Vec<u8>, row: &ScoredEvent) -> serde_json::Result<()> {
     o.string("firmware_version", &row.firmware_version)?;
     o.key("score");
     o.float(row.score, row.score.is_finite());
-    o.integer("is_anomaly", itoa::Buffer::new().format(row.is_anomaly));
+    o.integer("is_anomaly", row.is_anomaly);
     o.string("model_version", &row.model_version)?;
-    o.integer("device_seq", itoa::Buffer::new().format(row.device_seq));
+    o.integer("device_seq", row.device_seq);
     o.strings("feature_names", &row.feature_names)?;
     o.floats("feature_values", &row.feature_values);
-    o.integer("processed_ms", itoa::Buffer::new().format(row.processed_ms));
+    o.integer("processed_ms", row.processed_ms);
     o.string("source_topic", &row.source_topic)?;
-    o.integer(
-        "source_partition",
-        itoa::Buffer::new().format(row.source_partition),
-    );
-    o.integer(
-        "source_offset",
-        itoa::Buffer::new().format(row.source_offset),
-    );
+    o.integer("source_partition", row.source_partition);
+    o.integer("source_offset", row.source_offset);
     o.close();
     Ok(())
 }
@@ -163,9 +154,10 @@ impl<'a> Object<'a> {
         write_str(self.out, value)
     }
 
-    fn integer(&mut self, key: &str, digits: &str) {
+    fn integer<I: itoa::Integer>(&mut self, key: &str, value: I) {
         self.key(key);
-        self.out.extend_from_slice(digits.as_bytes());
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
     fn strings(&mut self, key: &str, values: &[String]) -> serde_json::Result<()> {

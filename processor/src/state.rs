@@ -65,6 +65,9 @@ pub struct Features {
 }
 
 impl Features {
+    /// Only tests look features up by name; the model's input row walks
+    /// them in order (`model_input`).
+    #[cfg(test)]
     pub fn get(&self, name: &str) -> Option<f64> {
         self.names
             .binary_search_by(|n| n.as_str().cmp(name))
