@@ -1,5 +1,5 @@
 //! Decoding records in the Confluent wire format (magic byte, 4-byte schema
-//! id, Avro binary) with one reader per schema id, built once.
+//! id, Avro binary) into events, with one reader per schema id, built once.
 //!
 //! The registry client fetches and caches the writer schemas, but its own
 //! decode resolves the schema's names again and builds a new reader for
@@ -10,14 +10,25 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use apache_avro::reader::datum::GenericDatumReader;
-use apache_avro::types::Value;
 use apache_avro::Schema;
+use pulse_common::event::Event;
+use pulse_common::json_avro::FieldError;
+use pulse_common::schemas::EventKind;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::schema_registry_common::{
     get_bytes_result, invalid_bytes_error, BytesResult,
 };
 
-type Reader = Arc<GenericDatumReader<'static>>;
+use crate::wire_event;
+
+/// A schema id's reader, and whether its records can be read straight into
+/// events ([`wire_event`]).
+struct SchemaReader {
+    datum: GenericDatumReader<'static>,
+    direct: bool,
+}
+
+type Reader = Arc<SchemaReader>;
 
 pub struct Decoder {
     registry: AvroDecoder,
@@ -51,7 +62,14 @@ impl Decoder {
         }
     }
 
-    pub async fn decode(&self, payload: Option<&[u8]>) -> Result<Value, DecodeError> {
+    /// The event of `kind` in `payload`. The outer error is a record that
+    /// cannot be decoded (or a registry that cannot be reached); the inner
+    /// one a record that decodes but is not a valid event.
+    pub async fn decode(
+        &self,
+        kind: EventKind,
+        payload: Option<&[u8]>,
+    ) -> Result<Result<Event, FieldError>, DecodeError> {
         let (id, datum) = match get_bytes_result(payload) {
             BytesResult::Valid(id, datum) => (id, datum),
             BytesResult::Null => return Err(DecodeError::bad("no payload".into())),
@@ -64,9 +82,16 @@ impl Decoder {
             Some(reader) => reader,
             None => self.load(id).await?,
         };
-        reader
+        if reader.direct {
+            if let Some(event) = wire_event::read(&reader.datum, kind, datum) {
+                return Ok(Ok(event));
+            }
+        }
+        let value = reader
+            .datum
             .read_value(&mut &datum[..])
-            .map_err(|e| DecodeError::bad(format!("not a record of schema {id}: {e}")))
+            .map_err(|e| DecodeError::bad(format!("not a record of schema {id}: {e}")))?;
+        Ok(Event::from_avro(kind, value))
     }
 
     async fn load(&self, id: u32) -> Result<Reader, DecodeError> {
@@ -87,10 +112,13 @@ impl Decoder {
         // Readers borrow their schema. One copy per schema id lives as long
         // as the process: a registry's ids are few and never change meaning.
         let schema: &'static Schema = Box::leak(Box::new(schema.parsed.clone()));
-        let reader = GenericDatumReader::builder(schema)
+        let datum = GenericDatumReader::builder(schema)
             .build()
             .map_err(unreadable)?;
-        let reader = Arc::new(reader);
+        let reader = Arc::new(SchemaReader {
+            datum,
+            direct: wire_event::fits(schema),
+        });
         self.lock().insert(id, reader.clone());
         Ok(reader)
     }
@@ -128,7 +156,7 @@ mod tests {
             Some(&[0u8, 0, 0][..]),
             Some(&[7u8, 0, 0, 0, 1, 2][..]),
         ] {
-            match decoder.decode(payload).await {
+            match decoder.decode(EventKind::Telemetry, payload).await {
                 Err(e) => assert!(!e.retriable, "{payload:?}: {e}"),
                 Ok(v) => panic!("{payload:?} decoded as {v:?}"),
             }
@@ -138,7 +166,10 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_registry_is_worth_retrying() {
         let decoder = offline();
-        match decoder.decode(Some(&[0u8, 0, 0, 0, 1, 2, 4][..])).await {
+        match decoder
+            .decode(EventKind::Telemetry, Some(&[0u8, 0, 0, 0, 1, 2, 4][..]))
+            .await
+        {
             Err(e) => assert!(e.retriable, "{e}"),
             Ok(v) => panic!("decoded as {v:?} without a registry"),
         }

@@ -89,7 +89,9 @@ async fn deliver(delivery: &Delivery, s: &Shipment, shutdown: &Shutdown) -> Deli
     // Bounded well inside the transaction's timeout, so that a slow
     // ClickHouse cannot leave the broker to abort the transaction.
     let overlapped = TRANSACTION_TIMEOUT / 3;
+    let sent = committing.elapsed().as_secs_f64();
     let stored = delivery.store(&s.rows, overlapped).await;
+    let inserted = committing.elapsed().as_secs_f64();
     let publish = s.publish();
     let published = match stored {
         Ok(_) => delivery.commit(&publish, sending),
@@ -105,7 +107,15 @@ async fn deliver(delivery: &Delivery, s: &Shipment, shutdown: &Shutdown) -> Deli
             delivery.publish(&publish)
         }
     };
-    metrics::COMMIT_SECONDS.observe(committing.elapsed().as_secs_f64());
+    let committed = committing.elapsed().as_secs_f64();
+    metrics::COMMIT_SECONDS.observe(committed);
+    tracing::debug!(
+        rows = s.rows.len(),
+        sent,
+        inserted,
+        committed,
+        "batch delivered (seconds since it was handed over)"
+    );
     match published {
         Ok(()) => Delivered::Yes,
         Err(e) => Delivered::from(e),

@@ -17,3 +17,4 @@ pub mod scorer;
 pub mod state;
 pub mod state_store;
 pub mod topics;
+pub mod wire_event;

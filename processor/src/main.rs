@@ -26,7 +26,10 @@ use schema_registry_converter::async_impl::schema_registry::SrSettings;
 
 // Every event allocates a few dozen small strings (readings, feature names,
 // result JSON) that live for one batch; mimalloc serves that pattern with
-// markedly less time in the allocator than glibc's malloc.
+// markedly less time in the allocator than glibc's malloc. Its `override`
+// feature also takes malloc/free for the C libraries: librdkafka copies each
+// produced record into a malloc'd buffer, and glibc gave those pages back and
+// faulted them in again every batch.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -148,14 +151,20 @@ async fn main() -> anyhow::Result<()> {
         })
     };
     let (ensured, migrated, loaded, initialised) = tokio::join!(
-        topics::ensure(&args.kafka.client, &topics, &changelogs, &layout),
-        migrations::apply(
-            &clickhouse,
-            &args.clickhouse.database,
-            args.clickhouse_cluster.as_deref(),
+        timed(
+            "topics ensured",
+            topics::ensure(&args.kafka.client, &topics, &changelogs, &layout)
         ),
-        loading,
-        initialising,
+        timed(
+            "ClickHouse migrated",
+            migrations::apply(
+                &clickhouse,
+                &args.clickhouse.database,
+                args.clickhouse_cluster.as_deref(),
+            )
+        ),
+        timed("model loaded", loading),
+        timed("transactions initialised", initialising),
     );
     ensured?;
     migrated?;
@@ -236,6 +245,18 @@ async fn main() -> anyhow::Result<()> {
     }
     ops_task.await??;
     Ok(())
+}
+
+/// Runs a start-up step, logging how long it took: start-up is on the path
+/// of every restart and rebalance.
+async fn timed<T>(step: &'static str, f: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = f.await;
+    tracing::debug!(
+        seconds = started.elapsed().as_secs_f64(),
+        "start-up: {step}"
+    );
+    out
 }
 
 /// Every batch allocates and frees tens of megabytes of rows. With

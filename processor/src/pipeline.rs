@@ -391,7 +391,13 @@ impl Pipeline {
                 _ = &mut deadline => break,
             }
         }
-        metrics::GATHER_SECONDS.observe(gathering.elapsed().as_secs_f64());
+        let gathered = gathering.elapsed().as_secs_f64();
+        metrics::GATHER_SECONDS.observe(gathered);
+        tracing::debug!(
+            records = received.len(),
+            seconds = gathered,
+            "batch gathered"
+        );
         let mut batch = Batch {
             messages: Vec::with_capacity(received.len()),
             generations: HashMap::new(),
@@ -498,9 +504,8 @@ impl Pipeline {
                 });
                 continue;
             };
-            let payload = message.payload();
-            let decoded = match self.decoder.decode(payload).await {
-                Ok(d) => d,
+            let event = match self.decoder.decode(kind, message.payload()).await {
+                Ok(Ok(event)) => event,
                 // The registry is unreachable: retry the batch, do not drop it.
                 Err(e) if e.retriable => anyhow::bail!("schema registry: {e}"),
                 Err(e) => {
@@ -510,10 +515,7 @@ impl Pipeline {
                     });
                     continue;
                 }
-            };
-            let event = match Event::from_avro(kind, decoded) {
-                Ok(event) => event,
-                Err(e) => {
+                Ok(Err(e)) => {
                     outcome.dead.push(DeadLetter {
                         message: message.clone(),
                         reason: format!("invalid event: {e}"),
@@ -556,6 +558,11 @@ impl Pipeline {
                 .push(self.row(event, source, features, score, processed_ms));
         }
         outcome.results = Results::of(&outcome.rows, self.buffers.take())?;
+        tracing::debug!(
+            records = batch.messages.len(),
+            seconds = decoding.elapsed().as_secs_f64(),
+            "batch decoded and scored"
+        );
         Ok(outcome)
     }
 
