@@ -10,10 +10,10 @@ use pulse_processor::results::Results;
 /// A telemetry row as the processor writes it: four readings, thirteen features.
 fn row(i: usize) -> ScoredEvent {
     let readings = ["battery_v", "humidity_pct", "temperature_c", "vibration_g"];
-    let mut feature_names = vec!["gap_s".to_string()];
+    let mut feature_names: Vec<std::sync::Arc<str>> = vec!["gap_s".into()];
     for r in readings {
         for suffix in [".delta", ".ewma", ".z"] {
-            feature_names.push(format!("{r}{suffix}"));
+            feature_names.push(format!("{r}{suffix}").into());
         }
     }
     let feature_values = (0..feature_names.len())

@@ -1,6 +1,8 @@
 //! A scored event: the row the processor writes to ClickHouse, the record it
 //! publishes on the results topic, and what the query-api returns.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// Name of the ClickHouse table holding scored events.
@@ -36,7 +38,9 @@ pub struct ScoredEvent {
     /// The device-history features computed for the event (EWMA mean,
     /// z-score and delta of each reading, seconds since the previous event),
     /// names and values side by side; a feature without a value yet is left out.
-    pub feature_names: Vec<String>,
+    /// The names are shared: the same dozen serve every event.
+    #[schema(value_type = Vec<String>)]
+    pub feature_names: Vec<Arc<str>>,
     pub feature_values: Vec<f64>,
     pub processed_ms: i64,
     /// Where the event was read from: replays are recognised by offset.

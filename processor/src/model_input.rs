@@ -54,12 +54,13 @@ impl Columns {
 
 /// Moves `items`, sorted by name, up to `name`; its value if it is there.
 /// Left on it, so that a name the model lists twice is found twice.
-fn next_named<'a, I>(items: &mut std::iter::Peekable<I>, name: &str) -> Option<&'a f64>
+fn next_named<'a, N, I>(items: &mut std::iter::Peekable<I>, name: &str) -> Option<&'a f64>
 where
-    I: Iterator<Item = (&'a String, &'a f64)>,
+    N: AsRef<str> + ?Sized + 'a,
+    I: Iterator<Item = (&'a N, &'a f64)>,
 {
     while let Some((n, v)) = items.peek() {
-        match n.as_str().cmp(name) {
+        match n.as_ref().cmp(name) {
             Ordering::Less => {
                 items.next();
             }
@@ -75,6 +76,7 @@ mod tests {
     use super::*;
     use pulse_common::schemas::EventKind;
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     fn event(readings: &[(&str, f64)]) -> Event {
         Event {
@@ -91,8 +93,8 @@ mod tests {
     }
 
     fn history(features: &[(&str, f64)]) -> Features {
-        let mut sorted: Vec<(String, f64)> =
-            features.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+        let mut sorted: Vec<(Arc<str>, f64)> =
+            features.iter().map(|(n, v)| (Arc::from(*n), *v)).collect();
         sorted.sort_by(|a, b| a.0.cmp(&b.0));
         let (names, values) = sorted.into_iter().unzip();
         Features {

@@ -160,14 +160,14 @@ impl<'a> Object<'a> {
             .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
-    fn strings(&mut self, key: &str, values: &[String]) -> serde_json::Result<()> {
+    fn strings<S: AsRef<str>>(&mut self, key: &str, values: &[S]) -> serde_json::Result<()> {
         self.key(key);
         self.out.push(b'[');
         for (i, v) in values.iter().enumerate() {
             if i > 0 {
                 self.out.push(b',');
             }
-            write_str(self.out, v)?;
+            write_str(self.out, v.as_ref())?;
         }
         self.out.push(b']');
         Ok(())

@@ -7,7 +7,8 @@
 //! features; that is what lets a batch be retried, and a partition move to
 //! another instance, without a jump in the features.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -60,7 +61,7 @@ pub struct Features {
     /// The event's position in its device's sequence, from 1.
     pub seq: u64,
     /// Names and values side by side, names sorted.
-    pub names: Vec<String>,
+    pub names: Vec<Arc<str>>,
     pub values: Vec<f64>,
 }
 
@@ -70,7 +71,7 @@ impl Features {
     #[cfg(test)]
     pub fn get(&self, name: &str) -> Option<f64> {
         self.names
-            .binary_search_by(|n| n.as_str().cmp(name))
+            .binary_search_by(|n| (**n).cmp(name))
             .ok()
             .map(|i| self.values[i])
     }
@@ -79,7 +80,12 @@ impl Features {
 impl DeviceState {
     /// Takes in `event` and returns its features, or None when the event is a
     /// retry of one among the device's recent events (the state is unchanged).
-    pub fn observe(&mut self, event: &Event, settings: &FeatureSettings) -> Option<Features> {
+    pub fn observe(
+        &mut self,
+        event: &Event,
+        settings: &FeatureSettings,
+        names: &mut FeatureNames,
+    ) -> Option<Features> {
         // Ids are uuids of equal length: comparing the last byte first
         // spares a full comparison for almost every recent id.
         let last = event.event_id.as_bytes().last();
@@ -96,7 +102,7 @@ impl DeviceState {
         let gap_s = self
             .last_event_ms
             .map_or(f64::NAN, |t| (event.event_time_ms - t) as f64 / 1000.0);
-        features.push(("gap_s".to_string(), gap_s));
+        features.push((names.gap.clone(), gap_s));
         self.last_event_ms = Some(event.event_time_ms);
         for (name, &value) in &event.readings {
             let r = match self.readings.get_mut(name) {
@@ -115,9 +121,10 @@ impl DeviceState {
                 (value - r.last, z)
             };
             r.update(value, settings.alpha);
-            features.push((suffixed(name, ".delta"), delta));
-            features.push((suffixed(name, ".z"), z));
-            features.push((suffixed(name, ".ewma"), r.mean));
+            let [delta_name, ewma_name, z_name] = names.of(name);
+            features.push((delta_name, delta));
+            features.push((z_name, z));
+            features.push((ewma_name, r.mean));
         }
         features.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let (names, values) = features.into_iter().unzip();
@@ -129,13 +136,40 @@ impl DeviceState {
     }
 }
 
-/// `name` followed by `suffix`, built without the formatting machinery: it
-/// runs three times per reading of every event.
-fn suffixed(name: &str, suffix: &str) -> String {
-    let mut s = String::with_capacity(name.len() + suffix.len());
-    s.push_str(name);
-    s.push_str(suffix);
-    s
+/// The names of the features of each reading, made once and shared by the
+/// events' rows instead of written anew three times per reading of every
+/// event.
+pub struct FeatureNames {
+    gap: Arc<str>,
+    by_reading: HashMap<String, [Arc<str>; 3]>,
+}
+
+/// Reading names kept at most: they come from devices, so a fleet sending
+/// ever new names must not grow the table without end; names beyond it are
+/// made for each event.
+const KEPT_READING_NAMES: usize = 4096;
+
+impl Default for FeatureNames {
+    fn default() -> Self {
+        Self {
+            gap: Arc::from("gap_s"),
+            by_reading: HashMap::new(),
+        }
+    }
+}
+
+impl FeatureNames {
+    /// The `.delta`, `.ewma` and `.z` feature names of reading `name`.
+    fn of(&mut self, name: &str) -> [Arc<str>; 3] {
+        if let Some(names) = self.by_reading.get(name) {
+            return names.clone();
+        }
+        let names = [".delta", ".ewma", ".z"].map(|suffix| Arc::from(format!("{name}{suffix}")));
+        if self.by_reading.len() < KEPT_READING_NAMES {
+            self.by_reading.insert(name.to_string(), names.clone());
+        }
+        names
+    }
 }
 
 impl Rolling {
@@ -183,13 +217,25 @@ mod tests {
             dedup_window: 4,
         };
         let mut s = DeviceState::default();
-        let f1 = s.observe(&reading("a", 1_000, 20.0), &settings).unwrap();
+        let f1 = s
+            .observe(
+                &reading("a", 1_000, 20.0),
+                &settings,
+                &mut FeatureNames::default(),
+            )
+            .unwrap();
         assert_eq!(f1.seq, 1);
         assert!(f1.get("gap_s").unwrap().is_nan());
         assert!(f1.get("temperature_c.delta").unwrap().is_nan());
         assert_eq!(f1.get("temperature_c.ewma"), Some(20.0));
 
-        let f2 = s.observe(&reading("b", 3_500, 22.0), &settings).unwrap();
+        let f2 = s
+            .observe(
+                &reading("b", 3_500, 22.0),
+                &settings,
+                &mut FeatureNames::default(),
+            )
+            .unwrap();
         assert_eq!(f2.seq, 2);
         assert_eq!(f2.get("gap_s"), Some(2.5));
         assert_eq!(f2.get("temperature_c.delta"), Some(2.0));
@@ -199,7 +245,13 @@ mod tests {
         assert_eq!(f2.get("temperature_c.ewma"), Some(21.0));
         assert_eq!(s.readings["temperature_c"].var, 1.0);
 
-        let f3 = s.observe(&reading("c", 4_500, 24.0), &settings).unwrap();
+        let f3 = s
+            .observe(
+                &reading("c", 4_500, 24.0),
+                &settings,
+                &mut FeatureNames::default(),
+            )
+            .unwrap();
         // (24 - 21) / sqrt(1) against the state before this reading.
         assert_eq!(f3.get("temperature_c.z"), Some(3.0));
     }
@@ -208,9 +260,21 @@ mod tests {
     fn a_retried_event_is_dropped_and_leaves_the_state_alone() {
         let settings = FeatureSettings::default();
         let mut s = DeviceState::default();
-        s.observe(&reading("a", 1_000, 20.0), &settings).unwrap();
+        s.observe(
+            &reading("a", 1_000, 20.0),
+            &settings,
+            &mut FeatureNames::default(),
+        )
+        .unwrap();
         let before = s.clone();
-        assert_eq!(s.observe(&reading("a", 1_000, 20.0), &settings), None);
+        assert_eq!(
+            s.observe(
+                &reading("a", 1_000, 20.0),
+                &settings,
+                &mut FeatureNames::default()
+            ),
+            None
+        );
         assert_eq!(s, before);
     }
 
@@ -222,19 +286,57 @@ mod tests {
         };
         let mut s = DeviceState::default();
         for id in ["a", "b", "c"] {
-            s.observe(&reading(id, 1_000, 20.0), &settings).unwrap();
+            s.observe(
+                &reading(id, 1_000, 20.0),
+                &settings,
+                &mut FeatureNames::default(),
+            )
+            .unwrap();
         }
         assert_eq!(s.recent_ids, VecDeque::from(["b".into(), "c".into()]));
-        assert!(s.observe(&reading("a", 1_000, 20.0), &settings).is_some());
+        assert!(s
+            .observe(
+                &reading("a", 1_000, 20.0),
+                &settings,
+                &mut FeatureNames::default()
+            )
+            .is_some());
     }
 
     #[test]
     fn state_round_trips_through_the_changelog_encoding() {
         let settings = FeatureSettings::default();
         let mut s = DeviceState::default();
-        s.observe(&reading("a", 1_000, 20.5), &settings).unwrap();
+        s.observe(
+            &reading("a", 1_000, 20.5),
+            &settings,
+            &mut FeatureNames::default(),
+        )
+        .unwrap();
         let bytes = serde_json::to_vec(&s).unwrap();
         let back: DeviceState = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn feature_names_are_made_once_per_reading_and_kept_within_bounds() {
+        let mut names = FeatureNames::default();
+        let first = names.of("temperature_c");
+        assert_eq!(
+            first.each_ref().map(|n| &**n),
+            [
+                "temperature_c.delta",
+                "temperature_c.ewma",
+                "temperature_c.z"
+            ]
+        );
+        assert!(Arc::ptr_eq(&first[2], &names.of("temperature_c")[2]));
+
+        for i in 0..KEPT_READING_NAMES + 10 {
+            names.of(&format!("r{i}"));
+        }
+        assert_eq!(names.by_reading.len(), KEPT_READING_NAMES);
+        let beyond = format!("r{}", KEPT_READING_NAMES + 5);
+        assert_eq!(&*names.of(&beyond)[0], format!("{beyond}.delta"));
     }
 }

@@ -7,12 +7,16 @@
 //! is given up with it if that delivery fails.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use hashbrown::hash_map::EntryRef;
+use hashbrown::Equivalent;
 
 use pulse_common::event::Event;
 
 use crate::assignment::Partition;
 use crate::changelog::DeviceKey;
-use crate::state::{DeviceState, FeatureSettings, Features};
+use crate::state::{DeviceState, FeatureNames, FeatureSettings, Features};
 
 #[derive(Default)]
 pub struct StateStore {
@@ -73,7 +77,45 @@ impl StateStore {
 /// The states a batch changed, by partition and device.
 #[derive(Default)]
 pub struct BatchState {
-    pub changed: HashMap<(Partition, DeviceKey), DeviceState>,
+    /// Looked up by borrowed names for every event: its key is copied only
+    /// when a device first appears in the batch.
+    pub changed: hashbrown::HashMap<(Partition, DeviceKey), DeviceState>,
+    names: FeatureNames,
+}
+
+/// A device of a partition, by the names an event carries.
+#[derive(Clone, Copy)]
+struct DeviceOf<'a> {
+    topic: &'a str,
+    partition: i32,
+    tenant: &'a str,
+    source: &'a str,
+}
+
+impl Hash for DeviceOf<'_> {
+    /// Hashes as the owned key does (a tuple of its parts, strings as str).
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        ((self.topic, self.partition), (self.tenant, self.source)).hash(state);
+    }
+}
+
+impl Equivalent<(Partition, DeviceKey)> for DeviceOf<'_> {
+    fn equivalent(&self, key: &(Partition, DeviceKey)) -> bool {
+        let ((topic, partition), (tenant, source)) = key;
+        self.partition == *partition
+            && self.source == source
+            && self.tenant == tenant
+            && self.topic == topic
+    }
+}
+
+impl From<&DeviceOf<'_>> for (Partition, DeviceKey) {
+    fn from(d: &DeviceOf<'_>) -> Self {
+        (
+            (d.topic.to_string(), d.partition),
+            (d.tenant.to_string(), d.source.to_string()),
+        )
+    }
 }
 
 impl BatchState {
@@ -88,19 +130,26 @@ impl BatchState {
         event: &Event,
         settings: &FeatureSettings,
     ) -> Option<Features> {
-        let device = (event.tenant_id.clone(), event.source_id.clone());
-        let key = (partition.clone(), device);
-        let state = match self.changed.entry(key) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
+        let device = DeviceOf {
+            topic: &partition.0,
+            partition: partition.1,
+            tenant: &event.tenant_id,
+            source: &event.source_id,
+        };
+        let state = match self.changed.entry_ref(&device) {
+            EntryRef::Occupied(o) => o.into_mut(),
+            EntryRef::Vacant(v) => {
                 let current = earlier
-                    .and_then(|e| e.changed.get(v.key()))
-                    .or_else(|| store.get(&v.key().0, &v.key().1))
+                    .and_then(|e| e.changed.get(&device))
+                    .or_else(|| {
+                        let key = (event.tenant_id.clone(), event.source_id.clone());
+                        store.get(partition, &key)
+                    })
                     .cloned();
                 v.insert(current.unwrap_or_default())
             }
         };
-        state.observe(event, settings)
+        state.observe(event, settings, &mut self.names)
     }
 }
 

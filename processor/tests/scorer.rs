@@ -34,7 +34,8 @@ fn telemetry(temperature: f64, humidity: f64, vibration: f64, battery: f64) -> E
 /// A device history in which the event sits `z` standard deviations from
 /// the device's mean on every z-scored reading.
 fn history(z: f64) -> Features {
-    let mut names = ["humidity_pct.z", "temperature_c.z", "vibration_g.z"].map(String::from);
+    let mut names =
+        ["humidity_pct.z", "temperature_c.z", "vibration_g.z"].map(std::sync::Arc::from);
     names.sort();
     Features {
         seq: 50,
