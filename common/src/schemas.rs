@@ -28,6 +28,13 @@ impl EventKind {
         }
     }
 
+    /// The name, shared: every scored row carries it.
+    pub fn shared_name(self) -> std::sync::Arc<str> {
+        static NAMES: std::sync::OnceLock<[std::sync::Arc<str>; 2]> = std::sync::OnceLock::new();
+        let names = NAMES.get_or_init(|| EventKind::ALL.map(|k| k.as_str().into()));
+        names[self as usize].clone()
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
@@ -74,6 +81,17 @@ pub fn value_subject(topic: &str) -> String {
 mod tests {
     use super::*;
     use apache_avro::schema_compatibility::SchemaCompatibility;
+
+    #[test]
+    fn shared_names_are_the_kinds_names_made_once() {
+        for kind in EventKind::ALL {
+            assert_eq!(&*kind.shared_name(), kind.as_str());
+            assert!(std::sync::Arc::ptr_eq(
+                &kind.shared_name(),
+                &kind.shared_name()
+            ));
+        }
+    }
 
     #[test]
     fn every_shipped_schema_parses() {

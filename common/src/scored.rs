@@ -16,7 +16,8 @@ pub struct ScoredEvent {
     pub source_id: String,
     pub event_id: String,
     /// `telemetry` or `app`.
-    pub kind: String,
+    #[schema(value_type = String)]
+    pub kind: Arc<str>,
     /// Seconds since the epoch (ClickHouse DateTime).
     pub event_time: u32,
     pub event_time_ms: i64,
@@ -31,7 +32,8 @@ pub struct ScoredEvent {
     /// Anomaly score from the model; 0 for events that are not scored.
     pub score: f32,
     pub is_anomaly: u8,
-    pub model_version: String,
+    #[schema(value_type = String)]
+    pub model_version: Arc<str>,
     /// The event's position in its device's sequence, from 1; retries of an
     /// event are not counted.
     pub device_seq: u64,
@@ -44,7 +46,8 @@ pub struct ScoredEvent {
     pub feature_values: Vec<f64>,
     pub processed_ms: i64,
     /// Where the event was read from: replays are recognised by offset.
-    pub source_topic: String,
+    #[schema(value_type = String)]
+    pub source_topic: Arc<str>,
     pub source_partition: i32,
     pub source_offset: i64,
 }
@@ -60,7 +63,7 @@ pub struct Alert {
     pub score: f32,
     /// The model's threshold the score exceeded.
     pub threshold: f32,
-    pub model_version: String,
+    pub model_version: Arc<str>,
     pub reading_names: Vec<String>,
     pub reading_values: Vec<f64>,
 }

@@ -10,7 +10,6 @@
 //! while a batch is decoded between two polls; a partition is given up only
 //! once the delivery of the previous batch, which may run meanwhile, ended.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
@@ -28,8 +27,9 @@ pub struct Assignment(Arc<Mutex<Owned>>);
 struct Owned {
     next_generation: u64,
     /// By topic, then partition: looked up twice for every record, with the
-    /// topic name borrowed from the record.
-    partitions: HashMap<String, HashMap<i32, u64>>,
+    /// topic name borrowed from the record; hashed with foldhash, as the
+    /// keys are the group's own topics.
+    partitions: hashbrown::HashMap<String, hashbrown::HashMap<i32, u64>>,
 }
 
 impl Assignment {

@@ -142,7 +142,7 @@ impl Delivery {
         // without allocating a key per row.
         let mut marks: Vec<Mark<'_>> = Vec::new();
         for row in rows {
-            let partition = (row.source_topic.as_str(), row.source_partition);
+            let partition = (&*row.source_topic, row.source_partition);
             if marks.iter().any(|(p, _)| *p == partition) {
                 continue;
             }
@@ -155,7 +155,7 @@ impl Delivery {
         let mark = |r: &ScoredEvent| {
             marks
                 .iter()
-                .position(|(p, _)| *p == (r.source_topic.as_str(), r.source_partition))
+                .position(|(p, _)| *p == (&*r.source_topic, r.source_partition))
         };
         let fresh: Vec<(&ScoredEvent, usize)> = rows
             .iter()

@@ -54,6 +54,11 @@ pub struct Pipeline {
     pub buffers: Arc<Buffers>,
 }
 
+/// The kind of event each event topic carries; looked up for every record,
+/// so hashed with foldhash rather than the DoS-resistant default (the
+/// topics are the processor's own configuration).
+type Kinds = hashbrown::HashMap<String, EventKind>;
+
 /// Records received together, with the generation under which each one's
 /// partition was owned when it arrived.
 struct Batch {
@@ -180,7 +185,7 @@ enum Step {
 
 impl Pipeline {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let kinds: HashMap<String, EventKind> = EventKind::ALL
+        let kinds: Kinds = EventKind::ALL
             .iter()
             .map(|k| (self.topics.events(*k), *k))
             .collect();
@@ -204,7 +209,7 @@ impl Pipeline {
 
     async fn process(
         &self,
-        kinds: &HashMap<String, EventKind>,
+        kinds: &Kinds,
         store: &mut StateStore,
         flight: &mut Option<Flight>,
         shutdown: &Shutdown,
@@ -257,7 +262,7 @@ impl Pipeline {
         &self,
         batch: Batch,
         outcome: Outcome,
-        kinds: &HashMap<String, EventKind>,
+        kinds: &Kinds,
         shutdown: &Shutdown,
     ) -> anyhow::Result<Flight> {
         let group = self
@@ -442,7 +447,7 @@ impl Pipeline {
     fn restore_state(
         &self,
         batch: &Batch,
-        kinds: &HashMap<String, EventKind>,
+        kinds: &Kinds,
         store: &mut StateStore,
     ) -> anyhow::Result<()> {
         let batch_needs = batch
@@ -486,16 +491,17 @@ impl Pipeline {
     async fn decode_and_score(
         &self,
         batch: &Batch,
-        kinds: &HashMap<String, EventKind>,
+        kinds: &Kinds,
         store: &mut StateStore,
         earlier: Option<&BatchState>,
     ) -> anyhow::Result<Outcome> {
         self.restore_state(batch, kinds, store)?;
         let decoding = Instant::now();
         let mut outcome = Outcome::default();
-        let mut events: Vec<(Event, &OwnedMessage, Features)> =
+        let mut events: Vec<(Event, &OwnedMessage, Features, Arc<str>)> =
             Vec::with_capacity(batch.messages.len());
         let mut partition: Partition = (String::new(), -1);
+        let mut topic: Arc<str> = Arc::from("");
         for message in &batch.messages {
             let Some(kind) = kinds.get(message.topic()).copied() else {
                 outcome.dead.push(DeadLetter {
@@ -527,27 +533,28 @@ impl Pipeline {
             // copied when it changes, not for every record.
             if partition.1 != message.partition() || partition.0 != message.topic() {
                 partition = (message.topic().to_string(), message.partition());
+                topic = Arc::from(message.topic());
             }
             match outcome
                 .state
                 .observe(store, earlier, &partition, &event, &self.features)
             {
-                Some(features) => events.push((event, message, features)),
+                Some(features) => events.push((event, message, features, topic.clone())),
                 None => outcome.duplicates += 1,
             }
         }
         metrics::DECODE_SECONDS.observe(decoding.elapsed().as_secs_f64());
         let telemetry: Vec<(&Event, &Features)> = events
             .iter()
-            .filter(|(e, _, _)| e.kind == EventKind::Telemetry)
-            .map(|(e, _, f)| (e, f))
+            .filter(|(e, ..)| e.kind == EventKind::Telemetry)
+            .map(|(e, _, f, _)| (e, f))
             .collect();
         let started = Instant::now();
         let mut scores = self.scorer.score(&telemetry)?.into_iter();
         metrics::INFERENCE_SECONDS.observe(started.elapsed().as_secs_f64());
         let processed_ms = now_ms();
         outcome.rows.reserve_exact(events.len());
-        for (event, source, features) in events {
+        for (event, source, features, topic) in events {
             let score = if event.kind == EventKind::Telemetry {
                 scores.next()
             } else {
@@ -555,7 +562,7 @@ impl Pipeline {
             };
             outcome
                 .rows
-                .push(self.row(event, source, features, score, processed_ms));
+                .push(self.row(event, (source, topic), features, score, processed_ms));
         }
         outcome.results = Results::of(&outcome.rows, self.buffers.take())?;
         tracing::debug!(
@@ -569,7 +576,8 @@ impl Pipeline {
     fn row(
         &self,
         e: Event,
-        source: &OwnedMessage,
+        // The record, and its topic's name shared by the batch's rows.
+        (source, source_topic): (&OwnedMessage, Arc<str>),
         features: Features,
         score: Option<Score>,
         processed_ms: i64,
@@ -589,7 +597,7 @@ impl Pipeline {
             tenant_id: e.tenant_id,
             source_id: e.source_id,
             event_id: e.event_id,
-            kind: e.kind.as_str().to_string(),
+            kind: e.kind.shared_name(),
             event_time: u32::try_from(e.event_time_ms.div_euclid(1000)).unwrap_or_default(),
             event_time_ms: e.event_time_ms,
             schema_id: schema_id(source.payload()),
@@ -605,18 +613,14 @@ impl Pipeline {
             feature_names,
             feature_values,
             processed_ms,
-            source_topic: source.topic().to_string(),
+            source_topic,
             source_partition: source.partition(),
             source_offset: source.offset(),
         }
     }
 
     /// The changelog records of the devices a batch changed.
-    fn state_records(
-        &self,
-        state: &BatchState,
-        kinds: &HashMap<String, EventKind>,
-    ) -> Vec<StateRecord> {
+    fn state_records(&self, state: &BatchState, kinds: &Kinds) -> Vec<StateRecord> {
         state
             .changed
             .iter()

@@ -28,7 +28,7 @@ pub struct Scorer {
     session: Mutex<Session>,
     columns: Columns,
     pub threshold: f32,
-    pub model_version: String,
+    pub model_version: std::sync::Arc<str>,
 }
 
 /// One event's score and verdict.
@@ -88,7 +88,7 @@ impl Scorer {
             session: Mutex::new(session),
             columns: Columns::new(&features),
             threshold,
-            model_version,
+            model_version: model_version.into(),
         })
     }
 

@@ -50,7 +50,7 @@ impl Filter {
                 .as_deref()
                 .is_none_or(|s| s.split(',').any(|s| s == e.source_id))
             && self.event_type.as_deref().is_none_or(|t| {
-                let own = if e.kind == "telemetry" {
+                let own = if &*e.kind == "telemetry" {
                     "telemetry"
                 } else {
                     e.event_type.as_str()

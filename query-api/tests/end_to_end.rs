@@ -178,7 +178,7 @@ async fn event_travels_from_http_to_kafka_clickhouse_http_and_websocket() {
     .await;
     assert_eq!(normal_row.tenant_id, TENANT);
     assert_eq!(normal_row.source_id, "dev-1");
-    assert_eq!(normal_row.kind, "telemetry");
+    assert_eq!(&*normal_row.kind, "telemetry");
     assert_eq!(normal_row.event_time_ms, normal.event_time_ms);
     assert_eq!(
         normal_row.reading_names,
@@ -278,7 +278,7 @@ async fn v1_telemetry_and_app_events_are_processed_alongside_v2() {
     );
 
     let app_row = poll_until("app row", WAIT, || clickhouse_row(&p, &app_id)).await;
-    assert_eq!(app_row.kind, "app");
+    assert_eq!(&*app_row.kind, "app");
     assert_eq!(app_row.event_type, "checkout_completed");
     assert_eq!(app_row.properties_json, r#"{"items":"3"}"#);
     assert_eq!(app_row.score, 0.0);
