@@ -7,7 +7,7 @@
 //! features; that is what lets a batch be retried, and a partition move to
 //! another instance, without a jump in the features.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -136,12 +136,12 @@ impl DeviceState {
     }
 }
 
-/// The names of the features of each reading, made once and shared by the
-/// events' rows instead of written anew three times per reading of every
-/// event.
+/// The names of the features of each reading, made once per batch and
+/// shared by its rows instead of written anew three times per reading of
+/// every event. Looked up for every reading, so hashed with foldhash.
 pub struct FeatureNames {
     gap: Arc<str>,
-    by_reading: HashMap<String, [Arc<str>; 3]>,
+    by_reading: hashbrown::HashMap<String, [Arc<str>; 3]>,
 }
 
 /// Reading names kept at most: they come from devices, so a fleet sending
@@ -153,7 +153,7 @@ impl Default for FeatureNames {
     fn default() -> Self {
         Self {
             gap: Arc::from("gap_s"),
-            by_reading: HashMap::new(),
+            by_reading: hashbrown::HashMap::new(),
         }
     }
 }

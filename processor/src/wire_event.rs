@@ -79,20 +79,26 @@ pub fn read(reader: &GenericDatumReader<'_>, kind: EventKind, datum: &[u8]) -> O
         // Bytes left over: let the generic reader judge the record.
         return None;
     }
-    let event_id = wire.event_id?;
+    let event_id = wire.event_id?.0?;
     if !canonical_uuid(&event_id) {
         // The generic reader rewrites a uuid in another form, or refuses it.
         return None;
     }
+    // A field a version lacks reads as empty, but one that is there and
+    // null is refused by the generic reader (save the firmware version).
+    let event_type = match wire.event_type {
+        None => String::new(),
+        Some(Text(value)) => value?,
+    };
     Some(Event {
         kind,
         event_id,
-        tenant_id: wire.tenant_id?,
-        source_id: wire.source_id?,
+        tenant_id: wire.tenant_id?.0?,
+        source_id: wire.source_id?.0?,
         event_time_ms: wire.event_time?,
         readings: wire.readings.unwrap_or_default(),
-        firmware_version: wire.firmware_version,
-        event_type: wire.event_type.unwrap_or_default(),
+        firmware_version: wire.firmware_version.and_then(|t| t.0),
+        event_type,
         properties: wire.properties.unwrap_or_default(),
     })
 }
@@ -108,16 +114,17 @@ fn canonical_uuid(id: &str) -> bool {
 }
 
 /// The fields an event is read from; a field a schema version lacks stays
-/// None, one a schema has beyond these is skipped.
+/// None (a string field that is there but null is `Some(Text(None))`), one
+/// a schema has beyond these is skipped.
 #[derive(Default)]
 struct Wire {
-    event_id: Option<String>,
-    tenant_id: Option<String>,
-    source_id: Option<String>,
+    event_id: Option<Text>,
+    tenant_id: Option<Text>,
+    source_id: Option<Text>,
     event_time: Option<i64>,
     readings: Option<BTreeMap<String, f64>>,
-    firmware_version: Option<String>,
-    event_type: Option<String>,
+    firmware_version: Option<Text>,
+    event_type: Option<Text>,
     properties: Option<BTreeMap<String, String>>,
 }
 
@@ -157,13 +164,13 @@ impl<'de> Visitor<'de> for WireVisitor {
         let mut w = Wire::default();
         while let Some(field) = fields.next_key::<Field>()? {
             match field {
-                Field::EventId => w.event_id = fields.next_value::<Text>()?.0,
-                Field::TenantId => w.tenant_id = fields.next_value::<Text>()?.0,
-                Field::SourceId => w.source_id = fields.next_value::<Text>()?.0,
+                Field::EventId => w.event_id = Some(fields.next_value()?),
+                Field::TenantId => w.tenant_id = Some(fields.next_value()?),
+                Field::SourceId => w.source_id = Some(fields.next_value()?),
                 Field::EventTime => w.event_time = Some(fields.next_value()?),
                 Field::Readings => w.readings = Some(fields.next_value()?),
-                Field::FirmwareVersion => w.firmware_version = fields.next_value::<Text>()?.0,
-                Field::EventType => w.event_type = fields.next_value::<Text>()?.0,
+                Field::FirmwareVersion => w.firmware_version = Some(fields.next_value()?),
+                Field::EventType => w.event_type = Some(fields.next_value()?),
                 Field::Properties => w.properties = Some(fields.next_value()?),
                 Field::Other => {
                     fields.next_value::<IgnoredAny>()?;
@@ -349,32 +356,55 @@ mod tests {
     }
 
     #[test]
-    fn a_required_field_that_is_null_is_left_to_the_generic_reader() {
-        let schema = Schema::parse_str(
-            r#"{"type": "record", "name": "T", "fields": [
-                {"name": "event_id", "type": "string"},
-                {"name": "tenant_id", "type": ["null", "string"]},
-                {"name": "source_id", "type": "string"},
-                {"name": "event_time", "type": "long"}]}"#,
-        )
-        .expect("schema");
-        let value = Value::Record(vec![
-            (
-                "event_id".into(),
-                Value::String("6f1c4c1e-1d8c-4a55-9a57-6f3c2f0d2b11".into()),
-            ),
-            ("tenant_id".into(), Value::Union(0, Box::new(Value::Null))),
-            ("source_id".into(), Value::String("dev-1".into())),
-            ("event_time".into(), Value::Long(1)),
-        ]);
-        let bytes = encode(&schema, value);
-        assert!(fits(&schema));
-        assert_eq!(read(&reader(&schema), EventKind::Telemetry, &bytes), None);
-        let value = reader(&schema)
-            .read_value(&mut &bytes[..])
-            .expect("decodes");
-        let refused = Event::from_avro(EventKind::Telemetry, value).expect_err("invalid");
-        assert_eq!(refused.field, "tenant_id");
+    fn a_string_field_that_is_null_is_left_to_the_generic_reader() {
+        // The generic reader refuses both; the event type only when it is
+        // there (a version without it reads as an empty type).
+        for null_field in ["tenant_id", "event_type"] {
+            let field = |name: &str| {
+                let ty = if name == null_field {
+                    r#"["null", "string"]"#
+                } else {
+                    r#""string""#
+                };
+                format!(r#"{{"name": "{name}", "type": {ty}}}"#)
+            };
+            let schema = Schema::parse_str(&format!(
+                r#"{{"type": "record", "name": "T", "fields": [{}, {}, {}, {}, {{"name": "event_time", "type": "long"}}]}}"#,
+                field("event_id"),
+                field("tenant_id"),
+                field("source_id"),
+                field("event_type"),
+            ))
+            .expect("schema");
+            let text = |name: &str, value: &str| {
+                let v = Value::String(value.into());
+                let v = if name == null_field {
+                    Value::Union(0, Box::new(Value::Null))
+                } else {
+                    v
+                };
+                (name.to_string(), v)
+            };
+            let value = Value::Record(vec![
+                text("event_id", "6f1c4c1e-1d8c-4a55-9a57-6f3c2f0d2b11"),
+                text("tenant_id", "acme"),
+                text("source_id", "app-1"),
+                text("event_type", "login"),
+                ("event_time".into(), Value::Long(1)),
+            ]);
+            let bytes = encode(&schema, value);
+            assert!(fits(&schema), "{null_field}");
+            assert_eq!(
+                read(&reader(&schema), EventKind::App, &bytes),
+                None,
+                "{null_field}"
+            );
+            let value = reader(&schema)
+                .read_value(&mut &bytes[..])
+                .expect("decodes");
+            let refused = Event::from_avro(EventKind::App, value).expect_err("invalid");
+            assert_eq!(refused.field, null_field);
+        }
     }
 
     #[test]
