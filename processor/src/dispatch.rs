@@ -82,15 +82,15 @@ impl Shipment {
 /// retries, and the batch is published afresh.
 async fn deliver(delivery: &Delivery, s: &Shipment, shutdown: &Shutdown) -> Delivered {
     let committing = Instant::now();
-    let sending = match delivery.begin(&s.publish()) {
-        Ok(sending) => sending,
-        Err(e) => return Delivered::from(e),
-    };
     // Bounded well inside the transaction's timeout, so that a slow
     // ClickHouse cannot leave the broker to abort the transaction.
     let overlapped = TRANSACTION_TIMEOUT / 3;
-    let sent = committing.elapsed().as_secs_f64();
-    let stored = delivery.store(&s.rows, overlapped).await;
+    let (begun, stored) = delivery.begin_during(&s.publish(), delivery.store(&s.rows, overlapped));
+    // Stored rows need no undoing: the batch consumed again skips them.
+    let sending = match begun {
+        Ok(sending) => sending,
+        Err(e) => return Delivered::from(e),
+    };
     let inserted = committing.elapsed().as_secs_f64();
     let publish = s.publish();
     let published = match stored {
@@ -111,7 +111,6 @@ async fn deliver(delivery: &Delivery, s: &Shipment, shutdown: &Shutdown) -> Deli
     metrics::COMMIT_SECONDS.observe(committed);
     tracing::debug!(
         rows = s.rows.len(),
-        sent,
         inserted,
         committed,
         "batch delivered (seconds since it was handed over)"
