@@ -3,10 +3,11 @@
 //! Run through `./dev test`.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use apache_avro::types::Value;
 use futures::future::join_all;
-use pulse_common::testkit::{start_registry, unique, Stack};
+use pulse_common::testkit::{poll_until, start_registry, unique, Stack};
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::schema_registry_common::{
@@ -76,10 +77,18 @@ async fn instances_agree_under_concurrent_writes_and_survive_restart() {
     assert_eq!(ids.len(), 10, "no id handed out twice: {ids:?}");
     assert_eq!(versions, (1..=10).collect(), "versions 1..10 exactly once");
 
-    // Both instances list the same versions and resolve every id to its schema.
+    // Both instances list the same versions and resolve every id to its
+    // schema. A listing is served from the instance's copy of the log, which
+    // follows another instance's writes within moments: polled, not read once.
+    let all_versions = json!((1..=10).collect::<Vec<_>>());
     for base in [&a.url, &b.url] {
-        let (_, listed) = get(&http, format!("{base}/subjects/shared-value/versions")).await;
-        assert_eq!(listed, json!((1..=10).collect::<Vec<_>>()));
+        let url = format!("{base}/subjects/shared-value/versions");
+        let listed = poll_until("every version listed", Duration::from_secs(10), || async {
+            let (_, listed) = get(&http, url.clone()).await;
+            (listed == all_versions).then_some(listed)
+        })
+        .await;
+        assert_eq!(listed, all_versions);
     }
     let (i, (_, first)) = results.iter().enumerate().next().expect("one result");
     let (status, by_id) = get(&http, format!("{}/schemas/ids/{}", b.url, first["id"])).await;

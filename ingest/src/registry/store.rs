@@ -9,7 +9,8 @@
 //! plans the change against that state; and commits the change followed by a
 //! second barrier, returning once it has read that back too. A writer fenced
 //! meanwhile fails to commit and retries, so no two instances ever hand out
-//! the same id or version, and every write is visible to the next request.
+//! the same id or version, and every write is visible to the writing
+//! instance's next request (others follow as they tail the log).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
