@@ -83,12 +83,12 @@ async fn instances_agree_under_concurrent_writes_and_survive_restart() {
     let all_versions = json!((1..=10).collect::<Vec<_>>());
     for base in [&a.url, &b.url] {
         let url = format!("{base}/subjects/shared-value/versions");
-        let listed = poll_until("every version listed", Duration::from_secs(10), || async {
+        // Fails the test unless the listing is exactly 1..=10 within the deadline.
+        poll_until("every version listed", Duration::from_secs(10), || async {
             let (_, listed) = get(&http, url.clone()).await;
-            (listed == all_versions).then_some(listed)
+            (listed == all_versions).then_some(())
         })
         .await;
-        assert_eq!(listed, all_versions);
     }
     let (i, (_, first)) = results.iter().enumerate().next().expect("one result");
     let (status, by_id) = get(&http, format!("{}/schemas/ids/{}", b.url, first["id"])).await;

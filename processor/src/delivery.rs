@@ -211,7 +211,7 @@ impl Delivery {
     /// ClickHouse meanwhile, then commits or aborts.
     pub fn begin(&self, out: &Publish<'_>) -> Result<Sending, DeliveryError> {
         let result = tokio::task::block_in_place(|| self.begin_and_send(out));
-        result.map(Sending).map_err(|e| self.failed(e))
+        self.begun(result)
     }
 
     /// [`Delivery::begin`] on a thread of its own while `meanwhile` (the
@@ -228,11 +228,22 @@ impl Delivery {
                 let sender = scope.spawn(|| self.begin_and_send(out));
                 let output = runtime.block_on(meanwhile);
                 // A panic while sending is the batch's failure, not the process's.
-                let begun = sender.join().unwrap_or(Err(KafkaError::Canceled));
+                let begun = sender.join().unwrap_or_else(|_| {
+                    tracing::error!("sending the batch's records panicked");
+                    Err(KafkaError::Canceled)
+                });
                 (begun, output)
             })
         });
-        (begun.map(Sending).map_err(|e| self.failed(e)), output)
+        (self.begun(begun), output)
+    }
+
+    /// The open transaction, or the error that ended it.
+    fn begun(
+        &self,
+        sent: Result<Vec<DeliveryFuture>, KafkaError>,
+    ) -> Result<Sending, DeliveryError> {
+        sent.map(Sending).map_err(|e| self.failed(e))
     }
 
     /// Adds the batch's offsets to its transaction and commits it, once every
@@ -443,7 +454,71 @@ fn next_offsets(batch: &[OwnedMessage]) -> Result<TopicPartitionList, KafkaError
 
 #[cfg(test)]
 mod tests {
-    use super::Watermarks;
+    use std::time::Duration;
+
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::FutureProducer;
+    use rdkafka::ClientConfig;
+
+    use super::{Delivery, DeliveryError, Publish, Watermarks};
+    use crate::results::Results;
+
+    /// A delivery whose producer never initialised its transactions (no
+    /// broker is needed: every transactional call fails at once).
+    fn uninitialised_delivery() -> Delivery {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .set("transactional.id", "never-initialised")
+            .create()
+            .expect("producer");
+        Delivery {
+            clickhouse: clickhouse::Client::default().with_url("http://127.0.0.1:9"),
+            producer,
+            watermarks: Watermarks::default(),
+            results_topic: "results".into(),
+            alerts_topic: "alerts".into(),
+            threshold: 1.0,
+            dead_letter_topic: "dead".into(),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_that_cannot_be_sent_still_ends_its_insert_and_is_refused() {
+        let delivery = uninitialised_delivery();
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("group.id", "g")
+            .set("bootstrap.servers", "127.0.0.1:9")
+            .create()
+            .expect("consumer");
+        let group = consumer.group_metadata().expect("group metadata");
+        let results = Results::default();
+        let publish = Publish {
+            rows: &[],
+            results: &results,
+            dead: &[],
+            states: &[],
+            batch: &[],
+            group: &group,
+        };
+        let (begun, inserted) = delivery.begin_during(&publish, async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            42
+        });
+        assert_eq!(
+            inserted, 42,
+            "the insert ran to its end beside the failed send"
+        );
+        match begun {
+            Err(DeliveryError::Fatal(e)) => {
+                assert!(e.to_string().to_lowercase().contains("transaction"), "{e}")
+            }
+            Err(DeliveryError::Retry(e)) => {
+                panic!("a producer without transactions cannot retry: {e}")
+            }
+            Ok(_) => panic!("a transaction began without init_transactions"),
+        }
+    }
 
     #[test]
     fn an_insert_that_began_before_a_rebalance_does_not_restore_what_was_forgotten() {
