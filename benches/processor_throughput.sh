@@ -20,21 +20,9 @@ log "producing $EVENTS events"
 "$BIN/pulse-simulate" --transport kafka --rate 0 --count "$EVENTS" --devices 1000 --batch 1000 \
   --concurrency 4 --seed 7 >/dev/null 2>&1
 
-rows() { curl -sf "$PULSE_CLICKHOUSE_URL/?database=$1" --data-binary 'SELECT count() FROM events' 2>/dev/null || echo 0; }
-# Waits until database $1 holds every event; prints the seconds from $2 (a
-# start time) to then, and the rows/s from the first rows seen to then:
-# the pipeline's pace once it has started up.
-until_stored() {
-  local first_at="" first_rows=0 n
-  while :; do
-    n=$(rows "$1")
-    if [ -z "$first_at" ] && [ "$n" -gt 0 ]; then first_at=$(date +%s.%N); first_rows=$n; fi
-    [ "$n" -ge "$EVENTS" ] && break
-    sleep 0.05
-  done
-  python3 -c "import sys, time; s, f, r, n = map(float, sys.argv[1:]); t = time.time(); print(t - s, (n - r) / max(t - f, 1e-9))" \
-    "$2" "$first_at" "$first_rows" "$EVENTS"
-}
+# Seconds from $2 (a start time) until database $1 holds every event, and
+# the pace once started (benches/until_stored.py).
+until_stored() { python3 benches/until_stored.py "$PULSE_CLICKHOUSE_URL" "$1" "$EVENTS" "$2"; }
 # CPU seconds (user + system) process $1 has used so far.
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 # CPU seconds the broker and ClickHouse have used so far, "kafka clickhouse".
