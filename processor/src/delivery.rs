@@ -1,12 +1,8 @@
 //! Storing a processed batch exactly once.
 //!
-//! ClickHouse: every row carries its Kafka partition and offset, and a row is
-//! inserted only if its offset is past the highest one already stored for
-//! its partition (looked up again after every rebalance). One batch is one
-//! INSERT, its rows in the order they were consumed, so each partition's in
-//! offset order: an insert cut short by a crash (ClickHouse can take a
-//! connection closed between chunks for the end of the data) has stored a
-//! prefix of each partition's rows, and the replayed batch stores the rest.
+//! ClickHouse: one batch is one INSERT of the rows it does not hold yet
+//! (see [`crate::stored`]: each row carries its Kafka partition and offset),
+//! sent in the table's sorting-key order.
 //!
 //! Kafka: the batch's results, alerts, device states and dead letters and
 //! the consumer offsets are committed in one transaction, so consumers reading `read_committed` see
@@ -16,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clickhouse::Client;
@@ -32,58 +27,7 @@ use pulse_common::sql;
 
 use crate::metrics;
 use crate::results::Results;
-
-/// The highest offset stored in ClickHouse per (topic, partition), as far
-/// as this instance knows; forgotten at every rebalance.
-#[derive(Clone, Default)]
-pub struct Watermarks(Arc<Mutex<Known>>);
-
-#[derive(Default)]
-struct Known {
-    /// Counts the times everything was forgotten, so that an insert that
-    /// began before a rebalance does not bring back what it knew then.
-    epoch: u64,
-    offsets: HashMap<(String, i32), i64>,
-}
-
-impl Watermarks {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn forget_all(&self) {
-        let mut known = self.lock();
-        known.epoch += 1;
-        known.offsets.clear();
-    }
-
-    fn epoch(&self) -> u64 {
-        self.lock().epoch
-    }
-
-    fn get(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.lock()
-            .offsets
-            .get(&(topic.to_string(), partition))
-            .copied()
-    }
-
-    /// Records `marks`, unless everything was forgotten since `epoch`.
-    fn update(&self, epoch: u64, marks: &[Mark<'_>]) {
-        let mut known = self.lock();
-        if known.epoch != epoch {
-            return;
-        }
-        for ((topic, partition), offset) in marks {
-            known
-                .offsets
-                .insert((topic.to_string(), *partition), *offset);
-        }
-    }
-}
-
-/// A partition of a batch and the highest offset of it stored.
-type Mark<'a> = ((&'a str, i32), i64);
+use crate::stored::{self, Mark, Span, Stored, Watermarks};
 
 /// A record that cannot be processed, bound for the dead-letter topic.
 pub struct DeadLetter {
@@ -141,62 +85,55 @@ impl Delivery {
 
     async fn insert_fresh(&self, rows: &[ScoredEvent]) -> anyhow::Result<usize> {
         let epoch = self.watermarks.epoch();
-        // A batch spans a handful of partitions: a short list, searched
-        // without allocating a key per row.
-        let mut marks: Vec<Mark<'_>> = Vec::new();
-        for row in rows {
-            let partition = (&*row.source_topic, row.source_partition);
-            if marks.iter().any(|(p, _)| *p == partition) {
-                continue;
-            }
-            let stored = match self.watermarks.get(partition.0, partition.1) {
-                Some(offset) => offset,
-                None => self.stored_watermark(partition.0, partition.1).await?,
-            };
-            marks.push((partition, stored));
+        let spans = stored::spans(rows);
+        let mut held = Vec::with_capacity(spans.len());
+        for span in &spans {
+            held.push(
+                match self.watermarks.get(span.partition.0, span.partition.1) {
+                    Some(mark) => Stored::UpTo(mark),
+                    None => self.read_stored(span).await?,
+                },
+            );
         }
-        let mark = |r: &ScoredEvent| {
-            marks
-                .iter()
-                .position(|(p, _)| *p == (&*r.source_topic, r.source_partition))
-        };
-        // Never reordered (say, into the table's sorting key, which would
-        // spare ClickHouse its sort): a cut-short insert would then leave
-        // gaps below the stored offsets, which no replay fills.
-        let fresh: Vec<(&ScoredEvent, usize)> = rows
-            .iter()
-            .filter_map(|r| mark(r).map(|i| (r, i)))
-            .filter(|(r, i)| r.source_offset > marks[*i].1)
-            .collect();
+        let fresh = stored::fresh(rows, &spans, &held);
         if !fresh.is_empty() {
             let started = Instant::now();
             let mut insert = self.clickhouse.insert::<ScoredEvent>(EVENTS_TABLE).await?;
-            for (row, _) in &fresh {
+            for row in &fresh {
                 insert.write(*row).await?;
             }
             insert.end().await?;
             metrics::SINK_SECONDS.observe(started.elapsed().as_secs_f64());
         }
-        for (row, i) in &fresh {
-            marks[*i].1 = marks[*i].1.max(row.source_offset);
-        }
         let skipped = rows.len() - fresh.len();
         if skipped > 0 {
             tracing::info!(skipped, "rows of a replayed batch were already stored");
         }
+        let marks: Vec<Mark<'_>> = spans
+            .iter()
+            .zip(&held)
+            .filter_map(|(span, held)| held.after(span).map(|mark| (span.partition, mark)))
+            .collect();
         self.watermarks.update(epoch, &marks);
         Ok(fresh.len())
     }
 
-    async fn stored_watermark(&self, topic: &str, partition: i32) -> anyhow::Result<i64> {
-        let (rows, max): (u64, i64) = self
+    /// The offsets ClickHouse holds within `span`, and the highest it holds
+    /// from the span's first on.
+    async fn read_stored(&self, span: &Span<'_>) -> anyhow::Result<Stored> {
+        let (offsets, rows, highest): (Vec<i64>, u64, i64) = self
             .clickhouse
-            .query(sql::STORED_WATERMARK)
-            .bind(topic)
-            .bind(partition)
+            .query(sql::STORED_OFFSETS)
+            .bind(span.last)
+            .bind(span.partition.0)
+            .bind(span.partition.1)
+            .bind(span.first)
             .fetch_one()
             .await?;
-        Ok(if rows == 0 { -1 } else { max })
+        Ok(Stored::Read {
+            offsets: offsets.into_iter().collect(),
+            highest: (rows > 0).then_some(highest),
+        })
     }
 
     /// Publishes the results, dead letters and device states and commits the
@@ -518,22 +455,5 @@ mod tests {
             }
             Ok(_) => panic!("a transaction began without init_transactions"),
         }
-    }
-
-    #[test]
-    fn an_insert_that_began_before_a_rebalance_does_not_restore_what_was_forgotten() {
-        let known = Watermarks::default();
-        let epoch = known.epoch();
-        known.update(epoch, &[(("pulse.telemetry", 0), 41)]);
-        assert_eq!(known.get("pulse.telemetry", 0), Some(41));
-
-        let before_rebalance = known.epoch();
-        known.forget_all();
-        known.update(before_rebalance, &[(("pulse.telemetry", 0), 99)]);
-        assert_eq!(known.get("pulse.telemetry", 0), None);
-
-        known.update(known.epoch(), &[(("pulse.telemetry", 0), 120)]);
-        assert_eq!(known.get("pulse.telemetry", 0), Some(120));
-        assert_eq!(known.get("pulse.telemetry", 1), None);
     }
 }

@@ -16,5 +16,6 @@ pub mod results;
 pub mod scorer;
 pub mod state;
 pub mod state_store;
+pub mod stored;
 pub mod topics;
 pub mod wire_event;
