@@ -54,35 +54,54 @@ pub async fn ensure(
 ) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(30);
     let spec = |name: String, partitions| TopicSpec::new(name, partitions, layout.replication);
-    let mut specs: Vec<TopicSpec> = EventKind::ALL
-        .iter()
-        .map(|k| spec(topics.events(*k), layout.event_partitions))
-        .collect();
-    specs.push(spec(topics.results(), layout.result_partitions));
-    specs.push(spec(topics.alerts(), layout.result_partitions));
-    specs.push(spec(topics.dead_letter(), layout.result_partitions));
-    ensure_topics(kafka, &specs, timeout).await?;
-
     let metadata_client: BaseConsumer = client_config(kafka).create()?;
-    let mut changelog_specs = Vec::new();
-    for kind in EventKind::ALL {
-        let events = topics.events(kind);
+    let partitions_of = |topic: &str| -> anyhow::Result<Option<i32>> {
         let metadata =
-            tokio::task::block_in_place(|| metadata_client.fetch_metadata(Some(&events), timeout))?;
+            tokio::task::block_in_place(|| metadata_client.fetch_metadata(Some(topic), timeout))?;
         let partitions = metadata
             .topics()
             .first()
+            .filter(|t| t.error().is_none())
             .map(|t| t.partitions().len())
-            .filter(|n| *n > 0)
-            .ok_or_else(|| anyhow::anyhow!("topic {events} has no partitions"))?;
-        let mut changelog = spec(changelogs.topic(kind), i32::try_from(partitions)?);
+            .filter(|n| *n > 0);
+        Ok(partitions.map(i32::try_from).transpose()?)
+    };
+    let event_topics: Vec<String> = EventKind::ALL.iter().map(|k| topics.events(*k)).collect();
+    let mut partitions = Vec::with_capacity(event_topics.len());
+    for events in &event_topics {
+        partitions.push(partitions_of(events)?);
+    }
+    // Ingest normally creates the event topics, and then everything else is
+    // created in one round; a missing one is created first, since its
+    // changelog takes the partitions it really has.
+    let missing: Vec<TopicSpec> = event_topics
+        .iter()
+        .zip(&partitions)
+        .filter(|(_, p)| p.is_none())
+        .map(|(events, _)| spec(events.clone(), layout.event_partitions))
+        .collect();
+    if !missing.is_empty() {
+        ensure_topics(kafka, &missing, timeout).await?;
+    }
+    let mut specs = vec![
+        spec(topics.results(), layout.result_partitions),
+        spec(topics.alerts(), layout.result_partitions),
+        spec(topics.dead_letter(), layout.result_partitions),
+    ];
+    for ((kind, events), known) in EventKind::ALL.iter().zip(&event_topics).zip(partitions) {
+        let partitions = match known {
+            Some(n) => n,
+            None => partitions_of(events)?
+                .ok_or_else(|| anyhow::anyhow!("topic {events} has no partitions"))?,
+        };
+        let mut changelog = spec(changelogs.topic(*kind), partitions);
         changelog.settings = vec![
             ("cleanup.policy", "compact".to_string()),
             ("min.compaction.lag.ms", "60000".to_string()),
         ];
-        changelog_specs.push(changelog);
+        specs.push(changelog);
     }
-    ensure_topics(kafka, &changelog_specs, timeout).await
+    ensure_topics(kafka, &specs, timeout).await
 }
 
 #[cfg(test)]
