@@ -1,6 +1,6 @@
 -- Where each row came from in Kafka. The processor inserts a record only if
--- its offset is past the highest one stored for its partition, so a batch
--- replayed after a crash is never stored twice.
+-- its offset is not stored yet for its partition, so a batch replayed after
+-- a crash is never stored twice.
 ALTER TABLE {db}.events
     ADD COLUMN source_topic String,
     ADD COLUMN source_partition Int32,
