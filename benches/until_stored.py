@@ -5,7 +5,7 @@
 Prints the seconds from START (a Unix time) until then, and the rows/s from
 the first rows seen until then: the pipeline's pace once it has started.
 One process polling over one kept-alive connection: a shell loop starting
-curl twenty times a second costs a tenth of a core, taken from the pipeline
+curl twenty times a second costs a fifth of a core, taken from the pipeline
 it measures on a two-core machine.
 """
 
