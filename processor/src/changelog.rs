@@ -132,5 +132,8 @@ pub fn restore(
         seconds = started.elapsed().as_secs_f64(),
         "device state restored"
     );
+    // Closing the client waits for its threads to wind down, about a tenth
+    // of a second that the batch waiting for this state need not wait.
+    std::thread::spawn(move || drop(consumer));
     Ok(restored)
 }

@@ -21,11 +21,11 @@ use schema_registry_converter::schema_registry_common::{
 
 use crate::wire_event;
 
-/// A schema id's reader, and whether its records can be read straight into
-/// events ([`wire_event`]).
+/// A schema id's reader, and how its records are read straight into events
+/// when they can be ([`wire_event`]).
 struct SchemaReader {
     datum: GenericDatumReader<'static>,
-    direct: bool,
+    direct: Option<wire_event::Plan>,
 }
 
 type Reader = Arc<SchemaReader>;
@@ -82,8 +82,8 @@ impl Decoder {
             Some(reader) => reader,
             None => self.load(id).await?,
         };
-        if reader.direct {
-            if let Some(event) = wire_event::read(&reader.datum, kind, datum) {
+        if let Some(plan) = &reader.direct {
+            if let Some(event) = wire_event::read(plan, kind, datum) {
                 return Ok(Ok(event));
             }
         }
@@ -117,7 +117,7 @@ impl Decoder {
             .map_err(unreadable)?;
         let reader = Arc::new(SchemaReader {
             datum,
-            direct: wire_event::fits(schema),
+            direct: wire_event::Plan::of(schema),
         });
         self.lock().insert(id, reader.clone());
         Ok(reader)
