@@ -87,6 +87,10 @@ pub async fn ensure_topics(
             &AdminOptions::new().operation_timeout(Some(timeout)),
         )
         .await?;
+    // Closing the client waits for its polling thread, which wakes every
+    // tenth of a second: a tenth of a second the caller's start-up need not
+    // wait.
+    std::thread::spawn(move || drop(admin));
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -162,7 +162,30 @@ async fn main() -> anyhow::Result<()> {
             transactional_producer(&kafka, &group, instance_id.as_deref(), max_batch)
         })
     };
-    let (ensured, migrated, loaded, initialised) = tokio::join!(
+    // Creating the clients costs tens of milliseconds (the registry client
+    // loads the system's certificates): done beside the other steps.
+    let watermarks = Watermarks::default();
+    let assignment = Assignment::default();
+    let in_flight = InFlight::default();
+    let creating = {
+        let (kafka, group) = (args.kafka.client.clone(), args.group.clone());
+        let instance_id = args.instance_id.clone();
+        let registry_url = args.registry.registry_url.clone();
+        let context = RebalanceAware {
+            assignment: assignment.clone(),
+            on_move: {
+                let forget = watermarks.clone();
+                Box::new(move || forget.forget_all())
+            },
+            in_flight: in_flight.clone(),
+        };
+        tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let consumer = group_consumer(&kafka, &group, instance_id.as_deref(), context)?;
+            let registry = SrSettings::new_builder(registry_url).no_proxy().build()?;
+            Ok((consumer, Decoder::new(AvroDecoder::new(registry))))
+        })
+    };
+    let (ensured, migrated, loaded, initialised, created) = tokio::join!(
         timed("topics ensured", ensuring),
         timed(
             "ClickHouse migrated",
@@ -174,36 +197,15 @@ async fn main() -> anyhow::Result<()> {
         ),
         timed("model loaded", loading),
         timed("transactions initialised", initialising),
+        timed("clients created", creating),
     );
     ensured??;
     migrated?;
     let scorer = Arc::new(loaded??);
     let producer = initialised??;
+    let (consumer, decoder) = created??;
 
     let threshold = scorer.threshold;
-    let watermarks = Watermarks::default();
-    let mut consumer_cfg = client_config(&args.kafka.client);
-    // Offsets are committed inside the producer's transactions.
-    consumer_cfg
-        .set("group.id", &args.group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        // Bounds what is prefetched while the sink is down and nothing is consumed.
-        .set("queued.max.messages.kbytes", "16384")
-        .set("partition.assignment.strategy", "cooperative-sticky");
-    if let Some(id) = &args.instance_id {
-        consumer_cfg.set("group.instance.id", id);
-    }
-    let assignment = Assignment::default();
-    let in_flight = InFlight::default();
-    let forget = watermarks.clone();
-    let consumer: StreamConsumer<RebalanceAware> =
-        consumer_cfg.create_with_context(RebalanceAware {
-            assignment: assignment.clone(),
-            on_move: Box::new(move || forget.forget_all()),
-            in_flight: in_flight.clone(),
-        })?;
     let event_topics: Vec<String> = EventKind::ALL.iter().map(|k| topics.events(*k)).collect();
     let names: Vec<&str> = event_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
@@ -220,11 +222,7 @@ async fn main() -> anyhow::Result<()> {
             warmup: args.zscore_warmup,
             dedup_window: args.dedup_window,
         },
-        decoder: Decoder::new(AvroDecoder::new(
-            SrSettings::new_builder(args.registry.registry_url.clone())
-                .no_proxy()
-                .build()?,
-        )),
+        decoder,
         scorer,
         buffers: Arc::default(),
         delivery: Arc::new(Delivery {
@@ -304,6 +302,29 @@ fn keep_freed_memory_for_later_batches() {
         // SAFETY: sets one of the allocator's options; no pointer passed.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, ALLOCATOR_PURGE_DELAY_MS) }
     }
+}
+
+/// The consumer of the event topics, not subscribed yet. Offsets are
+/// committed inside the producer's transactions, never by the consumer.
+fn group_consumer(
+    kafka: &pulse_common::config::KafkaClient,
+    group: &str,
+    instance_id: Option<&str>,
+    context: RebalanceAware,
+) -> anyhow::Result<StreamConsumer<RebalanceAware>> {
+    let mut config = client_config(kafka);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        // Bounds what is prefetched while the sink is down and nothing is consumed.
+        .set("queued.max.messages.kbytes", "16384")
+        .set("partition.assignment.strategy", "cooperative-sticky");
+    if let Some(id) = instance_id {
+        config.set("group.instance.id", id);
+    }
+    Ok(config.create_with_context(context)?)
 }
 
 /// A producer whose transactions carry results, dead letters and offsets.
