@@ -132,8 +132,9 @@ pub fn restore(
         seconds = started.elapsed().as_secs_f64(),
         "device state restored"
     );
-    // Closing the client waits for its threads to wind down, about a tenth
-    // of a second that the batch waiting for this state need not wait.
+    // Closing a client with a group id polls it in steps of a tenth of a
+    // second until it is closed: time the batch waiting for this state
+    // need not wait.
     std::thread::spawn(move || drop(consumer));
     Ok(restored)
 }

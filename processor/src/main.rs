@@ -391,6 +391,7 @@ mod tests {
 
     #[test]
     fn the_allocator_option_set_is_its_purge_delay() {
+        // SAFETY: reads one of the allocator's options; no pointer passed.
         let delay = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
             // mimalloc's documented default for its purge delay, in ms.
