@@ -57,6 +57,14 @@ impl TopicSpec {
     }
 }
 
+/// Closes a Kafka client on a thread of its own. Closing one waits on the
+/// client's threads, up to a tenth of a second: an admin client's polling
+/// thread wakes that often, and a consumer with a group id is polled closed
+/// in steps that long. Callers on the start-up or a batch's path need not wait.
+pub fn close_in_background<T: Send + 'static>(client: T) {
+    std::thread::spawn(move || drop(client));
+}
+
 /// Creates the topics that do not exist yet; existing ones are left as they are.
 pub async fn ensure_topics(
     kafka: &KafkaClient,
@@ -87,10 +95,7 @@ pub async fn ensure_topics(
             &AdminOptions::new().operation_timeout(Some(timeout)),
         )
         .await?;
-    // Closing the client waits for its polling thread, which wakes every
-    // tenth of a second: a tenth of a second the caller's start-up need not
-    // wait.
-    std::thread::spawn(move || drop(admin));
+    close_in_background(admin);
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -13,6 +13,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
+use pulse_common::kafka::close_in_background;
+
 use crate::state::DeviceState;
 
 /// A device: tenant and source id.
@@ -132,9 +134,6 @@ pub fn restore(
         seconds = started.elapsed().as_secs_f64(),
         "device state restored"
     );
-    // Closing a client with a group id polls it in steps of a tenth of a
-    // second until it is closed: time the batch waiting for this state
-    // need not wait.
-    std::thread::spawn(move || drop(consumer));
+    close_in_background(consumer);
     Ok(restored)
 }
