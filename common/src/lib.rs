@@ -5,6 +5,7 @@
 pub mod clickhouse;
 pub mod clock;
 pub mod config;
+pub mod contract;
 pub mod event;
 pub mod json_avro;
 pub mod kafka;

@@ -411,6 +411,7 @@ fn cases(v2_id: u32) -> Vec<Case> {
             )
         },
     ];
+    c.extend(contract_cases());
     let avro = |name, body: Vec<u8>, status, error, first| Case {
         content_type: "application/vnd.confluent.avro",
         body,
@@ -453,6 +454,72 @@ fn cases(v2_id: u32) -> Vec<Case> {
         "malformed_body",
         (0, "(body)", "3 bytes after the record"),
     ));
+    let reading = |name: &'static str, value: f64| {
+        let mut fields = telemetry_fields(1, "acme");
+        fields[4].1 = Value::Map(HashMap::from([(name.to_string(), Value::Double(value))]));
+        avro_record(v2_id, EventKind::Telemetry, 2, fields)
+    };
+    for (name, body, field, reason) in [
+        (
+            "Avro reading of +1.7e308",
+            reading("t", 1.7e308),
+            "readings.t",
+            "1.7e308 is outside",
+        ),
+        (
+            "Avro reading of -1.7e308",
+            reading("t", -1.7e308),
+            "readings.t",
+            "-1.7e308 is outside",
+        ),
+        (
+            "Avro NaN reading",
+            reading("t", f64::NAN),
+            "readings.t",
+            "NaN is not a finite number",
+        ),
+        (
+            "Avro infinite reading",
+            reading("t", f64::INFINITY),
+            "readings.t",
+            "inf is not a finite number",
+        ),
+        (
+            "Avro reading spoofing a feature",
+            reading("t.ewma", 1.0),
+            "readings.t.ewma",
+            "name may hold only",
+        ),
+        (
+            "Avro empty source_id",
+            {
+                let mut fields = telemetry_fields(1, "acme");
+                fields[2].1 = Value::String(String::new());
+                avro_record(v2_id, EventKind::Telemetry, 2, fields)
+            },
+            "source_id",
+            "is empty",
+        ),
+    ] {
+        c.push(avro(name, body, 422, "invalid_events", (0, field, reason)));
+    }
+    c.push(avro(
+        "JSON sent as Avro",
+        telemetry(1).to_string().into_bytes(),
+        400,
+        "malformed_body",
+        (0, "(body)", "not the Confluent wire format"),
+    ));
+    c.push(Case {
+        content_type: "application/json",
+        ..avro(
+            "Avro sent as JSON",
+            reading("t", 1.0),
+            400,
+            "malformed_body",
+            (0, "(body)", "malformed JSON"),
+        )
+    });
     c.push(avro(
         "Avro record of another tenant",
         avro_record(
@@ -465,6 +532,148 @@ fn cases(v2_id: u32) -> Vec<Case> {
         "forbidden",
         (0, "tenant_id", "'globex' is not this credential's tenant"),
     ));
+    c
+}
+
+/// Events that fit their schema but break the input contract
+/// (`pulse_common::contract`): extreme or reserved readings, identifiers
+/// out of bounds, too many entries.
+fn contract_cases() -> Vec<Case> {
+    let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+    let mut c = vec![
+        invalid(
+            "empty source_id",
+            with(telemetry(1), &["source_id"], json!("")),
+            (0, "source_id", "is empty"),
+        ),
+        invalid(
+            "source_id of 200 characters",
+            with(telemetry(1), &["source_id"], json!("d".repeat(200))),
+            (0, "source_id", "longer than 128 bytes"),
+        ),
+        invalid(
+            "NUL byte in source_id",
+            with(telemetry(1), &["source_id"], json!("dev\u{0}-1")),
+            (0, "source_id", "character '\\0' is not allowed"),
+        ),
+        invalid(
+            "newline in source_id",
+            with(
+                telemetry(1),
+                &["source_id"],
+                json!("dev-1\nforged log line"),
+            ),
+            (0, "source_id", "character '\\n' is not allowed"),
+        ),
+        invalid(
+            "empty reading name",
+            with(telemetry(1), &["readings", ""], json!(1.0)),
+            (0, "readings", "a reading name is empty"),
+        ),
+        invalid(
+            "1,000 readings",
+            with(
+                telemetry(1),
+                &["readings"],
+                Json::Object((0..1000).map(|i| (format!("r{i}"), json!(1.0))).collect()),
+            ),
+            (0, "readings", "more than 100 readings"),
+        ),
+        invalid(
+            "reading of +1.7e308",
+            with(telemetry(1), &["readings", "temperature_c"], json!(1.7e308)),
+            (0, "readings.temperature_c", "1.7e308 is outside"),
+        ),
+        invalid(
+            "reading of -1.7e308",
+            with(
+                telemetry(1),
+                &["readings", "temperature_c"],
+                json!(-1.7e308),
+            ),
+            (0, "readings.temperature_c", "-1.7e308 is outside"),
+        ),
+        invalid(
+            "reading just over the bound",
+            with(telemetry(1), &["readings", "temperature_c"], json!(2e15)),
+            (0, "readings.temperature_c", "2e15 is outside"),
+        ),
+        invalid(
+            "reading spoofing a history feature",
+            with(telemetry(1), &["readings", "temperature_c.z"], json!(0.0)),
+            (0, "readings.temperature_c.z", "name may hold only"),
+        ),
+        invalid(
+            "reading named like the gap feature",
+            with(telemetry(1), &["readings", "gap_s"], json!(1.0)),
+            (0, "readings.gap_s", "'gap_s' is reserved"),
+        ),
+        invalid(
+            "empty event_type",
+            with(app(1), &["event_type"], json!("")),
+            (0, "event_type", "is empty"),
+        ),
+        invalid(
+            "event_type with a newline",
+            with(app(1), &["event_type"], json!("opened\nclosed")),
+            (0, "event_type", "character '\\n' is not allowed"),
+        ),
+        invalid(
+            "empty property key",
+            with(app(1), &["properties", ""], json!("v")),
+            (0, "properties.", "key is empty"),
+        ),
+        invalid(
+            "NUL byte in a property value",
+            with(app(1), &["properties", "screen"], json!("home\u{0}")),
+            (0, "properties.screen", "contains a NUL byte"),
+        ),
+        invalid(
+            "101 properties",
+            with(
+                app(1),
+                &["properties"],
+                Json::Object((0..101).map(|i| (format!("k{i}"), json!("v"))).collect()),
+            ),
+            (0, "properties", "more than 100 properties"),
+        ),
+    ];
+    c.push(Case {
+        body: br#"{"kind": "telemetry", "readings": {"t": 1e400}}"#.to_vec(),
+        ..json_case(
+            "number beyond a double",
+            json!(0),
+            400,
+            "malformed_body",
+            (0, "(body)", "malformed JSON"),
+        )
+    });
+    c.push(Case {
+        body: deep.into_bytes(),
+        ..json_case(
+            "10,000 levels of nesting",
+            json!(0),
+            400,
+            "malformed_body",
+            (0, "(body)", "recursion limit exceeded"),
+        )
+    });
+    c.push(Case {
+        content_type: "application/x-ndjson",
+        body: format!(
+            "{}\n{}\n",
+            telemetry(1),
+            with(telemetry(2), &["readings", "x.delta"], json!(1.0))
+        )
+        .into_bytes(),
+        ..json_case(
+            "NDJSON line spoofing a feature",
+            json!(0),
+            422,
+            "invalid_events",
+            (1, "readings.x.delta", "name may hold only"),
+        )
+    });
     c
 }
 
@@ -561,7 +770,7 @@ async fn bad_input_is_refused_with_a_named_reason_and_never_reaches_kafka() {
     let v2_id = u32::try_from(latest["id"].as_u64().expect("id")).expect("small id");
 
     let cases = cases(v2_id);
-    assert!(cases.len() >= 30, "only {} cases", cases.len());
+    assert!(cases.len() >= 65, "only {} cases", cases.len());
     let mut markers = Vec::new();
     for (n, case) in cases.into_iter().enumerate() {
         let (status, _, body) = post(&http, &url, case.auth, case.content_type, case.body).await;

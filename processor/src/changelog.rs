@@ -15,6 +15,7 @@ use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
 use pulse_common::kafka::close_in_background;
 
+use crate::metrics;
 use crate::state::DeviceState;
 
 /// A device: tenant and source id.
@@ -27,6 +28,33 @@ pub fn encode_key(device: &DeviceKey) -> Vec<u8> {
 
 pub fn encode_state(state: &DeviceState) -> Vec<u8> {
     serde_json::to_vec(state).unwrap_or_default()
+}
+
+/// Applies one changelog record to a partition's devices. A record that
+/// cannot be read is an error for the caller to count and skip, never a
+/// reason to stop the restore: one device's bad state (written by an older
+/// version, or by anyone with write access to the topic) must not stall
+/// the partition. Its device is forgotten, since the record replaced
+/// whatever state it had before.
+fn apply(devices: &mut Devices, key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<(), String> {
+    let key: DeviceKey = serde_json::from_slice(key.unwrap_or_default())
+        .map_err(|e| format!("unreadable key: {e}"))?;
+    match payload {
+        // A tombstone forgets the device.
+        None => {
+            devices.remove(&key);
+        }
+        Some(p) => match serde_json::from_slice::<DeviceState>(p) {
+            Ok(state) => {
+                devices.insert(key, state);
+            }
+            Err(e) => {
+                devices.remove(&key);
+                return Err(format!("unreadable state of {key:?}: {e}"));
+            }
+        },
+    }
+    Ok(())
 }
 
 /// Reaching the end of a partition is how a restore finishes, not a client
@@ -94,6 +122,7 @@ pub fn restore(
         consumer.assign(&tpl)?;
     }
     let mut records = 0u64;
+    let mut skipped = 0u64;
     let deadline = started + timeout;
     while !open.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -108,20 +137,17 @@ pub fn restore(
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(m)) => {
                 records += 1;
-                let key: DeviceKey = serde_json::from_slice(m.key().unwrap_or_default())
-                    .map_err(|e| anyhow::anyhow!("bad key at offset {}: {e}", m.offset()))?;
                 let devices = restored.entry(m.partition()).or_default();
-                match m.payload() {
-                    // A tombstone forgets the device.
-                    None => {
-                        devices.remove(&key);
-                    }
-                    Some(p) => {
-                        let state: DeviceState = serde_json::from_slice(p).map_err(|e| {
-                            anyhow::anyhow!("bad state at offset {}: {e}", m.offset())
-                        })?;
-                        devices.insert(key, state);
-                    }
+                if let Err(why) = apply(devices, m.key(), m.payload()) {
+                    skipped += 1;
+                    metrics::STATE_RECORDS_SKIPPED.inc();
+                    tracing::warn!(
+                        topic,
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        why,
+                        "changelog record skipped: the device starts afresh"
+                    );
                 }
             }
         }
@@ -130,10 +156,44 @@ pub fn restore(
         topic,
         ?partitions,
         records,
+        skipped,
         devices = restored.values().map(HashMap::len).sum::<usize>(),
         seconds = started.elapsed().as_secs_f64(),
         "device state restored"
     );
     close_in_background(consumer);
     Ok(restored)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(source: &str) -> Vec<u8> {
+        encode_key(&("acme".to_string(), source.to_string()))
+    }
+
+    #[test]
+    fn unreadable_records_are_skipped_and_their_device_starts_afresh() {
+        let mut devices = Devices::new();
+        let good = encode_state(&DeviceState {
+            seq: 4,
+            ..DeviceState::default()
+        });
+        assert_eq!(apply(&mut devices, Some(&key("a")), Some(&good)), Ok(()));
+        assert_eq!(apply(&mut devices, Some(&key("b")), Some(&good)), Ok(()));
+        // What an older processor wrote for readings of +-1.7e308: a null mean.
+        let null_mean = br#"{"seq":4,"last_event_ms":1,"readings":{"x":{"mean":null,"var":null,"last":1.7e308,"count":4}},"recent_ids":[]}"#;
+        let why = apply(&mut devices, Some(&key("a")), Some(null_mean)).expect_err("null mean");
+        assert!(why.starts_with("unreadable state of"), "{why}");
+        assert!(apply(&mut devices, Some(b"not json"), Some(&good)).is_err());
+        assert!(apply(&mut devices, None, Some(&good)).is_err());
+        assert!(apply(&mut devices, Some(&key("b")), Some(b"\0\0")).is_err());
+        // "a" was forgotten by its bad record, "b" by its; a tombstone of
+        // an unknown device is fine.
+        assert_eq!(apply(&mut devices, Some(&key("c")), None), Ok(()));
+        assert!(devices.is_empty(), "{devices:?}");
+        assert_eq!(apply(&mut devices, Some(&key("a")), Some(&good)), Ok(()));
+        assert_eq!(devices.len(), 1);
+    }
 }

@@ -3,8 +3,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram, register_int_counter_vec, register_int_gauge, Histogram, IntCounterVec,
-    IntGauge,
+    register_histogram, register_int_counter, register_int_counter_vec, register_int_gauge,
+    Histogram, IntCounter, IntCounterVec, IntGauge,
 };
 
 pub static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -43,6 +43,14 @@ pub static BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
         "pulse_processor_batch_events",
         "Events per processed batch",
         vec![1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0]
+    )
+    .expect("metric registers once")
+});
+
+pub static STATE_RECORDS_SKIPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "pulse_processor_state_records_skipped_total",
+        "Changelog records that could not be read during a restore (their device starts afresh)"
     )
     .expect("metric registers once")
 });

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use pulse_common::clock::now_ms;
 use pulse_common::config::Topics;
+use pulse_common::contract;
 use pulse_common::event::Event;
 use pulse_common::schemas::EventKind;
 use pulse_common::scored::ScoredEvent;
@@ -511,7 +512,19 @@ impl Pipeline {
                 continue;
             };
             let event = match self.decoder.decode(kind, message.payload()).await {
-                Ok(Ok(event)) => event,
+                Ok(Ok(event)) => match contract::check(&event) {
+                    Ok(()) => event,
+                    // Refused before it reaches device state: a producer
+                    // writing to Kafka directly meets the same contract as
+                    // one going through ingest.
+                    Err(e) => {
+                        outcome.dead.push(DeadLetter {
+                            message: message.clone(),
+                            reason: format!("breaks the input contract: {e}"),
+                        });
+                        continue;
+                    }
+                },
                 // The registry is unreachable: retry the batch, do not drop it.
                 Err(e) if e.retriable => anyhow::bail!("schema registry: {e}"),
                 Err(e) => {

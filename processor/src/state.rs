@@ -109,6 +109,13 @@ impl DeviceState {
                 Some(r) => r,
                 None => self.readings.entry(name.clone()).or_default(),
             };
+            // Readings within the input contract cannot overflow these
+            // statistics (see `pulse_common::contract`); a history that
+            // did, restored from a state written before the bounds, starts
+            // again rather than carrying an infinite statistic forever.
+            if !(r.mean.is_finite() && r.var.is_finite() && r.last.is_finite()) {
+                *r = Rolling::default();
+            }
             let (delta, z) = if r.count == 0 {
                 (f64::NAN, f64::NAN)
             } else {
@@ -316,6 +323,69 @@ mod tests {
         let bytes = serde_json::to_vec(&s).unwrap();
         let back: DeviceState = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn features_stay_finite_at_the_contract_bounds_and_recover_from_an_overflowed_history() {
+        let settings = FeatureSettings {
+            warmup: 2,
+            ..FeatureSettings::default()
+        };
+        let mut s = DeviceState::default();
+        let mut names = FeatureNames::default();
+        let bound = pulse_common::contract::MAX_READING_ABS;
+        for (i, v) in [bound, -bound, bound, -bound, bound]
+            .into_iter()
+            .enumerate()
+        {
+            let f = s
+                .observe(&reading(&i.to_string(), i as i64, v), &settings, &mut names)
+                .unwrap();
+            let ewma = f.get("temperature_c.ewma").unwrap();
+            assert!(ewma.is_finite(), "{ewma}");
+        }
+        let r = &s.readings["temperature_c"];
+        assert!(r.mean.is_finite() && r.var.is_finite(), "{r:?}");
+        // The encoding never writes a null that a restore cannot read.
+        let back: DeviceState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+
+        // A history that overflowed before the bounds existed.
+        s.readings.get_mut("temperature_c").unwrap().var = f64::INFINITY;
+        let f = s
+            .observe(&reading("x", 10, 21.0), &settings, &mut names)
+            .unwrap();
+        assert!(f.get("temperature_c.z").unwrap().is_nan());
+        assert!(f.get("temperature_c.delta").unwrap().is_nan());
+        assert_eq!(s.readings["temperature_c"].count, 1);
+        assert_eq!(s.readings["temperature_c"].mean, 21.0);
+        assert_eq!(s.readings["temperature_c"].var, 0.0);
+    }
+
+    #[test]
+    fn the_smallest_spread_still_gives_a_finite_z_within_the_bounds() {
+        let settings = FeatureSettings {
+            warmup: 1,
+            ..FeatureSettings::default()
+        };
+        let mut s = DeviceState::default();
+        s.readings.insert(
+            "temperature_c".into(),
+            Rolling {
+                mean: 0.0,
+                var: f64::from_bits(1), // the smallest positive double
+                last: 0.0,
+                count: 5,
+            },
+        );
+        let f = s
+            .observe(
+                &reading("a", 1, pulse_common::contract::MAX_READING_ABS),
+                &settings,
+                &mut FeatureNames::default(),
+            )
+            .unwrap();
+        assert!(f.get("temperature_c.z").unwrap().is_finite());
     }
 
     #[test]

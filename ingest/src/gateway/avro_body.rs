@@ -4,6 +4,7 @@
 //! check it like a JSON event, then forwarded byte for byte.
 
 use apache_avro::reader::datum::GenericDatumReader;
+use pulse_common::contract;
 use pulse_common::event::Event;
 
 use super::encode::Encoders;
@@ -73,6 +74,7 @@ pub fn parse_avro(
     bounds
         .check(event.event_time_ms)
         .map_err(|reason| refuse("event_time", reason, false))?;
+    contract::check(&event).map_err(|e| refuse(&e.field, e.reason, false))?;
     Ok(ValidEvent {
         kind,
         schema_version: version,

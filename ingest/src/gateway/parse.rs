@@ -3,6 +3,7 @@
 //! whole request, so nothing of a rejected request reaches Kafka.
 
 use apache_avro::types::Value;
+use pulse_common::contract::{self, Parts};
 use pulse_common::json_avro::json_to_avro;
 use pulse_common::schemas::EventKind;
 use serde::Serialize;
@@ -242,6 +243,27 @@ fn validate(
         .map_err(|reason| reject("event_time", reason))?;
     let tenant = field("tenant_id");
     let source = field("source_id");
+    let entries = |name: &str| {
+        item.get(name)
+            .and_then(Json::as_object)
+            .into_iter()
+            .flatten()
+    };
+    contract::check_parts(Parts {
+        kind,
+        event_id: event_id.as_deref().unwrap_or_default(),
+        tenant_id: tenant.as_str().unwrap_or_default(),
+        source_id: source.as_str().unwrap_or_default(),
+        event_type: item
+            .get("event_type")
+            .and_then(Json::as_str)
+            .unwrap_or_default(),
+        // json_to_avro checked that readings are numbers and properties strings.
+        readings: entries("readings").map(|(k, v)| (k.as_str(), v.as_f64().unwrap_or(f64::NAN))),
+        properties: entries("properties")
+            .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default())),
+    })
+    .map_err(|e| reject(&e.field, e.reason))?;
     Ok(ValidEvent {
         kind,
         schema_version,
