@@ -40,7 +40,8 @@ pub struct StateRecord {
     pub topic: String,
     pub partition: i32,
     pub key: Vec<u8>,
-    pub value: Vec<u8>,
+    /// None: a tombstone, the device is forgotten.
+    pub value: Option<Vec<u8>>,
 }
 
 pub enum DeliveryError {
@@ -278,10 +279,12 @@ impl Delivery {
             }
         }
         for s in out.states {
-            let record = FutureRecord::to(&s.topic)
+            let mut record = FutureRecord::<[u8], [u8]>::to(&s.topic)
                 .partition(s.partition)
-                .key(&s.key)
-                .payload(&s.value);
+                .key(&s.key);
+            if let Some(value) = &s.value {
+                record = record.payload(value);
+            }
             deliveries.push(self.producer.send_result(record).map_err(|(e, _)| e)?);
         }
         for d in out.dead {

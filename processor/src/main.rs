@@ -18,6 +18,7 @@ use pulse_processor::migrations;
 use pulse_processor::pipeline::Pipeline;
 use pulse_processor::scorer::{Device, Scorer};
 use pulse_processor::state::FeatureSettings;
+use pulse_processor::state_store::StateLimits;
 use pulse_processor::stored::Watermarks;
 use pulse_processor::topics;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -98,6 +99,14 @@ struct Args {
     /// Recent event ids remembered per device to drop clients' retries.
     #[arg(long, env = "PULSE_DEDUP_WINDOW", default_value_t = 16)]
     dedup_window: usize,
+    /// Most devices of one tenant in one partition: events of further
+    /// devices are dead-lettered. Bounds what a partition's restore reads.
+    #[arg(long, env = "PULSE_MAX_DEVICES_PER_TENANT", default_value_t = 100_000)]
+    max_devices_per_tenant: usize,
+    /// Devices whose latest event is older than this are forgotten (a
+    /// tombstone in the changelog), in seconds; 0 keeps them forever.
+    #[arg(long, env = "PULSE_DEVICE_IDLE_TTL_S", default_value_t = 30 * 86_400)]
+    device_idle_ttl_s: i64,
     /// Longest time to read a partition's device state back from its changelog, in seconds.
     #[arg(long, env = "PULSE_RESTORE_TIMEOUT_S", default_value_t = 120)]
     restore_timeout_s: u64,
@@ -221,6 +230,10 @@ async fn main() -> anyhow::Result<()> {
             alpha: args.ewma_alpha,
             warmup: args.zscore_warmup,
             dedup_window: args.dedup_window,
+        },
+        limits: StateLimits {
+            max_devices_per_tenant: args.max_devices_per_tenant,
+            idle_ttl_ms: args.device_idle_ttl_s.saturating_mul(1000),
         },
         decoder,
         scorer,

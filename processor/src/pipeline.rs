@@ -32,7 +32,7 @@ use crate::metrics;
 use crate::results::{Buffers, Results};
 use crate::scorer::{Score, Scorer};
 use crate::state::{FeatureSettings, Features};
-use crate::state_store::{BatchState, StateStore};
+use crate::state_store::{BatchState, Observed, StateLimits, StateStore};
 use crate::topics::Changelogs;
 
 pub struct Pipeline {
@@ -47,6 +47,7 @@ pub struct Pipeline {
     pub decoder: Decoder,
     pub scorer: Arc<Scorer>,
     pub features: FeatureSettings,
+    pub limits: StateLimits,
     pub delivery: Arc<Delivery>,
     pub topics: Topics,
     pub max_batch: usize,
@@ -216,6 +217,7 @@ impl Pipeline {
         shutdown: &Shutdown,
     ) -> anyhow::Result<()> {
         let mut attempt = 0;
+        let mut next_sweep = Instant::now();
         loop {
             let batch = match self.next_batch(shutdown, flight).await {
                 Next::Shutdown => return Ok(()),
@@ -233,9 +235,18 @@ impl Pipeline {
                 continue;
             }
             let mut retries = 0;
+            // Idle devices are looked for now and then, not in every batch:
+            // it walks every device the instance holds.
+            let sweep = Instant::now() >= next_sweep;
+            if sweep {
+                next_sweep = Instant::now() + IDLE_SWEEP_INTERVAL;
+            }
             let outcome = loop {
                 let earlier = flight.as_ref().map(|f| &f.state);
-                match self.decode_and_score(&batch, kinds, store, earlier).await {
+                match self
+                    .decode_and_score(&batch, kinds, store, earlier, sweep)
+                    .await
+                {
                     Ok(o) => break o,
                     Err(e) => {
                         retries += 1;
@@ -495,10 +506,15 @@ impl Pipeline {
         kinds: &Kinds,
         store: &mut StateStore,
         earlier: Option<&BatchState>,
+        sweep: bool,
     ) -> anyhow::Result<Outcome> {
         self.restore_state(batch, kinds, store)?;
         let decoding = Instant::now();
         let mut outcome = Outcome::default();
+        if sweep && self.limits.idle_ttl_ms > 0 {
+            let cutoff = now_ms() - self.limits.idle_ttl_ms;
+            outcome.state.evict_idle(store, earlier, cutoff);
+        }
         let mut events: Vec<(Event, &OwnedMessage, Features, Arc<str>)> =
             Vec::with_capacity(batch.messages.len());
         let mut partition: Partition = (String::new(), -1);
@@ -548,14 +564,29 @@ impl Pipeline {
                 partition = (message.topic().to_string(), message.partition());
                 topic = Arc::from(message.topic());
             }
-            match outcome
-                .state
-                .observe(store, earlier, &partition, &event, &self.features)
-            {
-                Some(features) => events.push((event, message, features, topic.clone())),
-                None => outcome.duplicates += 1,
+            let observed = outcome.state.observe(
+                store,
+                earlier,
+                &partition,
+                &event,
+                &self.features,
+                &self.limits,
+            );
+            match observed {
+                Observed::Features(features) => {
+                    events.push((event, message, features, topic.clone()))
+                }
+                Observed::Duplicate => outcome.duplicates += 1,
+                Observed::OverQuota { limit } => outcome.dead.push(DeadLetter {
+                    message: message.clone(),
+                    reason: format!(
+                        "tenant {} already has {limit} devices in partition {}, its quota",
+                        event.tenant_id, partition.1
+                    ),
+                }),
             }
         }
+
         metrics::DECODE_SECONDS.observe(decoding.elapsed().as_secs_f64());
         let telemetry: Vec<(&Event, &Features)> = events
             .iter()
@@ -634,17 +665,25 @@ impl Pipeline {
 
     /// The changelog records of the devices a batch changed.
     fn state_records(&self, state: &BatchState, kinds: &Kinds) -> Vec<StateRecord> {
+        let record = |(topic, partition): &Partition, device, value| {
+            Some(StateRecord {
+                topic: self.changelogs.topic(*kinds.get(topic)?),
+                partition: *partition,
+                key: encode_key(device),
+                value,
+            })
+        };
+        let tombstones = state
+            .evicted
+            .iter()
+            .filter_map(|(partition, device)| record(partition, device, None));
         state
             .changed
             .iter()
             .filter_map(|((partition, device), state)| {
-                Some(StateRecord {
-                    topic: self.changelogs.topic(*kinds.get(&partition.0)?),
-                    partition: partition.1,
-                    key: encode_key(device),
-                    value: encode_state(state),
-                })
+                record(partition, device, Some(encode_state(state)))
             })
+            .chain(tombstones)
             .collect()
     }
 
@@ -669,6 +708,9 @@ impl Pipeline {
         Ok(())
     }
 }
+
+/// How often the devices held are looked through for idle ones.
+const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Ends when the delivery in flight has ended; never if there is none.
 async fn land(flight: &mut Option<Flight>) {

@@ -23,9 +23,66 @@ pub struct StateStore {
     partitions: HashMap<Partition, Loaded>,
 }
 
+#[derive(Default)]
 struct Loaded {
     generation: u64,
     devices: HashMap<DeviceKey, DeviceState>,
+    /// Devices of each tenant, for the quota.
+    per_tenant: HashMap<String, usize>,
+}
+
+impl Loaded {
+    fn insert(&mut self, device: DeviceKey, state: DeviceState) {
+        let tenant = device.0.clone();
+        if self.devices.insert(device, state).is_none() {
+            *self.per_tenant.entry(tenant).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, device: &DeviceKey) {
+        if self.devices.remove(device).is_some() {
+            if let Some(n) = self.per_tenant.get_mut(&device.0) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_tenant.remove(&device.0);
+                }
+            }
+        }
+    }
+}
+
+/// Bounds on the state a partition holds: devices are created by whoever
+/// writes events, and a partition's whole state must be read back within
+/// the restore timeout when it moves to another instance.
+#[derive(Debug, Clone, Copy)]
+pub struct StateLimits {
+    /// Most devices of one tenant in one partition; the events of a device
+    /// beyond it are dead-lettered.
+    pub max_devices_per_tenant: usize,
+    /// A device whose latest event is older than this (in event time) is
+    /// forgotten, with a tombstone in the changelog; 0 keeps devices forever.
+    pub idle_ttl_ms: i64,
+}
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        Self {
+            max_devices_per_tenant: 100_000,
+            idle_ttl_ms: 30 * 86_400_000,
+        }
+    }
+}
+
+/// What taking in an event came to.
+#[derive(Debug, PartialEq)]
+pub enum Observed {
+    Features(Features),
+    /// A retry of one of the device's recent events.
+    Duplicate,
+    /// A new device of a tenant that already has `limit` in the partition.
+    OverQuota {
+        limit: usize,
+    },
 }
 
 impl StateStore {
@@ -42,13 +99,14 @@ impl StateStore {
         generation: u64,
         devices: HashMap<DeviceKey, DeviceState>,
     ) {
-        self.partitions.insert(
-            partition,
-            Loaded {
-                generation,
-                devices,
-            },
-        );
+        let mut loaded = Loaded {
+            generation,
+            ..Loaded::default()
+        };
+        for (device, state) in devices {
+            loaded.insert(device, state);
+        }
+        self.partitions.insert(partition, loaded);
     }
 
     /// Drops the state of partitions no longer owned.
@@ -66,11 +124,24 @@ impl StateStore {
 
     /// Makes a committed batch's states the current ones.
     pub fn apply(&mut self, batch: BatchState) {
-        for ((partition, device), state) in batch.changed {
+        for (partition, device) in batch.evicted {
             if let Some(l) = self.partitions.get_mut(&partition) {
-                l.devices.insert(device, state);
+                l.remove(&device);
             }
         }
+        for ((partition, device), state) in batch.changed {
+            if let Some(l) = self.partitions.get_mut(&partition) {
+                l.insert(device, state);
+            }
+        }
+    }
+
+    fn tenant_devices(&self, partition: &Partition, tenant: &str) -> usize {
+        self.partitions
+            .get(partition)
+            .and_then(|l| l.per_tenant.get(tenant))
+            .copied()
+            .unwrap_or_default()
     }
 }
 
@@ -80,6 +151,11 @@ pub struct BatchState {
     /// Looked up by borrowed names for every event: its key is copied only
     /// when a device first appears in the batch.
     pub changed: hashbrown::HashMap<(Partition, DeviceKey), DeviceState>,
+    /// Idle devices the batch forgets: tombstones in its changelog writes.
+    pub evicted: hashbrown::HashSet<(Partition, DeviceKey)>,
+    /// Devices the batch added less those it forgot, by partition and
+    /// tenant, for the quota.
+    added: HashMap<(Partition, String), isize>,
     names: FeatureNames,
 }
 
@@ -129,7 +205,8 @@ impl BatchState {
         partition: &Partition,
         event: &Event,
         settings: &FeatureSettings,
-    ) -> Option<Features> {
+        limits: &StateLimits,
+    ) -> Observed {
         let device = DeviceOf {
             topic: &partition.0,
             partition: partition.1,
@@ -139,17 +216,66 @@ impl BatchState {
         let state = match self.changed.entry_ref(&device) {
             EntryRef::Occupied(o) => o.into_mut(),
             EntryRef::Vacant(v) => {
+                let key = || (event.tenant_id.clone(), event.source_id.clone());
                 let current = earlier
                     .and_then(|e| e.changed.get(&device))
-                    .or_else(|| {
-                        let key = (event.tenant_id.clone(), event.source_id.clone());
-                        store.get(partition, &key)
-                    })
+                    .or_else(|| store.get(partition, &key()))
                     .cloned();
-                v.insert(current.unwrap_or_default())
+                let slot = (partition.clone(), event.tenant_id.clone());
+                let state = match current {
+                    Some(state) => {
+                        // Back before its eviction committed: it stays.
+                        if !self.evicted.is_empty() && self.evicted.remove(&(slot.0.clone(), key()))
+                        {
+                            *self.added.entry(slot).or_default() += 1;
+                        }
+                        state
+                    }
+                    None => {
+                        // Counted against the store and this batch; a
+                        // device added by the batch in flight is counted
+                        // once it committed, so a quota can be passed by
+                        // at most one batch's new devices.
+                        let limit = limits.max_devices_per_tenant;
+                        let added = self.added.entry(slot).or_default();
+                        let held = store.tenant_devices(partition, &event.tenant_id) as isize;
+                        if held + *added >= limit as isize {
+                            return Observed::OverQuota { limit };
+                        }
+                        *added += 1;
+                        DeviceState::default()
+                    }
+                };
+                v.insert(state)
             }
         };
-        state.observe(event, settings, &mut self.names)
+        match state.observe(event, settings, &mut self.names) {
+            Some(features) => Observed::Features(features),
+            None => Observed::Duplicate,
+        }
+    }
+
+    /// Forgets the devices of the store whose latest event is older than
+    /// `cutoff_ms`, except those the batch in flight (`earlier`) touched.
+    /// Called before the batch's events are taken in, so that the slots
+    /// it frees count for the batch's new devices.
+    pub fn evict_idle(&mut self, store: &StateStore, earlier: Option<&BatchState>, cutoff_ms: i64) {
+        for (partition, loaded) in &store.partitions {
+            for (device, state) in &loaded.devices {
+                if state.last_event_ms.is_none_or(|t| t >= cutoff_ms) {
+                    continue;
+                }
+                let key = (partition.clone(), device.clone());
+                if earlier.is_some_and(|b| b.changed.contains_key(&key)) {
+                    continue;
+                }
+                *self
+                    .added
+                    .entry((partition.clone(), device.0.clone()))
+                    .or_default() -= 1;
+                self.evicted.insert(key);
+            }
+        }
     }
 }
 
@@ -178,6 +304,104 @@ mod tests {
         seq_after(batch, store, None, id)
     }
 
+    fn of_device(source: &str, t: i64) -> Event {
+        Event {
+            source_id: source.into(),
+            event_time_ms: t,
+            ..event(&format!("{source}-{t}"))
+        }
+    }
+
+    fn observe(batch: &mut BatchState, store: &StateStore, e: &Event, limit: usize) -> Observed {
+        let limits = StateLimits {
+            max_devices_per_tenant: limit,
+            ..StateLimits::default()
+        };
+        let p: Partition = ("t".into(), 0);
+        batch.observe(store, None, &p, e, &FeatureSettings::default(), &limits)
+    }
+
+    #[test]
+    fn a_tenant_beyond_its_quota_adds_no_device_and_known_devices_go_on() {
+        let mut store = StateStore::default();
+        store.load(("t".into(), 0), 1, HashMap::new());
+        let mut batch = BatchState::default();
+        for source in ["a", "b"] {
+            let o = observe(&mut batch, &store, &of_device(source, 1), 2);
+            assert!(matches!(o, Observed::Features(_)), "{source}: {o:?}");
+        }
+        assert_eq!(
+            observe(&mut batch, &store, &of_device("c", 1), 2),
+            Observed::OverQuota { limit: 2 }
+        );
+        store.apply(batch);
+        assert_eq!(store.devices(), 2);
+        let mut next = BatchState::default();
+        assert_eq!(
+            observe(&mut next, &store, &of_device("d", 2), 2),
+            Observed::OverQuota { limit: 2 }
+        );
+        assert!(matches!(
+            observe(&mut next, &store, &of_device("a", 2), 2),
+            Observed::Features(f) if f.seq == 2
+        ));
+        // Another tenant has a quota of its own.
+        let mut other = of_device("c", 2);
+        other.tenant_id = "globex".into();
+        assert!(matches!(
+            observe(&mut next, &store, &other, 2),
+            Observed::Features(_)
+        ));
+    }
+
+    #[test]
+    fn idle_devices_are_evicted_once_committed_and_free_their_quota() {
+        let mut store = StateStore::default();
+        store.load(("t".into(), 0), 1, HashMap::new());
+        let mut batch = BatchState::default();
+        observe(&mut batch, &store, &of_device("old", 1_000), 2);
+        observe(&mut batch, &store, &of_device("new", 9_000), 2);
+        store.apply(batch);
+
+        let mut batch = BatchState::default();
+        batch.evict_idle(&store, None, 5_000);
+        let evicted: Vec<&str> = batch.evicted.iter().map(|(_, d)| d.1.as_str()).collect();
+        assert_eq!(evicted, ["old"]);
+        // The slot it frees is taken by a new device in the same batch.
+        assert!(matches!(
+            observe(&mut batch, &store, &of_device("newer", 10_000), 2),
+            Observed::Features(_)
+        ));
+        // Given up: nothing is forgotten.
+        drop(batch);
+        assert_eq!(store.devices(), 2);
+
+        // A device back before its eviction committed stays, with its history.
+        let mut batch = BatchState::default();
+        batch.evict_idle(&store, None, 5_000);
+        assert!(matches!(
+            observe(&mut batch, &store, &of_device("old", 10_000), 2),
+            Observed::Features(f) if f.seq == 2
+        ));
+        assert!(batch.evicted.is_empty());
+        assert_eq!(
+            observe(&mut batch, &store, &of_device("newer", 10_000), 2),
+            Observed::OverQuota { limit: 2 }
+        );
+        drop(batch);
+
+        let mut batch = BatchState::default();
+        batch.evict_idle(&store, None, 5_000);
+        store.apply(batch);
+        assert_eq!(store.devices(), 1);
+        // Forgotten: it starts afresh when it comes back.
+        let mut batch = BatchState::default();
+        assert!(matches!(
+            observe(&mut batch, &store, &of_device("old", 20_000), 2),
+            Observed::Features(f) if f.seq == 1
+        ));
+    }
+
     /// The same, with `earlier` a batch still being delivered.
     fn seq_after(
         batch: &mut BatchState,
@@ -186,9 +410,19 @@ mod tests {
         id: &str,
     ) -> Option<u64> {
         let p: Partition = ("t".into(), 0);
-        batch
-            .observe(store, earlier, &p, &event(id), &FeatureSettings::default())
-            .map(|f| f.seq)
+        let observed = batch.observe(
+            store,
+            earlier,
+            &p,
+            &event(id),
+            &FeatureSettings::default(),
+            &StateLimits::default(),
+        );
+        match observed {
+            Observed::Features(f) => Some(f.seq),
+            Observed::Duplicate => None,
+            Observed::OverQuota { .. } => panic!("over quota"),
+        }
     }
 
     #[test]

@@ -1,3 +1,5 @@
+//! What devices can do to the processor's state, and cannot.
+//!
 //! One device sends extreme and non-finite readings over every path; none
 //! of them may stop its partition. Over HTTP (JSON and Confluent Avro)
 //! ingest refuses them with 422; produced straight to Kafka, the processor
@@ -21,6 +23,7 @@ use pulse_common::testkit::{
     start_processor, start_registry, unique, Stack,
 };
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
 use serde_json::json;
 
 const WARM_UP: u64 = 12;
@@ -32,15 +35,25 @@ fn id(n: u64) -> String {
 
 /// A telemetry v2 record of `source` in the Confluent wire format.
 fn record(schema_id: u32, n: u64, source: &str, value: f64) -> Vec<u8> {
+    record_of(schema_id, n, ("acme", source), now_ms(), value)
+}
+
+fn record_of(
+    schema_id: u32,
+    n: u64,
+    (tenant, source): (&str, &str),
+    event_time_ms: i64,
+    value: f64,
+) -> Vec<u8> {
     let schema = EventKind::Telemetry.schema(2).expect("shipped");
     let fields = vec![
         (
             "event_id",
             Value::Uuid(uuid::Uuid::parse_str(&id(n)).expect("uuid")),
         ),
-        ("tenant_id", Value::String("acme".into())),
+        ("tenant_id", Value::String(tenant.into())),
         ("source_id", Value::String(source.into())),
-        ("event_time", Value::TimestampMillis(now_ms())),
+        ("event_time", Value::TimestampMillis(event_time_ms)),
         (
             "readings",
             Value::Map(HashMap::from([(
@@ -90,6 +103,19 @@ async fn stored(client: &clickhouse::Client, n: u64) -> Option<()> {
     (count == 1).then_some(())
 }
 
+/// The id of the telemetry v2 schema, once simulated events registered it.
+async fn telemetry_v2_id(http: &reqwest::Client, registry: &str, telemetry: &str) -> u32 {
+    let latest: serde_json::Value = http
+        .get(format!("{registry}/subjects/{telemetry}-value/versions/2"))
+        .send()
+        .await
+        .expect("registry answers")
+        .json()
+        .await
+        .expect("json");
+    u32::try_from(latest["id"].as_u64().expect("an id")).expect("small")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the local stack: run through ./dev test"]
 async fn extreme_readings_never_stall_a_partition_nor_survive_a_restart() {
@@ -102,18 +128,7 @@ async fn extreme_readings_never_stall_a_partition_nor_survive_a_restart() {
     // Registers the schemas and creates the topics.
     produce_events(&stack, &prefix, &registry.url, 100, 41);
     let http = reqwest::Client::new();
-    let latest: serde_json::Value = http
-        .get(format!(
-            "{}/subjects/{telemetry}-value/versions/2",
-            registry.url
-        ))
-        .send()
-        .await
-        .expect("registry answers")
-        .json()
-        .await
-        .expect("json");
-    let schema_id = u32::try_from(latest["id"].as_u64().expect("an id")).expect("small");
+    let schema_id = telemetry_v2_id(&http, &registry.url, &telemetry).await;
 
     // Over HTTP, ingest refuses each extreme reading, as JSON and as Avro.
     let ingest = start_ingest(&stack, &prefix, &registry.url, &[]).await;
@@ -287,4 +302,94 @@ async fn extreme_readings_never_stall_a_partition_nor_survive_a_restart() {
         2 * EXTREMES.len(),
         "each extreme dead-lettered once"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: run through ./dev test"]
+async fn a_tenant_beyond_its_device_quota_is_dead_lettered_and_idle_devices_are_tombstoned() {
+    let stack = Stack::from_env();
+    let prefix = unique("quota") + ".";
+    let database = unique("quota_");
+    let topics = Topics::new(prefix.clone());
+    let telemetry = topics.events(EventKind::Telemetry);
+    let registry = start_registry(&stack, &prefix).await;
+    produce_events(&stack, &prefix, &registry.url, 10, 43);
+    let http = reqwest::Client::new();
+    let schema_id = telemetry_v2_id(&http, &registry.url, &telemetry).await;
+    let producer: FutureProducer = client_config(&KafkaClient::plaintext(&stack.kafka_bootstrap))
+        .create()
+        .expect("producer");
+    let two_days_ago = now_ms() - 2 * 86_400_000;
+    // Tenant "crowd" fills its quota of 3 on partition 0, one of them idle
+    // for two days; its fourth device is refused, another tenant's is not.
+    let sent = [
+        (1, ("crowd", "idle"), two_days_ago),
+        (2, ("crowd", "a"), now_ms()),
+        (3, ("crowd", "b"), now_ms()),
+        (4, ("crowd", "c"), now_ms()),
+        (5, ("other", "a"), now_ms()),
+    ];
+    for (n, device, t) in sent {
+        let key = format!("{}/{}", device.0, device.1);
+        send(
+            &producer,
+            &telemetry,
+            &key,
+            &record_of(schema_id, n, device, t, 20.0),
+        )
+        .await;
+    }
+    let client = clickhouse(&stack.clickhouse_url, &database);
+    let settings = [
+        ("PULSE_MAX_DEVICES_PER_TENANT", "3".to_string()),
+        ("PULSE_DEVICE_IDLE_TTL_S", "86400".to_string()),
+    ];
+    let port = free_port();
+    let processor =
+        start_processor(&stack, &prefix, &registry.url, &database, port, &settings).await;
+    poll_until(
+        "the other tenant's device stored",
+        Duration::from_secs(60),
+        || stored(&client, 5),
+    )
+    .await;
+    for n in [1, 2, 3] {
+        assert_eq!(stored(&client, n).await, Some(()), "event {n}");
+    }
+    assert_eq!(stored(&client, 4).await, None, "the fourth device");
+    let dead = records(&stack.kafka_bootstrap, &topics.dead_letter(), 1).await;
+    // The simulated fleet that registered the schemas is over its quota
+    // too: only the test's tenant is looked at.
+    let reasons: Vec<&str> = dead
+        .iter()
+        .map(|m| header(m, "pulse-error").unwrap_or_default())
+        .filter(|r| r.contains("crowd"))
+        .collect();
+    assert_eq!(
+        reasons,
+        ["tenant crowd already has 3 devices in partition 0, its quota"]
+    );
+    drop(processor);
+
+    // A new instance reads the idle device back, and its first look for
+    // idle devices forgets it: a tombstone in the changelog frees its slot.
+    let _processor =
+        start_processor(&stack, &prefix, &registry.url, &database, port, &settings).await;
+    let newcomer = record_of(schema_id, 6, ("crowd", "d"), now_ms(), 20.0);
+    send(&producer, &telemetry, "crowd/d", &newcomer).await;
+    poll_until(
+        "the newcomer stored in the freed slot",
+        Duration::from_secs(60),
+        || stored(&client, 6),
+    )
+    .await;
+    let changelog = format!("{prefix}processor-state-telemetry");
+    let states = records(&stack.kafka_bootstrap, &changelog, 6).await;
+    let idle_key = serde_json::to_vec(&("crowd", "idle")).expect("key");
+    let idle: Vec<bool> = states
+        .iter()
+        .filter(|m| m.key() == Some(&idle_key[..]))
+        .map(|m| m.payload().is_none())
+        .collect();
+    assert_eq!(idle, [false, true], "its state, then its tombstone");
 }
