@@ -279,7 +279,7 @@ mod tests {
         e.source_id = "x".repeat(100_000);
         cases.push(("huge source", e, "source_id", "longer than 128 bytes"));
         let mut e = telemetry();
-        e.source_id = "dev\01".into();
+        e.source_id = "dev\0-1".into();
         cases.push(("NUL in source", e, "source_id", "character '\\0'"));
         let mut e = telemetry();
         e.source_id = "dev 1".into();

@@ -11,6 +11,7 @@ pub mod json_avro;
 pub mod kafka;
 pub mod logging;
 pub mod ops;
+pub mod retry;
 pub mod schemas;
 pub mod scored;
 pub mod shutdown;

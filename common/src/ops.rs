@@ -2,7 +2,7 @@
 //! Prometheus metrics.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use std::sync::LazyLock;
 use std::time::Instant;
@@ -16,17 +16,45 @@ use axum::Router;
 use prometheus::{register_histogram_vec, Encoder, HistogramVec, TextEncoder};
 
 /// Whether the service can take traffic: set once its dependencies answered,
-/// cleared when it starts draining.
+/// cleared when it starts draining. While it is not ready, it may say what
+/// it waits for, which `/readyz` reports.
 #[derive(Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness(Arc<ReadinessState>);
+
+#[derive(Default)]
+struct ReadinessState {
+    ready: AtomicBool,
+    waiting_for: Mutex<Option<String>>,
+}
 
 impl Readiness {
     pub fn set(&self, ready: bool) {
-        self.0.store(ready, Ordering::SeqCst);
+        if ready {
+            *self.waiting() = None;
+        }
+        self.0.ready.store(ready, Ordering::SeqCst);
     }
 
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.0.ready.load(Ordering::SeqCst)
+    }
+
+    /// Not ready, and why: the dependency start-up waits for.
+    pub fn wait_for(&self, reason: impl Into<String>) {
+        self.0.ready.store(false, Ordering::SeqCst);
+        *self.waiting() = Some(reason.into());
+    }
+
+    pub fn waiting_for(&self) -> Option<String> {
+        self.waiting().clone()
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // Only ever replaced whole: a panic cannot leave it half written.
+        self.0
+            .waiting_for
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -69,14 +97,16 @@ pub fn router(readiness: Readiness) -> Router {
         .route(
             "/readyz",
             get(move || {
-                let ready = readiness.is_ready();
-                async move {
-                    if ready {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-                    }
-                }
+                let answer = if readiness.is_ready() {
+                    (StatusCode::OK, "ready".to_string())
+                } else {
+                    let body = match readiness.waiting_for() {
+                        Some(reason) => format!("not ready: waiting for {reason}"),
+                        None => "not ready".to_string(),
+                    };
+                    (StatusCode::SERVICE_UNAVAILABLE, body)
+                };
+                async move { answer }
             }),
         )
         .route("/metrics", get(metrics))

@@ -79,6 +79,20 @@ impl Service {
         args: &[String],
         envs: &[(&str, String)],
     ) -> Self {
+        let mut service = Self::spawn(stack, bin, port, args, envs);
+        service.wait_ready(Duration::from_secs(60)).await;
+        service
+    }
+
+    /// As [`Service::start`], without waiting for it to be ready: for a test
+    /// of what it does while its dependencies are not.
+    pub fn spawn(
+        stack: &Stack,
+        bin: &str,
+        port: u16,
+        args: &[String],
+        envs: &[(&str, String)],
+    ) -> Self {
         let path = stack.bin_dir.join(bin);
         let mut cmd = Command::new(&path);
         cmd.args(args)
@@ -97,16 +111,22 @@ impl Service {
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", path.display()));
-        let mut service = Self {
+        Self {
             name: bin.to_string(),
             url: format!("http://127.0.0.1:{port}"),
             child,
-        };
-        service.wait_ready(Duration::from_secs(60)).await;
-        service
+        }
     }
 
-    async fn wait_ready(&mut self, within: Duration) {
+    /// The status and body of its `/readyz`, once it answers at all.
+    pub async fn readyz(&self) -> Option<(u16, String)> {
+        let r = reqwest::get(format!("{}/readyz", self.url)).await.ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.text().await.ok()?))
+    }
+
+    /// Waits until `/readyz` answers 200; panics if the process exits first.
+    pub async fn wait_ready(&mut self, within: Duration) {
         let client = reqwest::Client::new();
         let ready_url = format!("{}/readyz", self.url);
         let deadline = Instant::now() + within;
@@ -384,13 +404,24 @@ pub async fn start_ingest(
     settings: &[(&str, String)],
 ) -> Service {
     let port = free_port();
+    let env = ingest_settings(prefix, registry_url, port, settings);
+    Service::start(stack, "pulse-ingest", port, &[], &env).await
+}
+
+/// The environment [`start_ingest`] gives a gateway serving on `port`.
+pub fn ingest_settings<'a>(
+    prefix: &str,
+    registry_url: &str,
+    port: u16,
+    settings: &[(&'a str, String)],
+) -> Vec<(&'a str, String)> {
     let mut env = vec![
         ("PULSE_INGEST_LISTEN", format!("127.0.0.1:{port}")),
         ("PULSE_TOPIC_PREFIX", prefix.to_string()),
         ("PULSE_REGISTRY_URL", registry_url.to_string()),
     ];
     env.extend(settings.iter().cloned());
-    Service::start(stack, "pulse-ingest", port, &[], &env).await
+    env
 }
 
 /// A process's peak resident memory so far in KiB (`VmHWM` in /proc).
@@ -416,6 +447,18 @@ pub async fn start_processor(
     port: u16,
     settings: &[(&str, String)],
 ) -> Service {
+    let env = processor_settings(prefix, registry_url, database, port, settings);
+    Service::start(stack, "pulse-processor", port, &[], &env).await
+}
+
+/// The environment [`start_processor`] gives a processor.
+pub fn processor_settings<'a>(
+    prefix: &str,
+    registry_url: &str,
+    database: &str,
+    port: u16,
+    settings: &[(&'a str, String)],
+) -> Vec<(&'a str, String)> {
     let mut env = vec![
         ("PULSE_PROCESSOR_LISTEN", format!("127.0.0.1:{port}")),
         ("PULSE_TOPIC_PREFIX", prefix.to_string()),
@@ -424,7 +467,7 @@ pub async fn start_processor(
         ("PULSE_PROCESSOR_GROUP", format!("{prefix}processor")),
     ];
     env.extend(settings.iter().cloned());
-    Service::start(stack, "pulse-processor", port, &[], &env).await
+    env
 }
 
 /// `count()` and `uniqExact(event_id)` of the events table.

@@ -8,10 +8,11 @@ use clap::Parser;
 use pulse_common::config::{KafkaArgs, LogArgs, RegistryArgs};
 use pulse_common::kafka::{ensure_topics, TopicSpec};
 use pulse_common::ops;
+use pulse_common::retry::until_done;
 use pulse_common::schemas::EventKind;
 use pulse_ingest::gateway::auth::Credentials;
 use pulse_ingest::gateway::encode::Encoders;
-use pulse_ingest::gateway::http::{self, Gateway};
+use pulse_ingest::gateway::http::{self, Gateway, Slot};
 use pulse_ingest::gateway::mqtt::{self, MqttConfig};
 use pulse_ingest::gateway::produce::EventProducer;
 use tokio::sync::Semaphore;
@@ -96,7 +97,6 @@ async fn main() -> anyhow::Result<()> {
         .chain([topics.dead_letter()])
         .map(|name| TopicSpec::new(name, args.partitions, args.replication))
         .collect();
-    ensure_topics(&args.kafka.client, &specs, Duration::from_secs(30)).await?;
     let credentials = match &args.credentials {
         Some(path) => Some(Credentials::load(path)?),
         None => {
@@ -106,10 +106,42 @@ async fn main() -> anyhow::Result<()> {
             None
         }
     };
+    // Served before the dependencies answer: /readyz says what start-up
+    // waits for, and events are refused with 503 until it is done.
+    let listener = ops::bind(args.listen).await?;
+    let slot = Slot::new(readiness.clone());
+    let app = http::router(slot.clone(), args.max_body_bytes)
+        .merge(ops::router(readiness.clone()))
+        .layer(TraceLayer::new_for_http());
+    let server = tokio::spawn(ops::serve_on(listener, app, shutdown.clone()));
+
+    let ensured = until_done("Kafka topics", &readiness, &shutdown, || {
+        ensure_topics(&args.kafka.client, &specs, Duration::from_secs(30))
+    })
+    .await;
     let mut encoders = Encoders::new(&args.registry.registry_url, &topics)?;
-    for (subject, version, id) in encoders.register_all().await? {
-        tracing::info!(%subject, version, id, "schema registered");
+    let registered = match ensured {
+        Some(()) => {
+            until_done("schema registry", &readiness, &shutdown, || {
+                encoders.register_all()
+            })
+            .await
+        }
+        None => None,
+    };
+    let Some(registered) = registered else {
+        tracing::info!("shutdown requested during start-up");
+        return server.await?;
+    };
+    for r in &registered {
+        tracing::info!(
+            subject = r.subject,
+            version = r.version,
+            id = r.id,
+            "schema registered"
+        );
     }
+    encoders.accept(&registered);
     let delivery_timeout = Duration::from_millis(args.delivery_timeout_ms);
     let gateway = Arc::new(Gateway {
         topics,
@@ -122,11 +154,13 @@ async fn main() -> anyhow::Result<()> {
         max_clock_skew: Duration::from_secs(args.max_clock_skew_s),
         retry_after: Duration::from_secs(1),
     });
+    slot.fill(gateway.clone());
     // With the MQTT bridge on, ready means subscribed too.
-    readiness.set(args.mqtt_url.is_none());
-    let app = http::router(gateway.clone(), args.max_body_bytes)
-        .merge(ops::router(readiness.clone()))
-        .layer(TraceLayer::new_for_http());
+    if args.mqtt_url.is_none() {
+        readiness.set(true);
+    } else {
+        readiness.wait_for("the MQTT broker");
+    }
     let bridge = args.mqtt_url.clone().map(|url| {
         let config = MqttConfig {
             url,
@@ -143,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
             shutdown.clone(),
         ))
     });
-    ops::serve(args.listen, app, shutdown).await?;
+    server.await??;
     if let Some(bridge) = bridge {
         bridge.await??;
     }

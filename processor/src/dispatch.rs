@@ -10,6 +10,7 @@ use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::message::OwnedMessage;
 use tokio::task::JoinHandle;
 
+use pulse_common::retry::backoff;
 use pulse_common::scored::ScoredEvent;
 use pulse_common::shutdown::Shutdown;
 
@@ -126,7 +127,8 @@ async fn deliver(delivery: &Delivery, s: &Shipment, shutdown: &Shutdown) -> Deli
 const STORE_LIMIT: Duration = Duration::from_secs(60);
 
 /// Stores `rows`, retrying with backoff while ClickHouse is unavailable;
-/// false if shutdown was requested first.
+/// false if shutdown was requested first. The batch stays in memory and
+/// nothing more is consumed, so memory stays bounded however long the outage.
 async fn store_with_retries(
     delivery: &Delivery,
     rows: &[ScoredEvent],
@@ -144,16 +146,5 @@ async fn store_with_retries(
                 tracing::warn!(error = %e, attempt, "cannot store batch; retrying");
             }
         }
-    }
-}
-
-/// Waits before retry `attempt` (0.25 s doubling to 10 s); false when
-/// shutdown was requested meanwhile. The batch stays in memory and nothing
-/// more is consumed, so memory stays bounded however long the outage.
-pub async fn backoff(shutdown: &Shutdown, attempt: u32) -> bool {
-    let pause = Duration::from_millis(250 << attempt.min(6)).min(Duration::from_secs(10));
-    tokio::select! {
-        _ = tokio::time::sleep(pause) => true,
-        _ = shutdown.requested() => false,
     }
 }

@@ -9,6 +9,7 @@ use clap::Parser;
 use pulse_common::config::{ClickHouseArgs, KafkaArgs, LogArgs, RegistryArgs};
 use pulse_common::kafka::{client_config, durable_producer_config};
 use pulse_common::ops;
+use pulse_common::retry::until_done;
 use pulse_common::schemas::EventKind;
 use pulse_processor::assignment::{Assignment, RebalanceAware};
 use pulse_processor::decoder::Decoder;
@@ -156,21 +157,30 @@ async fn main() -> anyhow::Result<()> {
             topics.clone(),
             changelogs.clone(),
         );
-        tokio::spawn(async move { topics::ensure(&kafka, &topics, &changelogs, &layout).await })
+        let (readiness, shutdown) = (readiness.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            until_done("Kafka topics", &readiness, &shutdown, || {
+                topics::ensure(&kafka, &topics, &changelogs, &layout)
+            })
+            .await
+        })
     };
     let loading = {
         let (dylib, model) = (args.ort_dylib.clone(), args.model.clone());
         let (device, threads) = (args.device, args.inference_threads);
         tokio::task::spawn_blocking(move || Scorer::load(&dylib, &model, device, threads))
     };
-    let initialising = {
+    let initialising = until_done("Kafka transactions", &readiness, &shutdown, || {
         let (kafka, group) = (args.kafka.client.clone(), args.group.clone());
         let instance_id = args.instance_id.clone();
         let max_batch = args.max_batch;
-        tokio::task::spawn_blocking(move || {
-            transactional_producer(&kafka, &group, instance_id.as_deref(), max_batch)
-        })
-    };
+        async move {
+            tokio::task::spawn_blocking(move || {
+                transactional_producer(&kafka, &group, instance_id.as_deref(), max_batch)
+            })
+            .await?
+        }
+    });
     // Creating the clients costs tens of milliseconds (the registry client
     // loads the system's certificates): done beside the other steps.
     let watermarks = Watermarks::default();
@@ -198,21 +208,25 @@ async fn main() -> anyhow::Result<()> {
         timed("topics ensured", ensuring),
         timed(
             "ClickHouse migrated",
-            migrations::apply(
-                &clickhouse,
-                &args.clickhouse.database,
-                args.clickhouse_cluster.as_deref(),
-            )
+            until_done("ClickHouse migrations", &readiness, &shutdown, || {
+                migrations::apply(
+                    &clickhouse,
+                    &args.clickhouse.database,
+                    args.clickhouse_cluster.as_deref(),
+                )
+            })
         ),
         timed("model loaded", loading),
         timed("transactions initialised", initialising),
         timed("clients created", creating),
     );
-    ensured??;
-    migrated?;
     let scorer = Arc::new(loaded??);
-    let producer = initialised??;
     let (consumer, decoder) = created??;
+    // Each dependency step gives up only when shutdown was requested.
+    let (Some(()), Some(()), Some(producer)) = (ensured?, migrated, initialised) else {
+        tracing::info!("shutdown requested during start-up");
+        return ops_task.await?;
+    };
 
     let threshold = scorer.threshold;
     let event_topics: Vec<String> = EventKind::ALL.iter().map(|k| topics.events(*k)).collect();

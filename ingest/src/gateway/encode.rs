@@ -13,6 +13,15 @@ use schema_registry_converter::schema_registry_common::{
 
 use super::parse::{Payload, ValidEvent};
 
+/// A shipped schema version and the id the registry gave it.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    pub kind: EventKind,
+    pub version: u32,
+    pub subject: String,
+    pub id: u32,
+}
+
 /// One encoder per (kind, version): the converter caches the schema id per
 /// subject, and every version of a kind shares its topic's subject.
 pub struct Encoders {
@@ -54,9 +63,10 @@ impl Encoders {
 
     /// Registers every version, oldest first, so the registry's version
     /// numbers match Pulse's and each is checked for compatibility with the
-    /// one before. Returns the schema id of each version.
-    pub async fn register_all(&mut self) -> anyhow::Result<Vec<(String, u32, u32)>> {
-        let mut ids = Vec::new();
+    /// one before. The gateway accepts a pre-encoded record once its schema
+    /// id was [`Self::accept`]ed.
+    pub async fn register_all(&self) -> anyhow::Result<Vec<Registered>> {
+        let mut registered = Vec::new();
         for kind in EventKind::ALL {
             for version in 1..=kind.latest_version() {
                 let (encoder, strategy) = &self.by_version[&(kind, version)];
@@ -65,11 +75,22 @@ impl Encoders {
                     .get_schema_and_id(&subject, strategy.clone())
                     .await
                     .map_err(|e| anyhow::anyhow!("registering {subject} v{version}: {e}"))?;
-                self.known_ids.insert(schema.id, (kind, version));
-                ids.push((subject, version, schema.id));
+                registered.push(Registered {
+                    kind,
+                    version,
+                    subject,
+                    id: schema.id,
+                });
             }
         }
-        Ok(ids)
+        Ok(registered)
+    }
+
+    /// Accepts records of the schemas [`Self::register_all`] registered.
+    pub fn accept(&mut self, registered: &[Registered]) {
+        for r in registered {
+            self.known_ids.insert(r.id, (r.kind, r.version));
+        }
     }
 
     pub async fn encode(&self, event: &ValidEvent) -> anyhow::Result<Vec<u8>> {

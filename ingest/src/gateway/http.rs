@@ -1,6 +1,6 @@
 //! `POST /v1/events`: authenticate, validate, encode, produce, then answer.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -12,6 +12,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use pulse_common::clock::now_ms;
 use pulse_common::config::Topics;
+use pulse_common::ops::Readiness;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
@@ -52,11 +53,52 @@ impl Gateway {
     }
 }
 
-pub fn router(gateway: Arc<Gateway>, max_body_bytes: usize) -> Router {
+/// The gateway once start-up has built it. The routes are served from the
+/// start, so that `/readyz` and `/metrics` answer while Kafka or the
+/// registry are still awaited; until then an event is answered 503 with
+/// what start-up waits for.
+#[derive(Clone)]
+pub struct Slot {
+    gateway: Arc<OnceLock<Arc<Gateway>>>,
+    readiness: Readiness,
+}
+
+impl Slot {
+    pub fn new(readiness: Readiness) -> Self {
+        Self {
+            gateway: Arc::default(),
+            readiness,
+        }
+    }
+
+    /// Puts the built gateway in; the first one stays.
+    pub fn fill(&self, gateway: Arc<Gateway>) {
+        let _ = self.gateway.set(gateway);
+    }
+
+    fn get(&self) -> Result<&Arc<Gateway>, Rejected> {
+        self.gateway.get().ok_or_else(|| {
+            let waiting = self
+                .readiness
+                .waiting_for()
+                .unwrap_or_else(|| "start-up".into());
+            Rejected {
+                retry_after: Some(Duration::from_secs(1)),
+                ..Rejected::body(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "starting",
+                    format!("not ready yet: waiting for {waiting}"),
+                )
+            }
+        })
+    }
+}
+
+pub fn router(slot: Slot, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(gateway)
+        .with_state(slot)
 }
 
 /// A refused request: status, the reason counted in metrics, and the events' errors.
@@ -106,12 +148,16 @@ impl IntoResponse for Rejected {
 }
 
 async fn post_events(
-    State(gw): State<Arc<Gateway>>,
+    State(slot): State<Slot>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let started = Instant::now();
-    let response = match handle(&gw, &headers, body).await {
+    let handled = match slot.get() {
+        Ok(gw) => handle(gw, &headers, body).await,
+        Err(starting) => Err(starting),
+    };
+    let response = match handled {
         Ok(r) => r,
         Err(rejected) => rejected.into_response(),
     };

@@ -108,7 +108,8 @@ impl Sender {
             .collect();
         ensure_topics(kafka, &specs, Duration::from_secs(30)).await?;
         let mut encoders = Encoders::new(registry_url, &topics)?;
-        encoders.register_all().await?;
+        let registered = encoders.register_all().await?;
+        encoders.accept(&registered);
         Ok(Sender::Kafka {
             encoders,
             producer: EventProducer::new(kafka, Duration::from_secs(30))?,
