@@ -30,7 +30,7 @@ pub const MAX_TENANT_LEN: usize = 64;
 pub const MAX_ID_LEN: usize = 128;
 /// Most bytes in a reading name, an `event_type` or a property key.
 pub const MAX_NAME_LEN: usize = 64;
-/// Most bytes in a property value.
+/// Most characters in a property value.
 pub const MAX_PROPERTY_VALUE_LEN: usize = 1024;
 /// Most readings in one telemetry event.
 pub const MAX_READINGS: usize = 100;
@@ -38,6 +38,9 @@ pub const MAX_READINGS: usize = 100;
 pub const MAX_PROPERTIES: usize = 100;
 /// Largest magnitude of a reading.
 pub const MAX_READING_ABS: f64 = 1e15;
+/// Latest event time, in milliseconds: events are stored with a DateTime,
+/// seconds since 1970 in 32 bits (2106-02-07T06:28:15Z).
+pub const MAX_EVENT_TIME_MS: i64 = u32::MAX as i64 * 1000 + 999;
 /// The feature the processor computes from the time between two events.
 pub const GAP_FEATURE: &str = "gap_s";
 
@@ -48,6 +51,7 @@ pub struct Parts<'a, R, P> {
     pub event_id: &'a str,
     pub tenant_id: &'a str,
     pub source_id: &'a str,
+    pub event_time_ms: i64,
     pub event_type: &'a str,
     pub readings: R,
     pub properties: P,
@@ -60,6 +64,7 @@ pub fn check(event: &Event) -> Result<(), FieldError> {
         event_id: &event.event_id,
         tenant_id: &event.tenant_id,
         source_id: &event.source_id,
+        event_time_ms: event.event_time_ms,
         event_type: &event.event_type,
         readings: event.readings.iter().map(|(k, v)| (k.as_str(), *v)),
         properties: event
@@ -79,6 +84,15 @@ where
     identifier("event_id", parts.event_id, MAX_ID_LEN, printable)?;
     identifier("tenant_id", parts.tenant_id, MAX_TENANT_LEN, tenant_char)?;
     identifier("source_id", parts.source_id, MAX_ID_LEN, source_char)?;
+    if !(0..=MAX_EVENT_TIME_MS).contains(&parts.event_time_ms) {
+        return Err(refuse(
+            "event_time",
+            format!(
+                "{} is outside 0..{MAX_EVENT_TIME_MS} (1970-01-01 to 2106-02-07 UTC)",
+                parts.event_time_ms
+            ),
+        ));
+    }
     let mut count = 0;
     for (name, value) in parts.readings {
         count += 1;
@@ -107,10 +121,11 @@ where
             reason: format!("key {}", e.reason),
             ..e
         })?;
-        if value.len() > MAX_PROPERTY_VALUE_LEN {
+        // Characters, as JSON Schema's maxLength counts them.
+        if value.chars().nth(MAX_PROPERTY_VALUE_LEN).is_some() {
             return Err(refuse(
                 &field(),
-                format!("longer than {MAX_PROPERTY_VALUE_LEN} bytes"),
+                format!("longer than {MAX_PROPERTY_VALUE_LEN} characters"),
             ));
         }
         if value.contains('\0') {
@@ -254,6 +269,10 @@ mod tests {
         assert_eq!(check(&telemetry()), Ok(()));
         assert_eq!(check(&app()), Ok(()));
         let mut e = telemetry();
+        e.event_time_ms = MAX_EVENT_TIME_MS;
+        assert_eq!(check(&e), Ok(()));
+        e.event_time_ms = 0;
+        assert_eq!(check(&e), Ok(()));
         e.tenant_id = "t".repeat(MAX_TENANT_LEN);
         let prefix = "dév/7:a@b";
         e.source_id = prefix.to_string() + &"x".repeat(MAX_ID_LEN - prefix.len());
@@ -264,7 +283,7 @@ mod tests {
         assert_eq!(check(&e), Ok(()));
         let mut e = app();
         e.properties = (0..MAX_PROPERTIES)
-            .map(|i| (format!("k{i}"), "v".repeat(MAX_PROPERTY_VALUE_LEN)))
+            .map(|i| (format!("k{i}"), "é".repeat(MAX_PROPERTY_VALUE_LEN)))
             .collect();
         assert_eq!(check(&e), Ok(()));
     }
@@ -293,6 +312,12 @@ mod tests {
         let mut e = telemetry();
         e.event_id = String::new();
         cases.push(("empty event id", e, "event_id", "is empty"));
+        let mut e = telemetry();
+        e.event_time_ms = -1;
+        cases.push(("before 1970", e, "event_time", "-1 is outside"));
+        let mut e = telemetry();
+        e.event_time_ms = MAX_EVENT_TIME_MS + 1;
+        cases.push(("after 2106", e, "event_time", "4294967296000 is outside"));
         cases.push((
             "+max double",
             with_reading("x", 1.7e308),
@@ -370,7 +395,12 @@ mod tests {
         cases.push(("NUL in value", e, "properties.k", "contains a NUL byte"));
         let mut e = app();
         e.properties.insert("k".into(), "v".repeat(1025));
-        cases.push(("long value", e, "properties.k", "longer than 1024 bytes"));
+        cases.push((
+            "long value",
+            e,
+            "properties.k",
+            "longer than 1024 characters",
+        ));
         let mut e = app();
         e.properties = (0..101).map(|i| (format!("k{i}"), "v".into())).collect();
         cases.push((

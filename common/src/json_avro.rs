@@ -200,8 +200,16 @@ fn convert_union(union: &UnionSchema, json: &Json, path: &str) -> Result<Value, 
         .unwrap_or_else(|| FieldError::new(display(path), "matches no branch of the union")))
 }
 
+/// An integer, written as JSON Schema counts one: `371` or `371.0`, but
+/// not `1.5`, and only within the range of a long.
 fn integer(json: &Json, path: &str) -> Result<i64, FieldError> {
+    // 2^63 as a double: the first whole number past i64::MAX.
+    const PAST_MAX: f64 = 9_223_372_036_854_775_808.0;
     json.as_i64()
+        .or_else(|| {
+            let x = json.as_f64().filter(|x| x.fract() == 0.0)?;
+            (-PAST_MAX..PAST_MAX).contains(&x).then_some(x as i64)
+        })
         .ok_or_else(|| expected(path, "an integer", json))
 }
 
@@ -213,6 +221,17 @@ fn number(json: &Json, path: &str) -> Result<f64, FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_numbers_written_with_a_fraction_are_integers() {
+        use serde_json::json;
+        assert_eq!(integer(&json!(371.0), "t"), Ok(371));
+        assert_eq!(integer(&json!(-2.0), "t"), Ok(-2));
+        assert_eq!(integer(&json!(i64::MAX), "t"), Ok(i64::MAX));
+        for bad in [json!(1.5), json!(9.3e18), json!(u64::MAX), json!("1")] {
+            assert!(integer(&bad, "t").is_err(), "{bad}");
+        }
+    }
     use crate::schemas::EventKind;
     use serde_json::json;
 

@@ -14,6 +14,7 @@ use pulse_ingest::gateway::auth::Credentials;
 use pulse_ingest::gateway::encode::Encoders;
 use pulse_ingest::gateway::http::{self, Gateway, Slot};
 use pulse_ingest::gateway::mqtt::{self, MqttConfig};
+use pulse_ingest::gateway::openapi::TimeWindow;
 use pulse_ingest::gateway::produce::EventProducer;
 use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
@@ -40,10 +41,12 @@ struct Args {
     /// Largest accepted request body, in bytes; larger ones get 413.
     #[arg(long, env = "PULSE_INGEST_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     max_body_bytes: usize,
-    /// Oldest accepted event time, in seconds before now.
+    /// Oldest accepted event time, in seconds before now; 0 accepts any
+    /// (for backfills).
     #[arg(long, env = "PULSE_INGEST_MAX_EVENT_AGE_S", default_value_t = 7 * 86_400)]
     max_event_age_s: u64,
-    /// Furthest accepted event time, in seconds after now (device clock skew).
+    /// Furthest accepted event time, in seconds after now (device clock
+    /// skew); 0 accepts any.
     #[arg(long, env = "PULSE_INGEST_MAX_CLOCK_SKEW_S", default_value_t = 300)]
     max_clock_skew_s: u64,
     /// How long a request waits for Kafka's acknowledgement before 503, in milliseconds.
@@ -110,7 +113,12 @@ async fn main() -> anyhow::Result<()> {
     // waits for, and events are refused with 503 until it is done.
     let listener = ops::bind(args.listen).await?;
     let slot = Slot::new(readiness.clone());
-    let app = http::router(slot.clone(), args.max_body_bytes)
+    let window = TimeWindow {
+        max_age: Duration::from_secs(args.max_event_age_s),
+        max_skew: Duration::from_secs(args.max_clock_skew_s),
+        authenticated: args.credentials.is_some(),
+    };
+    let app = http::router(slot.clone(), args.max_body_bytes, window)
         .merge(ops::router(readiness.clone()))
         .layer(TraceLayer::new_for_http());
     let server = tokio::spawn(ops::serve_on(listener, app, shutdown.clone()));
@@ -150,8 +158,8 @@ async fn main() -> anyhow::Result<()> {
         credentials,
         in_flight: Semaphore::new(args.max_events_in_flight),
         admission_timeout: delivery_timeout,
-        max_event_age: Duration::from_secs(args.max_event_age_s),
-        max_clock_skew: Duration::from_secs(args.max_clock_skew_s),
+        max_event_age: window.max_age,
+        max_clock_skew: window.max_skew,
         retry_after: Duration::from_secs(1),
     });
     slot.fill(gateway.clone());

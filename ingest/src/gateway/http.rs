@@ -8,7 +8,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use pulse_common::clock::now_ms;
 use pulse_common::config::Topics;
@@ -20,6 +20,7 @@ use super::auth::{Credentials, Principal, Refusal};
 use super::avro_body::parse_avro;
 use super::encode::Encoders;
 use super::metrics;
+use super::openapi::TimeWindow;
 use super::parse::{parse_body, Claims, EventError, Layout, TimeBounds, ValidEvent};
 use super::produce::{EventProducer, Outgoing};
 
@@ -94,9 +95,10 @@ impl Slot {
     }
 }
 
-pub fn router(slot: Slot, max_body_bytes: usize) -> Router {
+pub fn router(slot: Slot, max_body_bytes: usize, window: TimeWindow) -> Router {
     Router::new()
         .route("/v1/events", post(post_events))
+        .route("/openapi.json", get(move || super::openapi::json(window)))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(slot)
 }

@@ -7,5 +7,6 @@ pub mod encode;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;
+pub mod openapi;
 pub mod parse;
 pub mod produce;

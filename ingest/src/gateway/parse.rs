@@ -254,6 +254,7 @@ fn validate(
         event_id: event_id.as_deref().unwrap_or_default(),
         tenant_id: tenant.as_str().unwrap_or_default(),
         source_id: source.as_str().unwrap_or_default(),
+        event_time_ms: event_time,
         event_type: item
             .get("event_type")
             .and_then(Json::as_str)
@@ -282,21 +283,35 @@ pub fn record_key(tenant: &str, source: &str) -> String {
 }
 
 impl TimeBounds {
-    /// Why `event_time` is out of bounds, if it is.
+    /// Why `event_time` is out of bounds, if it is. A bound of 0 is no bound.
     pub fn check(&self, event_time: i64) -> Result<(), String> {
-        if event_time < self.now_ms - self.max_age_ms {
-            return Err(format!(
-                "more than {} s in the past",
-                self.max_age_ms / 1000
-            ));
+        if let Some(oldest) = self.oldest() {
+            if event_time < oldest {
+                return Err(format!(
+                    "more than {} s in the past",
+                    self.max_age_ms / 1000
+                ));
+            }
         }
-        if event_time > self.now_ms + self.max_skew_ms {
-            return Err(format!(
-                "more than {} s in the future",
-                self.max_skew_ms / 1000
-            ));
+        if let Some(newest) = self.newest() {
+            if event_time > newest {
+                return Err(format!(
+                    "more than {} s in the future",
+                    self.max_skew_ms / 1000
+                ));
+            }
         }
         Ok(())
+    }
+
+    /// The oldest event time accepted, if any is refused.
+    pub fn oldest(&self) -> Option<i64> {
+        (self.max_age_ms > 0).then(|| self.now_ms.saturating_sub(self.max_age_ms))
+    }
+
+    /// The newest event time accepted, if any is refused.
+    pub fn newest(&self) -> Option<i64> {
+        (self.max_skew_ms > 0).then(|| self.now_ms.saturating_add(self.max_skew_ms))
     }
 }
 
@@ -413,6 +428,23 @@ mod tests {
         assert_eq!(errors[0].field, "(body)");
         let errors = parse_body(b"[]", Layout::Json, bounds(), None).expect_err("empty");
         assert_eq!(errors[0].reason, "no events in the request");
+    }
+
+    #[test]
+    fn a_bound_of_zero_is_no_bound() {
+        let unbounded = TimeBounds {
+            now_ms: NOW,
+            max_age_ms: 0,
+            max_skew_ms: 0,
+        };
+        assert_eq!(unbounded.check(i64::MIN), Ok(()));
+        assert_eq!(unbounded.check(i64::MAX), Ok(()));
+        assert_eq!((unbounded.oldest(), unbounded.newest()), (None, None));
+        assert_eq!(bounds().oldest(), Some(NOW - 7 * 86_400_000));
+        assert_eq!(bounds().check(NOW - 7 * 86_400_000), Ok(()));
+        assert!(bounds().check(NOW - 7 * 86_400_000 - 1).is_err());
+        assert_eq!(bounds().check(NOW + 300_000), Ok(()));
+        assert!(bounds().check(NOW + 300_001).is_err());
     }
 
     #[test]
