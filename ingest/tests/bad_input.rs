@@ -5,6 +5,7 @@
 //! Run through `./dev test`.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
@@ -12,7 +13,10 @@ use pulse_common::clock::now_ms;
 use pulse_common::config::Topics;
 use pulse_common::event::Event;
 use pulse_common::schemas::EventKind;
-use pulse_common::testkit::{records, start_ingest, start_registry, unique, Stack};
+use pulse_common::testkit::{
+    clickhouse, event_counts, free_port, poll_until, records, start_ingest, start_processor,
+    start_registry, unique, Stack,
+};
 use rdkafka::Message;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
@@ -752,7 +756,7 @@ async fn bad_input_is_refused_with_a_named_reason_and_never_reaches_kafka() {
         ],
     )
     .await;
-    let topics = Topics::new(prefix);
+    let topics = Topics::new(prefix.clone());
     let http = reqwest::Client::new();
     let url = format!("{}/v1/events", ingest.url);
     let latest: Json = http
@@ -843,5 +847,21 @@ async fn bad_input_is_refused_with_a_named_reason_and_never_reaches_kafka() {
     assert!(
         app_ids.is_empty(),
         "app events of rejected batches were written: {app_ids:?}"
+    );
+
+    // And the pipeline goes on: a processor stores exactly the markers.
+    let database = unique("bad_");
+    let _processor =
+        start_processor(&stack, &prefix, &registry.url, &database, free_port(), &[]).await;
+    let client = clickhouse(&stack.clickhouse_url, &database);
+    let expected = markers.len() as u64;
+    let counts = poll_until("every marker stored", Duration::from_secs(60), || async {
+        event_counts(&client).await.filter(|(c, _)| *c >= expected)
+    })
+    .await;
+    assert_eq!(
+        counts,
+        (expected, expected),
+        "count() and uniqExact(event_id)"
     );
 }
