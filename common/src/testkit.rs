@@ -531,3 +531,29 @@ pub fn header<'a>(m: &'a rdkafka::message::OwnedMessage, key: &str) -> Option<&'
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
 }
+
+/// A record of `kind` `version` with `fields`, in the Confluent wire format
+/// under `schema_id`, as a producer writing to Kafka directly would make it.
+pub fn wire_record(
+    schema_id: u32,
+    kind: crate::schemas::EventKind,
+    version: u32,
+    fields: Vec<(&str, apache_avro::types::Value)>,
+) -> Vec<u8> {
+    use apache_avro::writer::datum::GenericDatumWriter;
+    let schema = kind.schema(version).expect("a shipped schema version");
+    let record = apache_avro::types::Value::Record(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    );
+    let datum = GenericDatumWriter::builder(&schema)
+        .build()
+        .and_then(|w| w.write_value_to_vec(record))
+        .expect("the record fits its schema");
+    let mut out = vec![0];
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend(datum);
+    out
+}

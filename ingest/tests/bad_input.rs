@@ -8,14 +8,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use apache_avro::types::Value;
-use apache_avro::writer::datum::GenericDatumWriter;
 use pulse_common::clock::now_ms;
 use pulse_common::config::Topics;
 use pulse_common::event::Event;
 use pulse_common::schemas::EventKind;
 use pulse_common::testkit::{
     clickhouse, event_counts, free_port, poll_until, records, start_ingest, start_processor,
-    start_registry, unique, Stack,
+    start_registry, unique, wire_record, Stack,
 };
 use rdkafka::Message;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
@@ -93,29 +92,6 @@ fn json_case(
 
 fn invalid(name: &'static str, body: Json, first: (usize, &'static str, &'static str)) -> Case {
     json_case(name, body, 422, "invalid_events", first)
-}
-
-fn avro_record(
-    schema_id: u32,
-    kind: EventKind,
-    version: u32,
-    fields: Vec<(&str, Value)>,
-) -> Vec<u8> {
-    let schema = kind.schema(version).expect("shipped");
-    let record = Value::Record(
-        fields
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-    );
-    let datum = GenericDatumWriter::builder(&schema)
-        .build()
-        .and_then(|w| w.write_value_to_vec(record))
-        .expect("encodes");
-    let mut out = vec![0];
-    out.extend_from_slice(&schema_id.to_be_bytes());
-    out.extend(datum);
-    out
 }
 
 fn telemetry_fields(n: u64, tenant: &str) -> Vec<(&'static str, Value)> {
@@ -430,7 +406,7 @@ fn cases(v2_id: u32) -> Vec<Case> {
     ));
     c.push(avro(
         "Avro with an unknown schema id",
-        avro_record(
+        wire_record(
             999_999,
             EventKind::Telemetry,
             2,
@@ -440,7 +416,7 @@ fn cases(v2_id: u32) -> Vec<Case> {
         "malformed_body",
         (0, "(schema id)", "unknown schema id 999999"),
     ));
-    let mut truncated = avro_record(v2_id, EventKind::Telemetry, 2, telemetry_fields(1, "acme"));
+    let mut truncated = wire_record(v2_id, EventKind::Telemetry, 2, telemetry_fields(1, "acme"));
     truncated.truncate(truncated.len() - 3);
     c.push(avro(
         "truncated Avro record",
@@ -449,7 +425,7 @@ fn cases(v2_id: u32) -> Vec<Case> {
         "malformed_body",
         (0, "(body)", "not a valid record of schema"),
     ));
-    let mut trailing = avro_record(v2_id, EventKind::Telemetry, 2, telemetry_fields(1, "acme"));
+    let mut trailing = wire_record(v2_id, EventKind::Telemetry, 2, telemetry_fields(1, "acme"));
     trailing.extend([1, 2, 3]);
     c.push(avro(
         "Avro record with trailing bytes",
@@ -461,7 +437,7 @@ fn cases(v2_id: u32) -> Vec<Case> {
     let reading = |name: &'static str, value: f64| {
         let mut fields = telemetry_fields(1, "acme");
         fields[4].1 = Value::Map(HashMap::from([(name.to_string(), Value::Double(value))]));
-        avro_record(v2_id, EventKind::Telemetry, 2, fields)
+        wire_record(v2_id, EventKind::Telemetry, 2, fields)
     };
     for (name, body, field, reason) in [
         (
@@ -499,7 +475,7 @@ fn cases(v2_id: u32) -> Vec<Case> {
             {
                 let mut fields = telemetry_fields(1, "acme");
                 fields[2].1 = Value::String(String::new());
-                avro_record(v2_id, EventKind::Telemetry, 2, fields)
+                wire_record(v2_id, EventKind::Telemetry, 2, fields)
             },
             "source_id",
             "is empty",
@@ -526,7 +502,7 @@ fn cases(v2_id: u32) -> Vec<Case> {
     });
     c.push(avro(
         "Avro record of another tenant",
-        avro_record(
+        wire_record(
             v2_id,
             EventKind::Telemetry,
             2,

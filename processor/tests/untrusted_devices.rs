@@ -13,14 +13,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use apache_avro::types::Value;
-use apache_avro::writer::datum::GenericDatumWriter;
 use pulse_common::clock::now_ms;
 use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
 use pulse_common::testkit::{
     clickhouse, free_port, header, poll_until, produce_events, records, start_ingest,
-    start_processor, start_registry, unique, Stack,
+    start_processor, start_registry, unique, wire_record, Stack,
 };
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
@@ -45,7 +44,6 @@ fn record_of(
     event_time_ms: i64,
     value: f64,
 ) -> Vec<u8> {
-    let schema = EventKind::Telemetry.schema(2).expect("shipped");
     let fields = vec![
         (
             "event_id",
@@ -63,20 +61,7 @@ fn record_of(
         ),
         ("firmware_version", Value::Union(0, Box::new(Value::Null))),
     ];
-    let record = Value::Record(
-        fields
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-    );
-    let datum = GenericDatumWriter::builder(&schema)
-        .build()
-        .and_then(|w| w.write_value_to_vec(record))
-        .expect("encodes");
-    let mut out = vec![0];
-    out.extend_from_slice(&schema_id.to_be_bytes());
-    out.extend(datum);
-    out
+    wire_record(schema_id, EventKind::Telemetry, 2, fields)
 }
 
 async fn send(producer: &FutureProducer, topic: &str, key: &str, payload: &[u8]) {
