@@ -557,3 +557,20 @@ pub fn wire_record(
     out.extend(datum);
     out
 }
+
+/// The id the registry at `registry_url` gave version `version` of the
+/// value schema of `topic`.
+pub async fn schema_id(registry_url: &str, topic: &str, version: u32) -> u32 {
+    let answer: serde_json::Value = reqwest::get(format!(
+        "{registry_url}/subjects/{topic}-value/versions/{version}"
+    ))
+    .await
+    .expect("the registry answers")
+    .json()
+    .await
+    .expect("a JSON answer");
+    answer["id"]
+        .as_u64()
+        .and_then(|id| u32::try_from(id).ok())
+        .unwrap_or_else(|| panic!("no schema id in {answer}"))
+}

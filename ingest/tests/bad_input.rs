@@ -13,8 +13,8 @@ use pulse_common::config::Topics;
 use pulse_common::event::Event;
 use pulse_common::schemas::EventKind;
 use pulse_common::testkit::{
-    clickhouse, event_counts, free_port, poll_until, records, start_ingest, start_processor,
-    start_registry, unique, wire_record, Stack,
+    clickhouse, event_counts, free_port, poll_until, records, schema_id, start_ingest,
+    start_processor, start_registry, unique, wire_record, Stack,
 };
 use rdkafka::Message;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
@@ -735,19 +735,7 @@ async fn bad_input_is_refused_with_a_named_reason_and_never_reaches_kafka() {
     let topics = Topics::new(prefix.clone());
     let http = reqwest::Client::new();
     let url = format!("{}/v1/events", ingest.url);
-    let latest: Json = http
-        .get(format!(
-            "{}/subjects/{}-value/versions/2",
-            registry.url,
-            topics.events(EventKind::Telemetry)
-        ))
-        .send()
-        .await
-        .expect("registry answers")
-        .json()
-        .await
-        .expect("json");
-    let v2_id = u32::try_from(latest["id"].as_u64().expect("id")).expect("small id");
+    let v2_id = schema_id(&registry.url, &topics.events(EventKind::Telemetry), 2).await;
 
     let cases = cases(v2_id);
     assert!(cases.len() >= 65, "only {} cases", cases.len());

@@ -18,7 +18,7 @@ use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
 use pulse_common::testkit::{
-    clickhouse, free_port, header, poll_until, produce_events, records, start_ingest,
+    clickhouse, free_port, header, poll_until, produce_events, records, schema_id, start_ingest,
     start_processor, start_registry, unique, wire_record, Stack,
 };
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -88,19 +88,6 @@ async fn stored(client: &clickhouse::Client, n: u64) -> Option<()> {
     (count == 1).then_some(())
 }
 
-/// The id of the telemetry v2 schema, once simulated events registered it.
-async fn telemetry_v2_id(http: &reqwest::Client, registry: &str, telemetry: &str) -> u32 {
-    let latest: serde_json::Value = http
-        .get(format!("{registry}/subjects/{telemetry}-value/versions/2"))
-        .send()
-        .await
-        .expect("registry answers")
-        .json()
-        .await
-        .expect("json");
-    u32::try_from(latest["id"].as_u64().expect("an id")).expect("small")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the local stack: run through ./dev test"]
 async fn extreme_readings_never_stall_a_partition_nor_survive_a_restart() {
@@ -113,7 +100,7 @@ async fn extreme_readings_never_stall_a_partition_nor_survive_a_restart() {
     // Registers the schemas and creates the topics.
     produce_events(&stack, &prefix, &registry.url, 100, 41);
     let http = reqwest::Client::new();
-    let schema_id = telemetry_v2_id(&http, &registry.url, &telemetry).await;
+    let schema_id = schema_id(&registry.url, &telemetry, 2).await;
 
     // Over HTTP, ingest refuses each extreme reading, as JSON and as Avro.
     let ingest = start_ingest(&stack, &prefix, &registry.url, &[]).await;
@@ -299,8 +286,7 @@ async fn a_tenant_beyond_its_device_quota_is_dead_lettered_and_idle_devices_are_
     let telemetry = topics.events(EventKind::Telemetry);
     let registry = start_registry(&stack, &prefix).await;
     produce_events(&stack, &prefix, &registry.url, 10, 43);
-    let http = reqwest::Client::new();
-    let schema_id = telemetry_v2_id(&http, &registry.url, &telemetry).await;
+    let schema_id = schema_id(&registry.url, &telemetry, 2).await;
     let producer: FutureProducer = client_config(&KafkaClient::plaintext(&stack.kafka_bootstrap))
         .create()
         .expect("producer");
