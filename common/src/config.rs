@@ -128,6 +128,34 @@ pub struct RegistryArgs {
         default_value = "http://127.0.0.1:18081"
     )]
     pub registry_url: String,
+    /// User to present to the registry (HTTP basic authentication); the URL's
+    /// own userinfo serves as well.
+    #[arg(long = "registry-username", env = "PULSE_REGISTRY_USERNAME")]
+    pub registry_username: Option<String>,
+    #[arg(
+        long = "registry-password",
+        env = "PULSE_REGISTRY_PASSWORD",
+        hide_env_values = true
+    )]
+    pub registry_password: Option<String>,
+}
+
+impl RegistryArgs {
+    /// The registry's URL with the credentials in its userinfo, which is how
+    /// the registry clients take basic authentication.
+    pub fn url(&self) -> anyhow::Result<String> {
+        let Some(user) = &self.registry_username else {
+            return Ok(self.registry_url.clone());
+        };
+        let mut url = url::Url::parse(&self.registry_url)
+            .map_err(|e| anyhow::anyhow!("PULSE_REGISTRY_URL {:?}: {e}", self.registry_url))?;
+        let refused = |()| anyhow::anyhow!("PULSE_REGISTRY_URL cannot carry credentials");
+        url.set_username(user).map_err(refused)?;
+        url.set_password(self.registry_password.as_deref())
+            .map_err(refused)?;
+        // The clients append "/subjects/...": no trailing slash.
+        Ok(url.as_str().trim_end_matches('/').to_string())
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -166,4 +194,29 @@ pub struct LogArgs {
     /// Log format: `text` for people, `json` for log collectors. Levels come from RUST_LOG.
     #[arg(long = "log-format", env = "PULSE_LOG_FORMAT", default_value = "text")]
     pub format: crate::logging::LogFormat,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry(url: &str, user: Option<&str>, password: Option<&str>) -> RegistryArgs {
+        RegistryArgs {
+            registry_url: url.into(),
+            registry_username: user.map(Into::into),
+            registry_password: password.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn registry_credentials_go_into_the_url_escaped() {
+        let plain = registry("http://127.0.0.1:18081", None, None);
+        assert_eq!(plain.url().unwrap(), "http://127.0.0.1:18081");
+        let with = registry("http://registry:8081/", Some("ingest"), Some("p@ss:w/rd"));
+        assert_eq!(
+            with.url().unwrap(),
+            "http://ingest:p%40ss%3Aw%2Frd@registry:8081"
+        );
+        assert!(registry("not a url", Some("u"), None).url().is_err());
+    }
 }

@@ -92,6 +92,11 @@ async fn track(request: Request, next: Next) -> Response {
 
 /// `/healthz`, `/readyz` and `/metrics`, to merge into a service's router.
 pub fn router(readiness: Readiness) -> Router {
+    probes(readiness).route("/metrics", get(metrics))
+}
+
+/// `/healthz` and `/readyz` alone, for a port that does not serve metrics.
+pub fn probes(readiness: Readiness) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -109,7 +114,6 @@ pub fn router(readiness: Readiness) -> Router {
                 async move { answer }
             }),
         )
-        .route("/metrics", get(metrics))
 }
 
 async fn metrics() -> impl IntoResponse {

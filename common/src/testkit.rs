@@ -235,6 +235,8 @@ pub async fn start_registry(stack: &Stack, prefix: &str) -> Service {
         &[
             ("PULSE_REGISTRY_LISTEN", format!("127.0.0.1:{port}")),
             ("PULSE_REGISTRY_TOPIC", format!("{prefix}_schemas")),
+            // Its /metrics on a port of the OS's choosing: several run at once.
+            ("PULSE_REGISTRY_METRICS_LISTEN", "127.0.0.1:0".into()),
         ],
     )
     .await

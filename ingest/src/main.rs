@@ -127,7 +127,7 @@ async fn main() -> anyhow::Result<()> {
         ensure_topics(&args.kafka.client, &specs, Duration::from_secs(30))
     })
     .await;
-    let mut encoders = Encoders::new(&args.registry.registry_url, &topics)?;
+    let mut encoders = Encoders::new(&args.registry.url()?, &topics)?;
     let registered = match ensured {
         Some(()) => {
             until_done("schema registry", &readiness, &shutdown, || {

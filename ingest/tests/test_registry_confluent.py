@@ -2,6 +2,7 @@
 Python client registers, serializes, deserializes and is refused an
 incompatible schema with Confluent's error code. Run through `./dev test`."""
 
+import hashlib
 import os
 import socket
 import subprocess
@@ -30,14 +31,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def registry_url():
+def start_registry(**settings):
     binary = os.path.join(os.environ["PULSE_BIN_DIR"], "pulse-registry")
     port = free_port()
     env = dict(
         os.environ,
         PULSE_REGISTRY_LISTEN=f"127.0.0.1:{port}",
+        # /metrics has a port of its own; any free one, so runs never collide.
+        PULSE_REGISTRY_METRICS_LISTEN="127.0.0.1:0",
         PULSE_REGISTRY_TOPIC=f"_schemas_py_{uuid.uuid4().hex}",
+        **settings,
     )
     proc = subprocess.Popen([binary], env=env)
     url = f"http://127.0.0.1:{port}"
@@ -51,9 +54,32 @@ def registry_url():
             pass
         assert time.monotonic() < deadline, "registry not ready within 60 s"
         time.sleep(0.1)
-    yield url
+    return proc, url
+
+
+def stop_registry(proc):
     proc.terminate()
     assert proc.wait(timeout=20) == 0, "registry did not shut down cleanly"
+
+
+@pytest.fixture(scope="module")
+def registry_url():
+    proc, url = start_registry()
+    yield url
+    stop_registry(proc)
+
+
+@pytest.fixture(scope="module")
+def guarded_registry_url(tmp_path_factory):
+    sha = lambda s: hashlib.sha256(s.encode()).hexdigest()
+    path = tmp_path_factory.mktemp("registry") / "credentials.toml"
+    path.write_text(
+        f'[[users]]\nname = "reader"\nrole = "read"\nsha256 = "{sha("r-secret")}"\n\n'
+        f'[[users]]\nname = "writer"\nrole = "write"\nsha256 = "{sha("w-secret")}"\n'
+    )
+    proc, url = start_registry(PULSE_REGISTRY_CREDENTIALS=str(path))
+    yield url
+    stop_registry(proc)
 
 
 def test_register_serialize_deserialize(registry_url):
@@ -120,3 +146,22 @@ def test_subject_config_and_errors(registry_url):
     deleted = client.delete_subject(subject)
     assert deleted == [1, 2]
     assert subject not in client.get_subjects()
+
+
+def test_basic_auth_roles(guarded_registry_url):
+    url = guarded_registry_url
+    writer = SchemaRegistryClient({"url": url, "basic.auth.user.info": "writer:w-secret"})
+    reader = SchemaRegistryClient({"url": url, "basic.auth.user.info": "reader:r-secret"})
+    anonymous = SchemaRegistryClient({"url": url})
+    schema_id = writer.register_schema("guarded-value", Schema(READING_V1, "AVRO"))
+    assert reader.get_versions("guarded-value") == [1]
+    assert reader.get_schema(schema_id).schema_str == READING_V1
+
+    with pytest.raises(SchemaRegistryError) as err:
+        reader.register_schema("guarded-value", Schema(READING_V2, "AVRO"))
+    assert (err.value.http_status_code, err.value.error_code) == (403, 40301)
+    with pytest.raises(SchemaRegistryError) as err:
+        anonymous.get_subjects()
+    assert (err.value.http_status_code, err.value.error_code) == (401, 40101)
+    assert requests.get(f"{url}/metrics", auth=("reader", "r-secret"), timeout=5).status_code == 404
+    assert requests.get(f"{url}/healthz", timeout=5).status_code == 200

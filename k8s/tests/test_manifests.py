@@ -205,15 +205,340 @@ def test_autoscaling(rendered):
     assert scaled["spec"]["minReplicaCount"] == (0 if env == "dev" else 2)
 
 
+def kafka_topics(objects):
+    return {t["spec"].get("topicName", t["metadata"]["name"]): t["spec"] for t in of_kind(objects, "KafkaTopic")}
+
+
 def test_topics_and_users(rendered):
     _, objects = rendered
-    topics = {t["spec"].get("topicName", t["metadata"]["name"]): t["spec"] for t in of_kind(objects, "KafkaTopic")}
-    assert set(topics) == {"pulse.telemetry", "pulse.app-events", "pulse.results", "pulse.dead-letter", "_pulse_schemas"}
+    topics = kafka_topics(objects)
+    assert set(topics) == {"pulse.telemetry", "pulse.app-events", "pulse.results", "pulse.alerts",
+                           "pulse.dead-letter", "pulse-processor-state-telemetry", "pulse-processor-state-app",
+                           "_pulse_schemas"}
     assert topics["_pulse_schemas"]["config"]["cleanup.policy"] == "compact"
     assert topics["_pulse_schemas"]["partitions"] == 1
-    assert all("retention.ms" in t["config"] for n, t in topics.items() if n != "_pulse_schemas")
+    # Compacted topics keep each key's latest record however old; the others expire.
+    assert all("retention.ms" in t["config"] for t in topics.values() if t["config"].get("cleanup.policy") != "compact")
     users = {u["metadata"]["name"] for u in of_kind(objects, "KafkaUser")}
     assert users == set(SERVICES)
+
+
+# --- Credentials, ClickHouse users, JWT claims, Kafka ACLs, the registry ---
+
+def container(objects, deployment):
+    return by_name(objects, "Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]
+
+
+def env_of(c):
+    return {e["name"]: e for e in c.get("env", [])}
+
+
+def settings(objects):
+    """pulse-settings as the services see it (its name carries kustomize's hash)."""
+    name = container(objects, "pulse-ingest")["envFrom"][0]["configMapRef"]["name"]
+    return by_name(objects, "ConfigMap", name)["data"]
+
+
+def external_secret_keys(objects):
+    """Secret name -> the keys its ExternalSecret fills."""
+    return {o["spec"]["target"]["name"]: {d["secretKey"] for d in o["spec"]["data"]}
+            for o in of_kind(objects, "ExternalSecret")}
+
+
+def secret_env(objects, c, name):
+    """(secret, key) that env `name` of container `c` is read from, checked to exist."""
+    e = env_of(c).get(name)
+    assert e, f'{c["name"]} lacks {name}'
+    ref = e.get("valueFrom", {}).get("secretKeyRef")
+    assert ref, f'{c["name"]}: {name} is not read from a Secret'
+    keys = external_secret_keys(objects).get(ref["name"], set())
+    assert ref["key"] in keys, f'{c["name"]}: {name} reads {ref["name"]}/{ref["key"]}, which no ExternalSecret fills'
+    return ref["name"], ref["key"]
+
+
+def secret_file(objects, deployment, env_name):
+    """(secret, key) behind the file that env `env_name` of `deployment` names:
+    the path must lie in a mounted volume backed by a Secret that has the key."""
+    spec = by_name(objects, "Deployment", deployment)["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    path = env_of(c).get(env_name, {}).get("value")
+    assert path, f"{deployment} does not set {env_name}"
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for m in c.get("volumeMounts", []):
+        mount = m["mountPath"].rstrip("/") + "/"
+        if not path.startswith(mount):
+            continue
+        secret = volumes[m["name"]].get("secret")
+        assert secret, f"{deployment}: {path} is in volume {m['name']}, not backed by a Secret"
+        relative = path[len(mount):]
+        items = {i["path"]: i["key"] for i in secret.get("items", [])}
+        key = items.get(relative, relative) if items else relative
+        keys = external_secret_keys(objects).get(secret["secretName"], set())
+        assert key in keys, f"{deployment}: {path} is key {key} of {secret['secretName']}, which no ExternalSecret fills"
+        return secret["secretName"], key
+    raise AssertionError(f"{deployment}: {env_name}={path} lies in no mounted volume")
+
+
+def test_ingest_authenticates_with_a_credentials_file_from_a_secret(rendered):
+    _, objects = rendered
+    secret_file(objects, "pulse-ingest", "PULSE_INGEST_CREDENTIALS")
+
+
+def clickhouse_users(objects):
+    """ClickHouse user -> its settings, and profile -> its settings, from the
+    Altinity operator's flat `user/setting` keys."""
+    conf = by_name(objects, "ClickHouseInstallation", "pulse")["spec"]["configuration"]
+
+    def nest(flat):
+        out = {}
+        for key, value in (flat or {}).items():
+            name, setting = key.split("/", 1)
+            out.setdefault(name, {})[setting] = value
+        return out
+    return nest(conf.get("users")), nest(conf.get("profiles"))
+
+
+def grants(user):
+    """(privileges, target) of each of a user's grants (GRANT p[, p] ON db.table)."""
+    out = []
+    for q in user.get("grants/query", []):
+        m = re.fullmatch(r"GRANT\s+([A-Z ,]+?)\s+ON\s+(\S+)", q.strip())
+        assert m, f"cannot read grant {q!r}"
+        out.append(({p.strip() for p in m[1].split(",")}, m[2]))
+    return out
+
+
+def audit_table(objects):
+    sql = (REPO / "schemas" / "clickhouse" / "0006_audit.sql").read_text()
+    table = re.search(r"CREATE TABLE IF NOT EXISTS \{db\}\.(\w+)", sql)[1]
+    database = settings(objects)["PULSE_CLICKHOUSE_DATABASE"]
+    return f"{database}.{table}"
+
+
+def test_clickhouse_users_match_what_each_service_does(rendered):
+    _, objects = rendered
+    users, profiles = clickhouse_users(objects)
+    api = container(objects, "pulse-query-api")
+    api_env = env_of(api)
+    reader = api_env["PULSE_CLICKHOUSE_USER"]["value"]
+    writer = env_of(container(objects, "pulse-processor"))["PULSE_CLICKHOUSE_USER"]["value"]
+
+    # The API sends per-query settings: readonly 2 allows them, 1 refuses them.
+    profile = users[reader].get("profile", "default")
+    assert str(profiles.get(profile, {}).get("readonly")) == "2", f"{reader}'s profile {profile} is not readonly 2"
+    assert all(privileges == {"SELECT"} for privileges, _ in grants(users[reader])), f"{reader} may do more than SELECT"
+
+    auditor = api_env.get("PULSE_AUDIT_CLICKHOUSE_USER", {}).get("value")
+    assert auditor == "pulse_audit_writer", f"the query API writes its audit trail as {auditor}"
+    assert auditor in users, f"ClickHouse has no user {auditor}"
+    assert len({reader, writer, auditor}) == 3, "the API reads, the processor writes, the audit trail inserts: three users"
+    assert grants(users[auditor]) == [({"INSERT"}, audit_table(objects))], f"{auditor} must only INSERT into the audit table"
+    assert users[auditor].get("profile", "default") not in {p for p, s in profiles.items() if str(s.get("readonly")) in {"1", "2"}}
+
+    # Each service's password is the one its ClickHouse user is given.
+    for deployment, user_env, password_env in [
+        ("pulse-processor", "PULSE_CLICKHOUSE_USER", "PULSE_CLICKHOUSE_PASSWORD"),
+        ("pulse-query-api", "PULSE_CLICKHOUSE_USER", "PULSE_CLICKHOUSE_PASSWORD"),
+        ("pulse-query-api", "PULSE_AUDIT_CLICKHOUSE_USER", "PULSE_AUDIT_CLICKHOUSE_PASSWORD"),
+    ]:
+        c = container(objects, deployment)
+        user = env_of(c)[user_env]["value"]
+        secret, key = secret_env(objects, c, password_env)
+        assert users[user]["k8s_secret_password"] == f"pulse/{secret}/{key}", f"{deployment}: {user}'s password"
+
+
+def test_query_api_requires_issuer_and_audience(rendered):
+    _, objects = rendered
+    env = env_of(container(objects, "pulse-query-api"))
+    for name in ["PULSE_JWT_ISSUER", "PULSE_JWT_AUDIENCE"]:
+        assert env.get(name, {}).get("value", "").strip(), f"query API does not require {name}"
+
+
+def test_each_environment_trusts_only_its_own_issuer():
+    issuers = {env: env_of(container(render(env), "pulse-query-api")).get("PULSE_JWT_ISSUER", {}).get("value")
+               for env in ENVIRONMENTS}
+    assert all(issuers.values()), f"an environment accepts tokens of any issuer: {issuers}"
+    assert len(set(issuers.values())) == len(ENVIRONMENTS), f"a token of one environment is valid in another: {issuers}"
+
+
+def from_code(path, pattern):
+    """The first group of `pattern` in a source file: the names the services
+    use, read where they are defined rather than copied here."""
+    m = re.search(pattern, (REPO / path).read_text())
+    assert m, f"{path} no longer matches {pattern!r}: update the ACL table to the code"
+    return m[1]
+
+
+def kind_names(fn):
+    body = from_code("common/src/schemas.rs", r"(?s)fn " + fn + r"\(self\)[^{]*\{(.*?)\n    \}")
+    return re.findall(r'EventKind::\w+ => "([^"]+)"', body)
+
+
+def needed_acls(objects):
+    """(user, resource type, name, pattern, operation) every service needs."""
+    prefix = settings(objects)["PULSE_TOPIC_PREFIX"]
+    topic = lambda fn: prefix + from_code("common/src/config.rs", r"fn " + fn + r'\(&self\) -> String \{\s*format!\("\{\}([a-z.-]+)", self\.prefix\)')
+    events = [prefix + s for s in kind_names("topic_suffix")]
+    results, alerts, dead_letter = topic("results"), topic("alerts"), topic("dead_letter")
+
+    processor_env = env_of(container(objects, "pulse-processor"))
+    group = processor_env.get("PULSE_PROCESSOR_GROUP", {}).get("value") or \
+        from_code("processor/src/main.rs", r'env = "PULSE_PROCESSOR_GROUP", default_value = "([^"]+)"')
+    from_code("processor/src/main.rs", r'(format!\("\{group\}-)')  # transactional.id = <group>-...
+    state = from_code("processor/src/topics.rs", r'format!\("\{\}(-state-)\{\}", self\.group, kind\.as_str\(\)\)')
+    changelogs = [group + state + k for k in kind_names("as_str")]
+    restore_group = from_code("processor/src/changelog.rs", r'"group\.id", "([^"]+)"')
+    api_group = from_code("query-api/src/fanout.rs", r'"group\.id", "([^"]+)"')
+    registry_topic = from_code("ingest/src/bin/registry.rs", r'env = "PULSE_REGISTRY_TOPIC", default_value = "([^"]+)"')
+    registry_group = from_code("ingest/src/registry/store.rs", r'"group\.id", "([^"]+)"')
+    registry_txn = from_code("ingest/src/registry/store.rs", r'format!\("([a-z-]+)\{\}", self\.config\.topic\)')
+
+    need = []
+    def add(user, kind, names, ops, pattern="literal"):
+        need.extend((user, kind, n, pattern, op) for n in names for op in ops)
+    # Ingest produces events and (the MQTT bridge) dead letters, and creates
+    # those topics at start (ingest/src/main.rs).
+    add("pulse-ingest", "topic", events + [dead_letter], ["Describe", "Write", "Create"])
+    add("pulse-ingest", "cluster", ["kafka-cluster"], ["IdempotentWrite"])
+    # The processor reads events; writes results, alerts, dead letters and
+    # state in transactions; reads its state back; creates what it writes
+    # (processor/src/topics.rs).
+    add("pulse-processor", "topic", events, ["Describe", "Read"])
+    add("pulse-processor", "topic", [results, alerts, dead_letter], ["Describe", "Write", "Create"])
+    add("pulse-processor", "topic", changelogs, ["Describe", "Read", "Write", "Create"])
+    add("pulse-processor", "group", [group], ["Read"])
+    add("pulse-processor", "group", [restore_group], ["Describe"])
+    add("pulse-processor", "transactionalId", [group + "-"], ["Describe", "Write"], "prefix")
+    add("pulse-processor", "cluster", ["kafka-cluster"], ["IdempotentWrite"])
+    # The query API reads results with assigned partitions and creates the topic if missing.
+    add("pulse-query-api", "topic", [results], ["Describe", "Read", "Create"])
+    add("pulse-query-api", "group", [api_group], ["Describe"])
+    # The registry keeps its state in its topic, written in transactions.
+    add("pulse-registry", "topic", [registry_topic], ["Describe", "Read", "Write", "Create"])
+    add("pulse-registry", "group", [registry_group], ["Describe"])
+    add("pulse-registry", "transactionalId", [registry_txn], ["Describe", "Write"], "prefix")
+    add("pulse-registry", "cluster", ["kafka-cluster"], ["IdempotentWrite"])
+    return need
+
+
+# Kafka's implied operations: Read, Write, Delete or Alter allow Describe.
+IMPLIES_DESCRIBE = {"Describe", "Read", "Write", "Delete", "Alter", "All"}
+
+
+def granted_acls(objects):
+    out = []
+    for u in of_kind(objects, "KafkaUser"):
+        for acl in u["spec"]["authorization"]["acls"]:
+            r = acl["resource"]
+            ops = acl.get("operations") or [acl["operation"]]
+            name = r.get("name", "kafka-cluster")
+            out += [(u["metadata"]["name"], r["type"], name, r.get("patternType", "literal"), op) for op in ops]
+    return out
+
+
+def covers(grant, need):
+    user, kind, name, pattern, op = need
+    g_user, g_kind, g_name, g_pattern, g_op = grant
+    if (g_user, g_kind) != (user, kind):
+        return False
+    if g_op != op and not (op == "Describe" and g_op in IMPLIES_DESCRIBE) and g_op != "All":
+        return False
+    if g_pattern == "literal":
+        return pattern == "literal" and g_name == name
+    return name.startswith(g_name)  # a prefix grant covers names (and prefixes) it starts
+
+
+def test_kafka_acls_allow_what_each_service_does(rendered):
+    _, objects = rendered
+    granted = granted_acls(objects)
+    missing = [n for n in needed_acls(objects) if not any(covers(g, n) for g in granted)]
+    assert not missing, "KafkaUsers lack: " + "; ".join(" ".join(m) for m in missing)
+    # Nothing beyond: no wildcard, no All, and writes only where a service writes.
+    needed_writes = {(u, k, n) for u, k, n, _, op in needed_acls(objects) if op == "Write"}
+    for user, kind, name, pattern, op in granted:
+        assert name != "*" and op != "All", f"{user} has {op} on {kind} {name}"
+        if op == "Write":
+            assert (user, kind, name) in needed_writes, f"{user} may write {kind} {name}, which it never writes"
+
+
+def test_every_topic_a_service_uses_exists_replicated(rendered):
+    _, objects = rendered
+    topics = kafka_topics(objects)
+    for user, kind, name, _, op in needed_acls(objects):
+        if kind != "topic":
+            continue
+        assert name in topics, f"{user} uses topic {name}, which has no KafkaTopic"
+        if op == "Write":
+            spec = topics[name]
+            assert spec["replicas"] == 3, f"{name} has {spec['replicas']} replicas"
+            assert str(spec["config"]["min.insync.replicas"]) == "2", f"{name}: min.insync.replicas"
+    # The state of event partition N lives in changelog partition N.
+    group = by_name(objects, "ScaledObject", "pulse-processor")["spec"]["triggers"][0]["metadata"]["consumerGroup"]
+    prefix = settings(objects)["PULSE_TOPIC_PREFIX"]
+    for kind, suffix in zip(kind_names("as_str"), kind_names("topic_suffix")):
+        changelog = topics[f"{group}-state-{kind}"]
+        assert changelog["config"]["cleanup.policy"] == "compact"
+        assert changelog["partitions"] == topics[prefix + suffix]["partitions"], f"{group}-state-{kind}"
+
+
+def listen_port(c, name):
+    address = env_of(c).get(name, {}).get("value")
+    assert address, f'{c["name"]} does not set {name}'
+    return int(address.rsplit(":", 1)[1])
+
+
+def test_registry_requires_credentials_and_serves_metrics_apart(rendered):
+    _, objects = rendered
+    secret_file(objects, "pulse-registry", "PULSE_REGISTRY_CREDENTIALS")
+    # Its clients: ingest registers schemas, the processor reads them, each as its own user.
+    names = {}
+    for deployment in ["pulse-ingest", "pulse-processor"]:
+        c = container(objects, deployment)
+        names[deployment] = env_of(c).get("PULSE_REGISTRY_USERNAME", {}).get("value")
+        assert names[deployment], f"{deployment} has no PULSE_REGISTRY_USERNAME"
+        secret_env(objects, c, "PULSE_REGISTRY_PASSWORD")
+    assert names["pulse-ingest"] != names["pulse-processor"], "the processor must not use ingest's (write) registry user"
+
+    registry = container(objects, "pulse-registry")
+    api, metrics = listen_port(registry, "PULSE_REGISTRY_LISTEN"), listen_port(registry, "PULSE_REGISTRY_METRICS_LISTEN")
+    assert api != metrics, "the registry's metrics share its API port"
+    ports = {p["name"]: p["containerPort"] for p in registry["ports"]}
+    assert ports.get("http") == api and metrics in ports.values()
+
+
+def test_prometheus_scrapes_each_service_where_it_serves_metrics(rendered):
+    _, objects = rendered
+    metrics_env = {"pulse-registry": "PULSE_REGISTRY_METRICS_LISTEN", "pulse-ingest": "PULSE_INGEST_LISTEN",
+                   "pulse-processor": "PULSE_PROCESSOR_LISTEN", "pulse-query-api": "PULSE_QUERY_LISTEN"}
+    monitors = of_kind(objects, "ServiceMonitor")
+    policies = of_kind(objects, "NetworkPolicy")
+    for name, env_name in metrics_env.items():
+        c = container(objects, name)
+        port = listen_port(c, env_name)
+        container_ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        service = by_name(objects, "Service", name)
+        labels = service["metadata"]["labels"]
+        scraped = set()
+        for m in monitors:
+            sel = m["spec"]["selector"]
+            if not matches(sel.get("matchLabels", {}), labels):
+                continue
+            if not all(labels.get(e["key"]) in e["values"] for e in sel.get("matchExpressions", []) if e["operator"] == "In"):
+                continue
+            for e in m["spec"]["endpoints"]:
+                sp = [p for p in service["spec"]["ports"] if p["name"] == e["port"]]
+                target = sp and sp[0]["targetPort"]
+                scraped.add(container_ports.get(target, target) if sp else None)
+        assert scraped == {port}, f"{name} serves /metrics on {port}, scraped on {scraped}"
+        # The monitoring namespace may reach that port.
+        pod_labels = by_name(objects, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+        allowed = any(
+            matches(p["spec"]["podSelector"].get("matchLabels", {}), pod_labels)
+            and any(f.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == "monitoring"
+                    for f in rule.get("from", []))
+            and any(q.get("port") == port for q in rule.get("ports", []))
+            for p in policies for rule in p["spec"].get("ingress", []))
+        assert allowed, f"no NetworkPolicy lets Prometheus reach {name}:{port}"
 
 
 def exported_metrics():

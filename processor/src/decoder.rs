@@ -5,6 +5,13 @@
 //! decode resolves the schema's names again and builds a new reader for
 //! every record: a fifth of the time spent decoding. Here that happens once
 //! per schema id.
+//!
+//! A registry that fails to answer never gets a record dead-lettered: a
+//! connection error or any 5xx (and 401/403/408/429, which a fixed
+//! configuration or a moment's wait cures) is retriable, and is removed from
+//! the registry client's cache, which would otherwise replay a non-retriable
+//! failure (schema_registry_converter 6 treats only 502/503 as retriable and
+//! keeps every other failure until the process restarts).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +22,7 @@ use pulse_common::event::Event;
 use pulse_common::json_avro::FieldError;
 use pulse_common::schemas::EventKind;
 use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{
     get_bytes_result, invalid_bytes_error, BytesResult,
 };
@@ -95,14 +103,21 @@ impl Decoder {
     }
 
     async fn load(&self, id: u32) -> Result<Reader, DecodeError> {
-        let schema = self
-            .registry
-            .get_schema(id)
-            .await
-            .map_err(|e| DecodeError {
-                retriable: e.retriable,
-                message: e.to_string(),
-            })?;
+        let schema = match self.registry.get_schema(id).await {
+            Ok(schema) => schema,
+            Err(e) => {
+                let retriable = registry_fault(&e);
+                if retriable {
+                    // Drops every cached failure, this one included, so the
+                    // next record of the schema asks the registry again.
+                    self.registry.remove_errors_from_cache();
+                }
+                return Err(DecodeError {
+                    retriable,
+                    message: e.to_string(),
+                });
+            }
+        };
         let unreadable = |e| DecodeError::bad(format!("schema {id} cannot be read: {e}"));
         // Tried on a borrowed copy first: a schema that cannot be read is
         // asked for again with each of its records, and must not leak each time.
@@ -129,6 +144,19 @@ impl Decoder {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// Whether a failed schema fetch was the registry's fault (or the way to
+/// it), not the record's: then the record is fine and worth trying again.
+fn registry_fault(e: &SRCError) -> bool {
+    e.retriable || http_status(e).is_some_and(|s| s >= 500 || [401, 403, 408, 429].contains(&s))
+}
+
+/// The HTTP status of a failed registry call. The client keeps it only in
+/// its message: "HTTP request to schema registry failed with status 500 ...".
+fn http_status(e: &SRCError) -> Option<u16> {
+    let (_, rest) = e.error.split_once("failed with status ")?;
+    rest.get(..3)?.parse().ok()
 }
 
 #[cfg(test)]
@@ -177,5 +205,89 @@ mod tests {
             decoder.lock().is_empty(),
             "no reader kept for a schema never fetched"
         );
+    }
+
+    const SCHEMA: &str = r#"{"type":"record","name":"R","fields":[{"name":"n","type":"long"}]}"#;
+
+    /// A registry that answers `first` to the first request for a schema,
+    /// then the schema; returns its URL and how many requests it has had.
+    async fn flaky_registry(first: u16) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::http::StatusCode;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counter = calls.clone();
+        let app = axum::Router::new().route(
+            "/schemas/ids/{id}",
+            axum::routing::get(move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n == 0 {
+                        let status = StatusCode::from_u16(first).unwrap_or(StatusCode::IM_A_TEAPOT);
+                        let body = r#"{"error_code":50301,"message":"store unavailable"}"#;
+                        (status, body.to_string())
+                    } else {
+                        (
+                            StatusCode::OK,
+                            serde_json::json!({"schema": SCHEMA}).to_string(),
+                        )
+                    }
+                }
+            }),
+        );
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(l) => l,
+            Err(e) => panic!("a loopback port: {e}"),
+        };
+        let url = match listener.local_addr() {
+            Ok(a) => format!("http://{a}"),
+            Err(e) => panic!("bound: {e}"),
+        };
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, calls)
+    }
+
+    fn decoder_of(url: String) -> Decoder {
+        match SrSettings::new_builder(url).no_proxy().build() {
+            Ok(s) => Decoder::new(AvroDecoder::new(s)),
+            Err(e) => panic!("registry settings: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_registry_is_retried_and_its_failure_never_kept() {
+        // Schema id 1, then the long 21 (zig-zag: 42).
+        let record = [0u8, 0, 0, 0, 1, 42];
+        for first in [500u16, 502, 503, 504, 401, 429] {
+            let (url, calls) = flaky_registry(first).await;
+            let decoder = decoder_of(url);
+            match decoder.decode(EventKind::Telemetry, Some(&record)).await {
+                Err(e) => assert!(e.retriable, "{first}: {e}"),
+                Ok(v) => panic!("{first}: decoded as {v:?} from a failing registry"),
+            }
+            assert!(decoder.lock().is_empty(), "{first}: no reader kept");
+            // The record is no event (no fields of one), but it decodes: the
+            // schema was fetched again rather than the failure replayed.
+            let second = decoder.decode(EventKind::Telemetry, Some(&record)).await;
+            assert!(second.is_ok(), "{first}: second decode: {second:?}");
+            assert_eq!(
+                calls.load(std::sync::atomic::Ordering::SeqCst),
+                2,
+                "{first}"
+            );
+            assert_eq!(decoder.lock().len(), 1, "{first}: reader kept once fetched");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_schema_is_bad_for_good() {
+        let (url, _) = flaky_registry(404).await;
+        let decoder = decoder_of(url);
+        match decoder
+            .decode(EventKind::Telemetry, Some(&[0u8, 0, 0, 0, 1, 42][..]))
+            .await
+        {
+            Err(e) => assert!(!e.retriable, "{e}"),
+            Ok(v) => panic!("decoded as {v:?} without a schema"),
+        }
     }
 }

@@ -189,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
     let creating = {
         let (kafka, group) = (args.kafka.client.clone(), args.group.clone());
         let instance_id = args.instance_id.clone();
-        let registry_url = args.registry.registry_url.clone();
+        let registry_url = args.registry.url()?;
         let context = RebalanceAware {
             assignment: assignment.clone(),
             on_move: {

@@ -99,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
         Transport::Kafka => {
             Sender::kafka(
                 &args.kafka.client,
-                &args.registry.registry_url,
+                &args.registry.url()?,
                 args.kafka.topics(),
             )
             .await?

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::header;
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, Request, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::compat::CompatibilityLevel;
 use super::error::RegistryError;
+use super::limits::Limits;
 use super::state::{parse_schema, VersionSpec};
 use super::store::KafkaStore;
 
@@ -31,6 +32,7 @@ impl IntoResponse for RegistryJson {
 }
 
 pub fn router(store: Arc<KafkaStore>) -> Router {
+    let body_limit = store.read(|s| s.limits().max_encoded_bytes());
     Router::new()
         .route("/", get(|| async { RegistryJson(json!({})) }))
         .route(
@@ -74,7 +76,27 @@ pub fn router(store: Arc<KafkaStore>) -> Router {
             "/mode",
             get(|| async { RegistryJson(json!({"mode": "READWRITE"})) }),
         )
+        // Refuses a body that cannot hold a schema within the limit before
+        // reading it whole ([`Body`] turns the refusal into a 413 of ours).
+        .layer(DefaultBodyLimit::max(body_limit))
         .with_state(store)
+}
+
+/// A request body, refused in the registry's error format when over the limit.
+struct Body(Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = RegistryError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self> {
+        match Bytes::from_request(request, state).await {
+            Ok(bytes) => Ok(Body(bytes)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(RegistryError::body_too_large())
+            }
+            Err(e) => Err(RegistryError::bad_request(e.body_text())),
+        }
+    }
 }
 
 /// Boolean query flags. Clients spell them `true`, `True` or `1`; flags the
@@ -126,9 +148,11 @@ struct SchemaBody {
     references: Vec<Value>,
 }
 
-/// Reads a schema from a request body, whatever content type the client sent.
-fn schema_body(body: &Bytes) -> Result<String> {
+/// Reads a schema from a request body, whatever content type the client
+/// sent, refusing one over the size limit before parsing it.
+fn schema_body(body: &Bytes, limits: &Limits) -> Result<String> {
     let parsed: SchemaBody = serde_json::from_slice(body).map_err(RegistryError::bad_request)?;
+    limits.check_schema(&parsed.schema)?;
     match parsed.schema_type.as_deref() {
         None | Some("AVRO") => {}
         Some(other) => {
@@ -143,6 +167,10 @@ fn schema_body(body: &Bytes) -> Result<String> {
         ));
     }
     Ok(parsed.schema)
+}
+
+fn limits(store: &KafkaStore) -> Limits {
+    store.read(|s| *s.limits())
 }
 
 fn parse_id(id: &str) -> Result<u32> {
@@ -255,9 +283,9 @@ async fn get_version_schema(
 async fn register(
     State(store): State<Arc<KafkaStore>>,
     Path(subject): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<RegistryJson> {
-    let text = schema_body(&body)?;
+    let text = schema_body(&body, &limits(&store))?;
     parse_schema(&text)?;
     let registered = store
         .write(|s| {
@@ -275,9 +303,9 @@ async fn lookup(
     State(store): State<Arc<KafkaStore>>,
     Path(subject): Path<String>,
     flags: Flags,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<RegistryJson> {
-    let text = schema_body(&body)?;
+    let text = schema_body(&body, &limits(&store))?;
     let (entry, schema) = store.read(|s| s.lookup(&subject, &text, flags.deleted))?;
     Ok(RegistryJson(version_json(
         &subject,
@@ -329,7 +357,7 @@ async fn get_global_config(State(store): State<Arc<KafkaStore>>) -> RegistryJson
 
 async fn put_global_config(
     State(store): State<Arc<KafkaStore>>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<RegistryJson> {
     let level = config_body(&body)?;
     store
@@ -363,7 +391,7 @@ async fn get_subject_config(
 async fn put_subject_config(
     State(store): State<Arc<KafkaStore>>,
     Path(subject): Path<String>,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<RegistryJson> {
     let level = config_body(&body)?;
     let change = super::state::Change::PutConfig {
@@ -406,9 +434,9 @@ async fn check_against_version(
     State(store): State<Arc<KafkaStore>>,
     Path((subject, version)): Path<(String, String)>,
     flags: Flags,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<RegistryJson> {
-    let text = schema_body(&body)?;
+    let text = schema_body(&body, &limits(&store))?;
     let spec = VersionSpec::parse(&version)?;
     let violations = store.read(|s| s.compatibility_violations(&subject, &text, Some(spec)))?;
     Ok(compatibility_json(violations, flags.verbose))
@@ -418,9 +446,9 @@ async fn check_against_all(
     State(store): State<Arc<KafkaStore>>,
     Path(subject): Path<String>,
     flags: Flags,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<RegistryJson> {
-    let text = schema_body(&body)?;
+    let text = schema_body(&body, &limits(&store))?;
     let violations = store.read(|s| s.compatibility_violations(&subject, &text, None))?;
     Ok(compatibility_json(violations, flags.verbose))
 }

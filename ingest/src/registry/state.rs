@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::compat::CompatibilityLevel;
 use super::error::RegistryError;
+use super::limits::Limits;
 
 /// Key of a log record. Compaction keeps the newest record per key, which is
 /// all the state needs.
@@ -189,6 +190,42 @@ pub struct RegistryState {
     global_level: Option<CompatibilityLevel>,
     subject_levels: HashMap<String, CompatibilityLevel>,
     barriers: HashMap<String, u64>,
+    limits: Limits,
+}
+
+/// Why a log record was not applied. The state stays what it was; the
+/// record's id still counts as used, so it is never handed out again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Skipped {
+    #[error("schema {id} of subject '{subject}' is {bytes} bytes, over the limit of {limit}")]
+    Oversize {
+        id: u32,
+        subject: String,
+        bytes: usize,
+        limit: usize,
+    },
+    #[error("subject '{subject}' would exceed the limit of {limit} subjects")]
+    TooManySubjects { subject: String, limit: usize },
+    #[error("subject '{subject}' would exceed the limit of {limit} versions")]
+    TooManyVersions { subject: String, limit: usize },
+    #[error("schema {id} of subject '{subject}' does not parse: {why}")]
+    Unparsable {
+        id: u32,
+        subject: String,
+        why: String,
+    },
+}
+
+impl Skipped {
+    /// The label of `pulse_registry_log_records_skipped_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Skipped::Oversize { .. } => "oversize",
+            Skipped::TooManySubjects { .. } => "too_many_subjects",
+            Skipped::TooManyVersions { .. } => "too_many_versions",
+            Skipped::Unparsable { .. } => "unparsable",
+        }
+    }
 }
 
 pub fn parse_schema(text: &str) -> Result<(Schema, String), RegistryError> {
@@ -208,16 +245,62 @@ impl RegistryState {
             global_level: None,
             subject_levels: HashMap::new(),
             barriers: HashMap::new(),
+            limits: Limits::default(),
         }
     }
 
-    /// Applies one record read from the log. Records that cannot be applied
-    /// (a schema that no longer parses) are skipped with an error log rather
-    /// than stopping the registry.
-    pub fn apply(&mut self, change: Change) {
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Whether `subject` may gain a version: the same rule for planning a
+    /// registration and for replaying one, so the log and the state agree.
+    fn check_room(&self, subject: &str) -> Result<(), Skipped> {
+        match self.subjects.get(subject) {
+            None if self.subjects.len() >= self.limits.max_subjects => {
+                Err(Skipped::TooManySubjects {
+                    subject: subject.to_string(),
+                    limit: self.limits.max_subjects,
+                })
+            }
+            Some(vs) if vs.len() >= self.limits.max_versions_per_subject => {
+                Err(Skipped::TooManyVersions {
+                    subject: subject.to_string(),
+                    limit: self.limits.max_versions_per_subject,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies one record read from the log. A record that cannot be
+    /// applied (a schema that no longer parses, or one over the limits) is
+    /// skipped rather than stopping the registry; the caller logs and
+    /// counts it.
+    pub fn apply(&mut self, change: Change) -> Result<(), Skipped> {
         match change {
             Change::PutSchema(r) => {
                 self.max_id = self.max_id.max(r.id);
+                if r.schema.len() > self.limits.max_schema_bytes {
+                    return Err(Skipped::Oversize {
+                        id: r.id,
+                        subject: r.subject,
+                        bytes: r.schema.len(),
+                        limit: self.limits.max_schema_bytes,
+                    });
+                }
+                let known_version = self
+                    .subjects
+                    .get(&r.subject)
+                    .is_some_and(|vs| vs.contains_key(&r.version));
+                if !known_version {
+                    self.check_room(&r.subject)?;
+                }
                 if !self.schemas.contains_key(&r.id) {
                     match parse_schema(&r.schema) {
                         Ok((parsed, canonical)) => {
@@ -232,8 +315,11 @@ impl RegistryState {
                             );
                         }
                         Err(e) => {
-                            tracing::error!(id = r.id, subject = %r.subject, error = %e, "skipping unparsable schema record");
-                            return;
+                            return Err(Skipped::Unparsable {
+                                id: r.id,
+                                subject: r.subject,
+                                why: e.message,
+                            })
                         }
                     }
                 }
@@ -248,7 +334,7 @@ impl RegistryState {
             }
             Change::RemoveSchema { subject, version } => {
                 let Some(versions) = self.subjects.get_mut(&subject) else {
-                    return;
+                    return Ok(());
                 };
                 let removed = versions.remove(&version);
                 if versions.is_empty() {
@@ -276,6 +362,7 @@ impl RegistryState {
                 self.barriers.insert(writer, token);
             }
         }
+        Ok(())
     }
 
     fn forget_unused_schema(&mut self, id: u32) {
@@ -442,6 +529,7 @@ impl RegistryState {
     /// Plans registering `text` under `subject`: the same id for a schema
     /// already known anywhere, a new version unless the subject already has it.
     pub fn plan_register(&self, subject: &str, text: &str) -> Result<Registered, RegistryError> {
+        self.limits.check_schema(text)?;
         let (_, canonical) = parse_schema(text)?;
         if let Ok((entry, _)) = self.lookup(subject, text, false) {
             return Ok(Registered {
@@ -450,6 +538,10 @@ impl RegistryState {
                 changes: vec![],
             });
         }
+        self.check_room(subject).map_err(|skipped| match skipped {
+            Skipped::TooManySubjects { limit, .. } => RegistryError::too_many_subjects(limit),
+            _ => RegistryError::too_many_versions(subject, self.limits.max_versions_per_subject),
+        })?;
         let violations = self.compatibility_violations(subject, text, None)?;
         if !violations.is_empty() {
             return Err(RegistryError::incompatible(&violations));
@@ -566,7 +658,7 @@ mod tests {
     fn register(state: &mut RegistryState, subject: &str, text: &str) -> Registered {
         let planned = state.plan_register(subject, text).expect("registers");
         for c in planned.changes.clone() {
-            state.apply(c);
+            state.apply(c).expect("applies");
         }
         planned
     }
@@ -601,7 +693,8 @@ mod tests {
         s.apply(Change::PutConfig {
             subject: Some("a-value".into()),
             level: CompatibilityLevel::None,
-        });
+        })
+        .expect("applies");
         assert_eq!(register(&mut s, "a-value", BREAKING).version, 2);
     }
 
@@ -615,12 +708,16 @@ mod tests {
         assert_eq!(err.code, 40405);
         let (versions, changes) = s.plan_delete_subject("a-value", false).expect("soft");
         assert_eq!(versions, vec![1]);
-        changes.into_iter().for_each(|c| s.apply(c));
+        changes
+            .into_iter()
+            .for_each(|c| s.apply(c).expect("applies"));
         assert!(s.subjects(false).is_empty());
         assert_eq!(s.subjects(true), vec!["a-value".to_string()]);
         assert!(s.schema(1).is_some(), "soft-deleted ids still resolve");
         let (_, changes) = s.plan_delete_subject("a-value", true).expect("hard");
-        changes.into_iter().for_each(|c| s.apply(c));
+        changes
+            .into_iter()
+            .for_each(|c| s.apply(c).expect("applies"));
         assert!(s.subjects(true).is_empty());
         assert!(s.schema(1).is_none());
     }
@@ -655,6 +752,88 @@ mod tests {
             let (k, v) = c.to_record();
             assert_eq!(Change::from_record(&k, v.as_deref()).expect("parses"), c);
         }
+    }
+
+    fn small_limits() -> Limits {
+        Limits {
+            max_schema_bytes: 200,
+            max_subjects: 2,
+            max_versions_per_subject: 2,
+        }
+    }
+
+    fn record_named(name: &str) -> String {
+        format!(r#"{{"type":"record","name":"{name}","fields":[{{"name":"a","type":"long"}}]}}"#)
+    }
+
+    #[test]
+    fn registrations_over_the_limits_are_refused_and_plan_nothing() {
+        let mut s = RegistryState::new(CompatibilityLevel::None).with_limits(small_limits());
+        register(&mut s, "a-value", &record_named("A1"));
+        register(&mut s, "a-value", &record_named("A2"));
+        register(&mut s, "b-value", &record_named("B1"));
+        let padded = format!(
+            r#"{{"type":"record","name":"Big","doc":"{}","fields":[]}}"#,
+            "x".repeat(200)
+        );
+        let cases = [
+            ("c-value", padded.as_str(), 413, 41301),
+            ("c-value", &record_named("C1"), 429, 42901),
+            ("a-value", &record_named("A3"), 429, 42902),
+        ];
+        for (subject, text, status, code) in cases {
+            let err = s.plan_register(subject, text).expect_err("over a limit");
+            assert_eq!((err.status.as_u16(), err.code), (status, code), "{err}");
+        }
+        let again = s
+            .plan_register("a-value", &record_named("A1"))
+            .expect("a schema already held is no new version");
+        assert!(again.changes.is_empty());
+        assert_eq!(s.subjects(true), vec!["a-value", "b-value"]);
+    }
+
+    #[test]
+    fn replay_skips_records_over_the_limits_but_never_reuses_their_ids() {
+        let mut s = RegistryState::new(CompatibilityLevel::None).with_limits(small_limits());
+        let put = |subject: &str, version, id, schema: String| {
+            Change::PutSchema(SchemaRecord {
+                subject: subject.into(),
+                version,
+                id,
+                schema,
+                deleted: false,
+            })
+        };
+        let oversize = put("a-value", 1, 1, format!("{:>300}", record_named("A")));
+        assert_eq!(s.apply(oversize).map_err(|e| e.reason()), Err("oversize"));
+        s.apply(put("a-value", 1, 2, record_named("A1")))
+            .expect("applies");
+        s.apply(put("a-value", 2, 3, record_named("A2")))
+            .expect("applies");
+        assert_eq!(
+            s.apply(put("a-value", 3, 4, record_named("A3")))
+                .map_err(|e| e.reason()),
+            Err("too_many_versions")
+        );
+        // A soft delete rewrites a version already held: not a new one.
+        let mut soft = put("a-value", 2, 3, record_named("A2"));
+        if let Change::PutSchema(r) = &mut soft {
+            r.deleted = true;
+        }
+        s.apply(soft).expect("applies");
+        s.apply(put("b-value", 1, 5, record_named("B1")))
+            .expect("applies");
+        assert_eq!(
+            s.apply(put("c-value", 1, 6, record_named("C1")))
+                .map_err(|e| e.reason()),
+            Err("too_many_subjects")
+        );
+        assert_eq!(s.versions("a-value", true), Ok(vec![1, 2]));
+        assert!(s.schema(1).is_none() && s.schema(4).is_none() && s.schema(6).is_none());
+        let next = s
+            .plan_register("b-value", &record_named("B2"))
+            .expect("room left in b-value");
+        assert_eq!((next.id, next.version), (7, 2), "skipped ids stay used");
     }
 
     #[test]

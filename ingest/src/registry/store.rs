@@ -23,6 +23,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::error::RegistryError;
+use super::metrics::SKIPPED_RECORDS;
 use super::state::{Change, RegistryState};
 use pulse_common::config::KafkaClient;
 use pulse_common::kafka::{client_config, ensure_topics, TopicSpec};
@@ -105,8 +106,11 @@ impl KafkaStore {
         let _one_writer_here = self.write_lock.lock().await;
         let mut last_error = None;
         for attempt in 1..=WRITE_ATTEMPTS {
-            let producer = self.fenced_producer()?;
-            match self.try_write(&producer, &plan).await {
+            let outcome = match self.fenced_producer() {
+                Ok(producer) => self.try_write(&producer, &plan).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
                 Ok(out) => return Ok(out),
                 Err(Attempt::Failed(e)) => return Err(e),
                 Err(Attempt::Retry(e)) => {
@@ -120,7 +124,7 @@ impl KafkaStore {
                 }
             }
         }
-        Err(RegistryError::store(format!(
+        Err(RegistryError::store_unavailable(format!(
             "gave up after {WRITE_ATTEMPTS} attempts: {}",
             last_error.map(|e| e.to_string()).unwrap_or_default()
         )))
@@ -157,15 +161,19 @@ impl KafkaStore {
         let reached = |_: &u64| self.read(|s| s.barrier(&self.writer_id) >= Some(token));
         tokio::time::timeout(self.config.timeout, applied.wait_for(reached))
             .await
-            .map_err(|_| Attempt::Failed(RegistryError::timeout("reading back the registry log")))?
             .map_err(|_| {
-                Attempt::Failed(RegistryError::store("the registry log reader stopped"))
+                Attempt::Failed(RegistryError::store_timeout(
+                    "reading back the registry log",
+                ))
+            })?
+            .map_err(|_| {
+                Attempt::Failed(RegistryError::internal("the registry log reader stopped"))
             })?;
         Ok(())
     }
 
     /// A transactional producer that has fenced off every other writer.
-    fn fenced_producer(&self) -> Result<BaseProducer, RegistryError> {
+    fn fenced_producer(&self) -> Result<BaseProducer, Attempt> {
         let mut cfg = client_config(&self.config.kafka);
         cfg.set(
             "transactional.id",
@@ -173,10 +181,21 @@ impl KafkaStore {
         )
         .set("enable.idempotence", "true")
         .set("acks", "all");
-        let producer: BaseProducer = cfg.create().map_err(RegistryError::store)?;
-        // Blocking, but bounded by the timeout; writes are rare.
-        tokio::task::block_in_place(|| producer.init_transactions(self.config.timeout))
-            .map_err(RegistryError::store)?;
+        // Creating a client only checks its configuration: a fault of ours.
+        let producer: BaseProducer = cfg
+            .create()
+            .map_err(|e| Attempt::Failed(RegistryError::internal(e)))?;
+        // Blocking, but bounded by the timeout; writes are rare. A broker
+        // that is not yet (or no longer) the coordinator says so at once:
+        // worth another attempt. A timeout already took the request's time.
+        tokio::task::block_in_place(|| producer.init_transactions(self.config.timeout)).map_err(
+            |e| match &e {
+                KafkaError::Transaction(t) if t.is_retriable() && !is_timeout(&e) => {
+                    Attempt::Retry(e.to_string())
+                }
+                _ => Attempt::Failed(kafka_fault(e)),
+            },
+        )?;
         Ok(producer)
     }
 
@@ -209,10 +228,29 @@ enum Attempt {
 impl From<Attempt> for RegistryError {
     fn from(a: Attempt) -> Self {
         match a {
-            Attempt::Retry(e) => RegistryError::store(e),
+            Attempt::Retry(e) => RegistryError::store_unavailable(e),
             Attempt::Failed(e) => e,
         }
     }
+}
+
+/// A failed Kafka operation as the client sees it: the brokers did not
+/// answer in time, or could not be used at all. Either may pass, so both
+/// are a 503, never a 500.
+fn kafka_fault(e: KafkaError) -> RegistryError {
+    if is_timeout(&e) {
+        RegistryError::store_timeout(e)
+    } else {
+        RegistryError::store_unavailable(e)
+    }
+}
+
+fn is_timeout(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(Code::OperationTimedOut | Code::RequestTimedOut | Code::MessageTimedOut)
+    )
 }
 
 async fn ensure_topic(config: &StoreConfig) -> anyhow::Result<()> {
@@ -248,19 +286,49 @@ fn read_log(
     while !shutdown.is_requested() {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(msg)) => {
-                match Change::from_record(msg.key().unwrap_or_default(), msg.payload()) {
-                    Ok(change) => state
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .apply(change),
-                    Err(e) => {
-                        tracing::error!(offset = msg.offset(), error = %e, "skipping malformed registry record")
-                    }
-                }
+                apply_record(&state, msg.offset(), msg.key(), msg.payload());
+                // Counted whatever became of the record: a barrier after a
+                // skipped record must still be seen.
                 applied.send_modify(|n| *n += 1);
             }
             Some(Err(e)) => tracing::warn!(error = %e, "registry log read error"),
             None => {}
         }
+    }
+}
+
+/// Applies one log record, skipping (with an error log and a count) any the
+/// state cannot hold. A record too long to hold a schema within the limit is
+/// not even parsed, so an old log cannot make a replica allocate for it.
+fn apply_record(
+    state: &RwLock<RegistryState>,
+    offset: i64,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) {
+    let skip = |reason: &str, why: &dyn std::fmt::Display| {
+        SKIPPED_RECORDS.with_label_values(&[reason]).inc();
+        tracing::error!(offset, reason, error = %why, "skipping registry log record");
+    };
+    let limit = state
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .limits()
+        .max_encoded_bytes();
+    let length = key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
+    if length > limit {
+        let why = format!("record of {length} bytes, over the limit of {limit}");
+        return skip("oversize", &why);
+    }
+    let change = match Change::from_record(key.unwrap_or_default(), value) {
+        Ok(change) => change,
+        Err(e) => return skip("malformed", &e),
+    };
+    let applied = state
+        .write()
+        .unwrap_or_else(|p| p.into_inner())
+        .apply(change);
+    if let Err(skipped) = applied {
+        skip(skipped.reason(), &skipped);
     }
 }
