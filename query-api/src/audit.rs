@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::auth::{credential, Authenticator, Caller, Denied};
+use crate::redact;
 
 /// Most records per insert.
 const BATCH: usize = 1000;
@@ -178,7 +179,7 @@ pub async fn middleware(
         || request.uri().path().to_string(),
         |m| m.as_str().to_string(),
     );
-    let params = redact(request.uri().query().unwrap_or_default());
+    let params = redact::query(request.uri().query().unwrap_or_default());
     let mut response = next.run(request).await;
     let mut record = AuditRecord {
         time: 0,
@@ -230,40 +231,5 @@ impl AuditRecord {
         self.time_ms = now;
         self.latency_ms = started.elapsed().as_secs_f32() * 1000.0;
         self
-    }
-}
-
-/// The query string without the token a WebSocket client may carry in it.
-fn redact(query: &str) -> String {
-    url::form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| {
-            let v = if k == "access_token" {
-                "(redacted)".into()
-            } else {
-                v
-            };
-            (k, v)
-        })
-        .fold(
-            url::form_urlencoded::Serializer::new(String::new()),
-            |mut s, (k, v)| {
-                s.append_pair(&k, &v);
-                s
-            },
-        )
-        .finish()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn tokens_never_reach_the_audit_trail() {
-        assert_eq!(
-            redact("min_score=0.5&access_token=eyJ.abc.def"),
-            "min_score=0.5&access_token=%28redacted%29"
-        );
-        assert_eq!(redact("limit=5&source_id=a%20b"), "limit=5&source_id=a+b");
     }
 }

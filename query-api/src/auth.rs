@@ -4,7 +4,9 @@
 //! credential, never from a request parameter.
 //!
 //! Tokens carry `sub` (who), `tenant`, `role` (`analyst`, `dashboard` or
-//! `admin`) and `exp`; `iss` and `aud` are checked when configured. The
+//! `admin`) and `exp`. With an issuer configured (which then needs an
+//! audience too), `iss` and `aud` must be present and match: a token of the
+//! same provider minted for another service is refused. The
 //! algorithm a token names must be one configured here, so a token cannot
 //! pick a weaker check (`none`, or HS256 keyed with an RSA public key).
 //!
@@ -63,6 +65,9 @@ pub struct Caller {
     pub name: String,
     pub tenant: String,
     pub role: Role,
+    /// When the credential stops being valid (a token's `exp`, seconds since
+    /// the epoch); API keys do not expire. A stream ends then.
+    pub expires_at_s: Option<i64>,
 }
 
 impl Caller {
@@ -139,10 +144,10 @@ pub struct AuthArgs {
     /// Seconds between fetches of the JWKS URL; a token naming an unknown `kid` triggers one sooner.
     #[arg(long, env = "PULSE_JWT_JWKS_REFRESH_S", default_value_t = 300)]
     pub jwt_jwks_refresh_s: u64,
-    /// Required `iss` of tokens, when set.
+    /// Required `iss` of tokens, when set; then `iss` and `aud` must be present, and the audience must be set too.
     #[arg(long, env = "PULSE_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
-    /// Required `aud` of tokens, when set.
+    /// Required `aud` of tokens, when set (then tokens without `aud` are refused).
     #[arg(long, env = "PULSE_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
     /// TOML file of API keys (name, tenant, role, sha256 of the key).
@@ -153,6 +158,7 @@ pub struct AuthArgs {
 #[derive(Deserialize)]
 struct Claims {
     sub: String,
+    exp: i64,
     tenant: String,
     role: Role,
 }
@@ -221,6 +227,12 @@ impl Authenticator {
                 .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
             None => HashMap::new(),
         };
+        // An issuer's tokens are minted for many services; only the audience
+        // says which ones are for this API.
+        anyhow::ensure!(
+            args.jwt_issuer.is_none() || args.jwt_audience.is_some(),
+            "PULSE_JWT_ISSUER is set without PULSE_JWT_AUDIENCE: set the audience this API's tokens name"
+        );
         anyhow::ensure!(
             hs256.is_some() || !rs256.is_empty() || remote.is_some() || !api_keys.is_empty(),
             "no way to authenticate callers: set an HS256 secret, RS256 keys or API keys"
@@ -282,7 +294,16 @@ impl Authenticator {
             return Err(Denied::Algorithm(format!("{:?}", header.alg)));
         }
         let mut validation = Validation::new(header.alg);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken checks `iss` and `aud` only when a token has them:
+        // a configured one is also required, or leaving it out would pass.
+        let mut required = vec!["exp", "sub"];
+        if self.issuer.is_some() {
+            required.push("iss");
+        }
+        if self.audience.is_some() {
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         validation.validate_aud = self.audience.is_some();
         if let Some(a) = &self.audience {
             validation.set_audience(&[a]);
@@ -302,6 +323,7 @@ impl Authenticator {
                         name: c.sub,
                         tenant: c.tenant,
                         role: c.role,
+                        expires_at_s: Some(c.exp),
                     });
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => {
@@ -326,6 +348,7 @@ fn parse_api_keys(text: &str) -> anyhow::Result<HashMap<[u8; 32], Caller>> {
             name: e.name.clone(),
             tenant: e.tenant,
             role: e.role,
+            expires_at_s: None,
         };
         anyhow::ensure!(
             keys.insert(digest, caller).is_none(),
@@ -336,9 +359,14 @@ fn parse_api_keys(text: &str) -> anyhow::Result<HashMap<[u8; 32], Caller>> {
     Ok(keys)
 }
 
-/// The credential of a request: `Authorization: Bearer ...`, or for a
-/// WebSocket upgrade, which browsers cannot give headers, `access_token=`
-/// in the query string.
+/// The one route that takes a token in the query string: a WebSocket
+/// upgrade, which browsers cannot give headers. Anywhere else a token in a
+/// URL would end up in browser history, proxies' logs and `Referer`s, so it
+/// is ignored there (the request is as one without credentials).
+pub const QUERY_TOKEN_ROUTE: &str = "/v1/stream";
+
+/// The credential of a request: `Authorization: Bearer ...`, or on
+/// [`QUERY_TOKEN_ROUTE`] only, `access_token=` in the query string.
 pub fn credential(headers: &HeaderMap, uri: &Uri) -> Option<String> {
     let from_header = headers
         .get(header::AUTHORIZATION)
@@ -346,6 +374,9 @@ pub fn credential(headers: &HeaderMap, uri: &Uri) -> Option<String> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|s| s.trim().to_string());
     let from_query = || {
+        if uri.path() != QUERY_TOKEN_ROUTE {
+            return None;
+        }
         uri.query().and_then(|q| {
             url::form_urlencoded::parse(q.as_bytes())
                 .find(|(k, _)| k == "access_token")
@@ -421,7 +452,8 @@ mod tests {
             Ok(Caller {
                 name: "ann".into(),
                 tenant: "acme".into(),
-                role: Role::Dashboard
+                role: Role::Dashboard,
+                expires_at_s: Some(exp(60)),
             })
         );
     }
@@ -465,11 +497,96 @@ mod tests {
             name: "ann".into(),
             tenant: "acme".into(),
             role: Role::Analyst,
+            expires_at_s: None,
         };
         assert!(c.require(&[Role::Analyst, Role::Admin]).is_ok());
         assert!(matches!(
             c.require(&[Role::Admin]),
             Err(Denied::Role { .. })
         ));
+    }
+
+    #[test]
+    fn with_an_issuer_iss_and_aud_must_be_present_and_match() {
+        let a = Authenticator {
+            issuer: Some("https://id.example".into()),
+            audience: Some("pulse-query-api".into()),
+            ..authenticator()
+        };
+        let with = |extra: serde_json::Value| {
+            let mut claims =
+                json!({"sub": "ann", "tenant": "acme", "role": "admin", "exp": exp(60)});
+            if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+                c.extend(e.clone());
+            }
+            a.authenticate(&token(Algorithm::HS256, SECRET, claims))
+        };
+        let good = with(json!({"iss": "https://id.example", "aud": "pulse-query-api"}));
+        assert_eq!(good.map(|c| c.role), Ok(Role::Admin));
+        // With both missing, either may be named first.
+        for (claims, why) in [
+            (json!({}), "Missing required claim: "),
+            (
+                json!({"iss": "https://id.example"}),
+                "Missing required claim: aud",
+            ),
+            (
+                json!({"aud": "pulse-query-api"}),
+                "Missing required claim: iss",
+            ),
+            (
+                json!({"iss": "https://other.example", "aud": "pulse-query-api"}),
+                "InvalidIssuer",
+            ),
+            (
+                json!({"iss": "https://id.example", "aud": "billing"}),
+                "InvalidAudience",
+            ),
+        ] {
+            let refused = with(claims.clone());
+            assert!(
+                matches!(&refused, Err(Denied::Invalid(m)) if m.starts_with(why)),
+                "{claims}: {refused:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_issuer_without_an_audience_is_refused_at_start() {
+        let args = AuthArgs {
+            jwt_hs256_secret_file: None,
+            jwt_rs256_public_key_file: None,
+            jwt_jwks_file: None,
+            jwt_jwks_url: None,
+            jwt_jwks_refresh_s: 300,
+            jwt_issuer: Some("https://id.example".into()),
+            jwt_audience: None,
+            api_keys_file: None,
+        };
+        let refused = Authenticator::from_args(&args).err().map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("PULSE_JWT_AUDIENCE")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_query_string_token_counts_on_the_stream_only() {
+        let headers = HeaderMap::new();
+        let on = |path: &str| credential(&headers, &path.parse::<Uri>().unwrap());
+        assert_eq!(
+            on("/v1/stream?min_score=1&access_token=t0k"),
+            Some("t0k".into())
+        );
+        for path in [
+            "/v1/events?access_token=t0k",
+            "/v1/export?access_token=t0k",
+            "/v1/stream/x?access_token=t0k",
+            "/v1/audit?access_token=t0k",
+        ] {
+            assert_eq!(on(path), None, "{path}");
+        }
     }
 }

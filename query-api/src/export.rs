@@ -2,7 +2,8 @@
 //! formats the rows and the API passes its response through chunk by chunk,
 //! so an export of any size holds only a few chunks in the API's memory.
 //! The rows are counted as they pass, for the audit trail, which records an
-//! export once its stream has ended.
+//! export once its stream has ended. CSV text cells that would read as a
+//! spreadsheet formula get a leading `'` (`crate::csv_guard`).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -17,7 +18,7 @@ use tokio::sync::oneshot;
 use utoipa::IntoParams;
 
 use crate::audit::{Ending, RowsLater, Streamed};
-use crate::parquet_export;
+use crate::{csv_guard, parquet_export};
 
 use crate::budget::storage_error;
 use crate::extract::{Params, Reader};
@@ -27,7 +28,9 @@ use crate::store::EventStore;
 #[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
-    /// Comma-separated, with a header row.
+    /// Comma-separated, with a header row; text cells that begin like a
+    /// spreadsheet formula (`=`, `+`, `-`, `@`, tab, carriage return) begin
+    /// with `'`, numbers never.
     #[default]
     Csv,
     /// One JSON object per line.
@@ -107,7 +110,8 @@ pub async fn export(
     let (counted, rows_later) = Counted::new(rows, format);
     let body = match format {
         Format::Parquet => Body::from_stream(parquet_export::from_ndjson(counted)),
-        Format::Csv | Format::Ndjson => Body::from_stream(counted),
+        Format::Csv => Body::from_stream(csv_guard::guarded(counted)),
+        Format::Ndjson => Body::from_stream(counted),
     };
     let mut response = (
         [

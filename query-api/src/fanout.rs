@@ -153,21 +153,32 @@ impl Window {
 }
 
 /// The live side of the API: this instance's one consumer feeds `tx` and
-/// the window; clients subscribe to both at once.
+/// the window; clients subscribe to both at once. The feed begins once the
+/// consumer knows where it starts (`begin`); until then there is nothing to
+/// subscribe to.
 #[derive(Clone)]
 pub struct Feed {
     tx: broadcast::Sender<Arc<Positioned>>,
-    window: Arc<Mutex<Window>>,
+    window: Arc<Mutex<Option<Window>>>,
+    capacity: usize,
 }
 
 impl Feed {
     /// A feed whose clients may each fall `buffer` results behind, keeping
-    /// the last `window` results for resuming clients, starting at `start`.
-    pub fn new(buffer: usize, window: usize, start: &Position) -> Self {
+    /// the last `window` results for resuming clients; not begun.
+    pub fn new(buffer: usize, window: usize) -> Self {
         let (tx, _) = broadcast::channel(buffer.max(1));
         Self {
             tx,
-            window: Arc::new(Mutex::new(Window::new(window, start))),
+            window: Arc::new(Mutex::new(None)),
+            capacity: window,
+        }
+    }
+
+    /// Begins the feed at `start`, where its consumer begins reading.
+    pub fn begin(&self, start: &Position) {
+        if let Ok(mut window) = self.window.lock() {
+            *window = Some(Window::new(self.capacity, start));
         }
     }
 
@@ -176,19 +187,23 @@ impl Feed {
         let r = Arc::new(r);
         // The lock spans both, so a subscriber sees each result exactly once:
         // in its replay or on its channel.
-        if let Ok(mut window) = self.window.lock() {
-            window.push(r.clone());
-            // No receivers is fine: nobody is watching.
-            let _ = self.tx.send(r);
+        if let Ok(mut guard) = self.window.lock() {
+            if let Some(window) = guard.as_mut() {
+                window.push(r.clone());
+                // No receivers is fine: nobody is watching.
+                let _ = self.tx.send(r);
+            }
         }
     }
 
-    /// A new subscriber's replay and channel, from `from` or from now.
+    /// A new subscriber's replay and channel, from `from` or from now; None
+    /// before the feed has begun.
     pub fn subscribe(
         &self,
         from: Option<&Position>,
     ) -> Option<(Resumed, broadcast::Receiver<Arc<Positioned>>)> {
-        let window = self.window.lock().ok()?;
+        let guard = self.window.lock().ok()?;
+        let window = guard.as_ref()?;
         Some((window.resume(from), self.tx.subscribe()))
     }
 }
@@ -196,6 +211,9 @@ impl Feed {
 /// A consumer of every partition of `topic`, positioned at the current end,
 /// so everything produced after this returns is delivered, and where it
 /// starts. Each API instance reads all results itself: no consumer group.
+///
+/// Fails, to be retried (`crate::startup`), while the topic is not there
+/// or a partition has no leader yet, as just after the topic is created.
 pub async fn consumer_from_now(
     kafka: &KafkaClient,
     topic: &str,
@@ -205,27 +223,44 @@ pub async fn consumer_from_now(
     cfg.set("group.id", "pulse-query-api")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed");
-    let consumer: StreamConsumer = cfg.create()?;
-    let timeout = Duration::from_secs(10);
     let topic = topic.to_string();
-    let start = tokio::task::block_in_place(|| -> anyhow::Result<Position> {
-        let metadata = consumer.fetch_metadata(Some(&topic), timeout)?;
-        let mut tpl = TopicPartitionList::new();
-        let mut start = Position::default();
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                let (_, high) = consumer.fetch_watermarks(&topic, p.id(), timeout)?;
-                tpl.add_partition_offset(&topic, p.id(), Offset::Offset(high))?;
-                start.advance(p.id(), high);
+    // On a thread of its own: the lookups block, and start-up must still
+    // notice a shutdown meanwhile (each lookup is short, so the thread is
+    // soon done).
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(StreamConsumer, Position)> {
+        let consumer: StreamConsumer = cfg.create()?;
+        let start = assign_from_now(&consumer, &topic)?;
+        Ok((consumer, start))
+    })
+    .await?
+}
+
+fn assign_from_now(consumer: &StreamConsumer, topic: &str) -> anyhow::Result<Position> {
+    let timeout = Duration::from_secs(3);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut start = Position::default();
+    for t in metadata.topics() {
+        if let Some(e) = t.error() {
+            anyhow::bail!("topic {topic}: {e:?}");
+        }
+        for p in t.partitions() {
+            if let Some(e) = p.error() {
+                anyhow::bail!("partition {} of {topic}: {e:?}", p.id());
             }
+            if p.leader() < 0 {
+                anyhow::bail!("partition {} of {topic} has no leader yet", p.id());
+            }
+            let (_, high) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(high))?;
+            start.advance(p.id(), high);
         }
-        if tpl.count() == 0 {
-            anyhow::bail!("topic {topic} has no partitions");
-        }
-        consumer.assign(&tpl)?;
-        Ok(start)
-    })?;
-    Ok((consumer, start))
+    }
+    if tpl.count() == 0 {
+        anyhow::bail!("topic {topic} has no partitions yet");
+    }
+    consumer.assign(&tpl)?;
+    Ok(start)
 }
 
 /// Reads the results topic into `feed` until shutdown.
@@ -278,6 +313,18 @@ mod tests {
 
     fn offsets(r: &Resumed) -> Vec<(i32, i64)> {
         r.replay.iter().map(|r| (r.partition, r.offset)).collect()
+    }
+
+    #[test]
+    fn a_feed_has_no_subscribers_before_it_begins() {
+        let feed = Feed::new(8, 8);
+        assert!(feed.subscribe(None).is_none());
+        // A result before the beginning is not kept.
+        feed.publish(result(0, 3));
+        feed.begin(&Position::decode("0.4").expect("cursor"));
+        let (resumed, _rx) = feed.subscribe(None).expect("begun");
+        assert_eq!(resumed.position.encode(), "0.3");
+        assert!(resumed.replay.is_empty());
     }
 
     #[test]

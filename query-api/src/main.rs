@@ -9,19 +9,20 @@ use axum::routing::get;
 use axum::Router;
 use clap::Parser;
 use pulse_common::config::{ClickHouseArgs, KafkaArgs, LogArgs};
-use pulse_common::kafka::{ensure_topics, TopicSpec};
-use pulse_common::ops::{self, Readiness};
-use pulse_common::shutdown::Shutdown;
+use pulse_common::kafka::TopicSpec;
+use pulse_common::ops;
 use pulse_query_api::audit::{self, AuditLog, AuditState};
 use pulse_query_api::auth::{AuthArgs, Authenticator};
 use pulse_query_api::budget::{self, BudgetArgs};
 use pulse_query_api::cache::{self, CacheArgs, ResponseCache};
-use pulse_query_api::fanout::{self, Feed};
+use pulse_query_api::fanout::Feed;
 use pulse_query_api::limits::{self, LimitArgs, Limiter};
+use pulse_query_api::startup::StartUp;
 use pulse_query_api::state::AppState;
 use pulse_query_api::store::EventStore;
 use pulse_query_api::stream::Live;
-use pulse_query_api::{admin, aggregates, dashboard, export, openapi, routes, stream};
+use pulse_query_api::stream_slots::StreamSlots;
+use pulse_query_api::{admin, aggregates, dashboard, export, openapi, redact, routes, stream};
 use tower_http::trace::TraceLayer;
 
 #[derive(Parser, Debug)]
@@ -34,6 +35,13 @@ struct Args {
     kafka: KafkaArgs,
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
+    /// ClickHouse user that writes the audit trail, when it is not the
+    /// reader: in production an insert-only user, so that the reader can
+    /// stay read-only.
+    #[arg(long, env = "PULSE_AUDIT_CLICKHOUSE_USER")]
+    audit_clickhouse_user: Option<String>,
+    #[arg(long, env = "PULSE_AUDIT_CLICKHOUSE_PASSWORD", hide_env_values = true)]
+    audit_clickhouse_password: Option<String>,
     /// Partitions and replication of the results topic, if the API is first to create it.
     #[arg(long, env = "PULSE_RESULT_PARTITIONS", default_value_t = 6)]
     result_partitions: i32,
@@ -48,6 +56,12 @@ struct Args {
     /// Seconds between pings to each WebSocket client; one silent for three is dropped.
     #[arg(long, env = "PULSE_WS_HEARTBEAT_S", default_value_t = 15)]
     ws_heartbeat_s: u64,
+    /// Largest message (and frame) a WebSocket client may send, in bytes; a larger one ends its connection.
+    #[arg(long, env = "PULSE_WS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    ws_max_message_bytes: usize,
+    /// Most live streams a tenant may have open on this instance; one more is refused with 429.
+    #[arg(long, env = "PULSE_WS_MAX_STREAMS_PER_TENANT", default_value_t = 100)]
+    ws_max_streams_per_tenant: usize,
     #[command(flatten)]
     auth: AuthArgs,
     #[command(flatten)]
@@ -71,35 +85,42 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(remote.keep_fresh(refresh, shutdown.clone()));
     }
 
+    // Bound first, so a taken port fails the start; served while start-up
+    // waits, so /readyz can say what for.
+    let listener = ops::bind(args.listen).await?;
     let clickhouse = pulse_common::clickhouse::client(&args.clickhouse);
     let store = EventStore::new(
         args.budget.reads(clickhouse.clone()),
         args.budget.exports(clickhouse),
         args.budget.export_idle(),
     );
-    tokio::spawn(become_ready(
-        store.clone(),
-        readiness.clone(),
-        shutdown.clone(),
-    ));
+    let feed = Feed::new(args.ws_buffer, args.ws_resume_window);
+    tokio::spawn(
+        StartUp {
+            kafka: args.kafka.client.clone(),
+            results: TopicSpec::new(
+                args.kafka.topics().results(),
+                args.result_partitions,
+                args.replication,
+            ),
+            store: store.clone(),
+            feed: feed.clone(),
+            readiness: readiness.clone(),
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
 
-    let results_topic = args.kafka.topics().results();
-    ensure_topics(
-        &args.kafka.client,
-        &[TopicSpec::new(
-            results_topic.clone(),
-            args.result_partitions,
-            args.replication,
-        )],
-        Duration::from_secs(30),
-    )
-    .await?;
-    let (consumer, start) = fanout::consumer_from_now(&args.kafka.client, &results_topic).await?;
-    let feed = Feed::new(args.ws_buffer, args.ws_resume_window, &start);
-    tokio::spawn(fanout::fan_out(consumer, feed.clone(), shutdown.clone()));
-
+    let audit_writer_args = match &args.audit_clickhouse_user {
+        Some(user) => ClickHouseArgs {
+            user: user.clone(),
+            password: args.audit_clickhouse_password.clone().unwrap_or_default(),
+            ..args.clickhouse.clone()
+        },
+        None => args.clickhouse.clone(),
+    };
     let (audit_log, audit_writer) =
-        AuditLog::start(pulse_common::clickhouse::client(&args.clickhouse));
+        AuditLog::start(pulse_common::clickhouse::client(&audit_writer_args));
     let api = Router::new()
         .route("/v1/events", get(routes::events))
         .route("/v1/events/{event_id}", get(routes::event))
@@ -138,6 +159,8 @@ async fn main() -> anyhow::Result<()> {
             live: Live {
                 feed,
                 heartbeat: Duration::from_secs(args.ws_heartbeat_s.max(1)),
+                max_message_bytes: args.ws_max_message_bytes.max(1),
+                slots: StreamSlots::new(args.ws_max_streams_per_tenant),
             },
             auth,
         });
@@ -148,28 +171,13 @@ async fn main() -> anyhow::Result<()> {
         .merge(docs)
         .merge(dashboard::router())
         .merge(ops::router(readiness))
-        .layer(TraceLayer::new_for_http());
-    let served = ops::serve(args.listen, app, shutdown).await;
+        // The default span logs the URI, which may hold a stream's token.
+        .layer(TraceLayer::new_for_http().make_span_with(redact::request_span));
+    let served = ops::serve_on(listener, app, shutdown).await;
     // The router, and with it every audit sender, is gone: the writer
     // writes what is queued and stops.
     if let Err(e) = audit_writer.await {
         tracing::error!(error = %e, "audit writer failed");
     }
     served
-}
-
-/// Marks the API ready once its table answers, checking every second.
-async fn become_ready(store: EventStore, readiness: Readiness, shutdown: Shutdown) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = shutdown.requested() => return,
-            _ = tick.tick() => {}
-        }
-        if store.ready().await {
-            readiness.set(true);
-            tracing::info!("ClickHouse table found; ready");
-            return;
-        }
-    }
 }

@@ -21,7 +21,9 @@ use crate::store::{Bucket, Device};
         title = "Pulse query API",
         description = "Scored events for analysts (HTTP) and dashboards (WebSocket). Every route \
             needs `Authorization: Bearer <JWT or API key>`; the caller's tenant comes from the \
-            credential and scopes every query."
+            credential and scopes every query. Only `/v1/stream` also takes the token as its \
+            `access_token` query parameter (browsers cannot set headers on a WebSocket); on any \
+            other route a token in the query string does not authenticate (401)."
     ),
     paths(
         crate::routes::events,
@@ -202,6 +204,21 @@ mod tests {
                 "min_score",
                 "resume"
             ]
+        );
+        // The query-string token is the stream's parameter, no other route's.
+        for path in doc.paths.paths.keys().filter(|p| *p != "/v1/stream") {
+            assert!(
+                !param_names(&doc, path).contains(&"access_token".to_string()),
+                "{path}"
+            );
+        }
+        let stream = doc.paths.paths["/v1/stream"]
+            .get
+            .as_ref()
+            .expect("GET /v1/stream");
+        assert!(
+            stream.responses.responses.contains_key("429"),
+            "429 on /v1/stream"
         );
     }
 

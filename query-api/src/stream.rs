@@ -1,10 +1,18 @@
 //! WebSocket `/v1/stream`: live results for dashboards, each client with its
 //! filter, its heartbeat and its place in the results topic (`crate::fanout`).
+//!
+//! A stream lasts no longer than its credential: at the token's `exp` the
+//! API sends a close frame (code [`TOKEN_EXPIRED`], reason "token expired")
+//! and the client reconnects with a fresh token. Clients only ever send
+//! small messages (pongs, closes), so incoming messages are capped
+//! (`--ws-max-message-bytes`) and a larger one ends the connection; each
+//! tenant has at most `--ws-max-streams-per-tenant` streams open
+//! (`crate::stream_slots`), and one more is refused with 429.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -17,6 +25,11 @@ use crate::extract::Params;
 use crate::fanout::{Feed, Position, Positioned};
 use crate::metrics;
 use crate::routes::error;
+use crate::stream_slots::{Slot, StreamSlots};
+
+/// The close code of a stream whose token expired (4000-4999 are for
+/// applications): reconnect with a fresh token.
+pub const TOKEN_EXPIRED: u16 = 4001;
 
 /// What a client asks to see, within its tenant.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -27,7 +40,8 @@ pub struct Filter {
     #[serde(skip)]
     #[param(ignore)]
     pub tenant_id: String,
-    /// The token, for browsers, which cannot send headers when opening a WebSocket.
+    /// The token, for browsers, which cannot send headers when opening a
+    /// WebSocket; accepted on this route only, and never logged.
     #[serde(default, rename = "access_token")]
     _access_token: Option<String>,
     /// Only these sources (comma-separated); all when absent.
@@ -72,6 +86,7 @@ impl Filter {
         (status = 101, description = "WebSocket of scored events"),
         (status = 400, body = crate::routes::ErrorBody), (status = 401, body = crate::routes::ErrorBody),
         (status = 403, body = crate::routes::ErrorBody),
+        (status = 429, description = "The tenant has the most streams open that it may (`--ws-max-streams-per-tenant`)", body = crate::routes::ErrorBody),
     ))]
 pub async fn upgrade(
     State(live): State<Live>,
@@ -82,6 +97,7 @@ pub async fn upgrade(
     if let Err(denied) = caller.require(&[Role::Dashboard, Role::Admin]) {
         return denied.into_response();
     }
+    let expires_at = caller.expires_at_s.map(instant_of);
     filter.tenant_id = caller.tenant;
     let from = match filter.resume.as_deref().map(Position::decode) {
         None => None,
@@ -94,12 +110,39 @@ pub async fn upgrade(
     let Some((resumed, rx)) = live.feed.subscribe(from.as_ref()) else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "", "live feed unavailable");
     };
+    let Some(slot) = live.slots.take(&filter.tenant_id) else {
+        let reason = format!(
+            "tenant {} has {} streams open, the most it may; close one first",
+            filter.tenant_id,
+            live.slots.per_tenant()
+        );
+        return error(StatusCode::TOO_MANY_REQUESTS, "", reason);
+    };
     let client = Client {
         filter,
         position: resumed.position,
         heartbeat: live.heartbeat,
+        expires_at,
+        _slot: slot,
     };
-    ws.on_upgrade(move |socket| client.serve(socket, resumed.replay, resumed.gap, rx))
+    ws.max_message_size(live.max_message_bytes)
+        .max_frame_size(live.max_message_bytes)
+        .on_upgrade(move |socket| client.serve(socket, resumed.replay, resumed.gap, rx))
+}
+
+/// The moment of `exp` (seconds since the epoch) on the runtime's clock;
+/// now, for one already past.
+fn instant_of(exp_s: i64) -> tokio::time::Instant {
+    let left_ms = exp_s.saturating_mul(1000) - pulse_common::clock::now_ms();
+    tokio::time::Instant::now() + Duration::from_millis(u64::try_from(left_ms).unwrap_or(0))
+}
+
+/// Resolves at `at`; never without one (a credential that does not expire).
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The live side of the API: results from this instance's one consumer, and
@@ -108,12 +151,19 @@ pub async fn upgrade(
 pub struct Live {
     pub feed: Feed,
     pub heartbeat: Duration,
+    /// The largest message (and frame) a client may send.
+    pub max_message_bytes: usize,
+    pub slots: StreamSlots,
 }
 
 struct Client {
     filter: Filter,
     position: Position,
     heartbeat: Duration,
+    /// When the caller's token expires, if it does.
+    expires_at: Option<tokio::time::Instant>,
+    /// Held for as long as the connection lasts.
+    _slot: Slot,
 }
 
 /// Why a client's connection ends.
@@ -155,6 +205,12 @@ impl Client {
         let mut last_heard = tokio::time::Instant::now();
         loop {
             tokio::select! {
+                _ = until(self.expires_at) => {
+                    let close = CloseFrame { code: TOKEN_EXPIRED, reason: "token expired".into() };
+                    // Best effort: the client may be gone already.
+                    let _ = socket.send(Message::Close(Some(close))).await;
+                    return Err(Gone);
+                }
                 _ = ping.tick() => {
                     if last_heard.elapsed() > heartbeat * 3 {
                         tracing::info!("WebSocket client stopped answering; dropping it");

@@ -157,3 +157,32 @@ async fn a_large_export_streams_in_bounded_memory() {
     .await;
     assert_eq!(audited, [1000, 1000, EVENTS, EVENTS]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: run through ./dev test"]
+async fn csv_text_cells_cannot_be_formulas_and_numbers_stay_numbers() {
+    let mut event = support::row("acme", "=HYPERLINK(\"http://x\")", "@evt-1");
+    event.kind = "app".into();
+    event.event_type = "-login".into();
+    event.score = -0.5;
+    event.reading_values = vec![-21.5];
+    let api = start_api(&[event]).await;
+    let token = support::hs256("acme", "analyst");
+    let csv = api
+        .start_export("format=csv", &token)
+        .await
+        .text()
+        .await
+        .expect("body");
+    let row = csv.lines().nth(1).expect("a data row");
+    assert!(
+        row.starts_with("\"acme\",\"'=HYPERLINK(\"\"http://x\"\")\",\"'@evt-1\",\"app\","),
+        "{row}"
+    );
+    assert!(row.contains(",\"'-login\","), "{row}");
+    assert!(row.contains(",\"[-21.5]\","), "{row}");
+    assert!(
+        row.contains(",-0.5,"),
+        "a negative score stays a number: {row}"
+    );
+}

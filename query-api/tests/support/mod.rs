@@ -67,12 +67,22 @@ pub fn hs256(tenant: &str, role: &str) -> String {
 }
 
 pub fn hs256_with(tenant: &str, role: &str, expires_in_s: i64, secret: &str) -> String {
+    hs256_claims(&claims(tenant, role, expires_in_s), secret)
+}
+
+/// An HS256 token of `claims`, e.g. with `iss` and `aud`.
+pub fn hs256_claims(claims: &serde_json::Value, secret: &str) -> String {
     encode(
         &Header::new(Algorithm::HS256),
-        &claims(tenant, role, expires_in_s),
+        claims,
         &EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("token")
+}
+
+/// The claims of a token of `tenant` and `role`, valid for `expires_in_s`.
+pub fn claims_of(tenant: &str, role: &str, expires_in_s: i64) -> serde_json::Value {
+    claims(tenant, role, expires_in_s)
 }
 
 /// An RS256 token signed with the test key pair, valid for an hour.
@@ -218,7 +228,18 @@ pub async fn start_api_on(
     rows: &[ScoredEvent],
     settings: &[(&'static str, &str)],
 ) -> Api {
+    start_api_inner(clickhouse_url, rows, settings, None).await
+}
+
+/// As [`start_api_with`], writing the API's log (stdout and stderr) to
+/// `log`, for a test of what it logs.
+pub async fn start_api_logging(settings: &[(&'static str, &str)], log: &std::path::Path) -> Api {
     let stack = Stack::from_env();
+    start_api_inner(&stack.clickhouse_url, &[], settings, Some(log)).await
+}
+
+/// A fresh database with the project's tables, on `clickhouse_url`.
+pub async fn migrated_database(clickhouse_url: &str) -> String {
     let database = unique("api_");
     let admin = clickhouse(clickhouse_url, "default");
     let schemas = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas/clickhouse");
@@ -241,6 +262,17 @@ pub async fn start_api_on(
             .await
             .expect("migration applies");
     }
+    database
+}
+
+async fn start_api_inner(
+    clickhouse_url: &str,
+    rows: &[ScoredEvent],
+    settings: &[(&'static str, &str)],
+    log: Option<&std::path::Path>,
+) -> Api {
+    let stack = Stack::from_env();
+    let database = migrated_database(clickhouse_url).await;
     let client = clickhouse(clickhouse_url, &database);
     let mut insert = client
         .insert::<ScoredEvent>("events")
@@ -262,7 +294,23 @@ pub async fn start_api_on(
     ];
     env.extend(auth_env(&unique("api-auth")));
     env.extend(settings.iter().map(|(k, v)| (*k, v.to_string())));
-    let service = Service::start(&stack, "pulse-query-api", port, &[], &env).await;
+    let service = match log {
+        None => Service::start(&stack, "pulse-query-api", port, &[], &env).await,
+        // Through a shell that redirects the output and then becomes the API
+        // (exec), so signals still reach the API itself.
+        Some(log) => {
+            env.push(("PULSE_TEST_LOG", log.display().to_string()));
+            let bin = stack.bin_dir.join("pulse-query-api").display().to_string();
+            let args = [
+                "-c".to_string(),
+                "exec \"$0\" >\"$PULSE_TEST_LOG\" 2>&1".to_string(),
+                bin,
+            ];
+            let mut service = Service::spawn(&stack, "/bin/sh", port, &args, &env);
+            service.wait_ready(std::time::Duration::from_secs(60)).await;
+            service
+        }
+    };
     Api {
         clickhouse: clickhouse(clickhouse_url, &database),
         url: service.url.clone(),

@@ -1,0 +1,98 @@
+//! What the API waits for before it is ready: the results topic (created if
+//! missing, every partition with a leader), its consumer positioned at the
+//! end, and the ClickHouse tables the processor's migrations create.
+//!
+//! None of them is a reason to exit: on a fresh machine Kafka, ClickHouse or
+//! the topic's leaders come up after the API. The API serves from the start,
+//! `/readyz` answers 503 saying which step it waits for and why, and each
+//! step is retried with `pulse_common::retry`'s backoff. A shutdown request
+//! ends the wait at once, also in the middle of a step.
+
+use std::future::Future;
+use std::time::Duration;
+
+use pulse_common::config::KafkaClient;
+use pulse_common::kafka::{ensure_topics, TopicSpec};
+use pulse_common::ops::Readiness;
+use pulse_common::retry::until_done;
+use pulse_common::shutdown::Shutdown;
+
+use crate::fanout::{self, Feed};
+use crate::store::EventStore;
+
+/// What start-up needs.
+pub struct StartUp {
+    pub kafka: KafkaClient,
+    pub results: TopicSpec,
+    pub store: EventStore,
+    pub feed: Feed,
+    pub readiness: Readiness,
+    pub shutdown: Shutdown,
+}
+
+/// `step`, or an error as soon as shutdown is requested, after which
+/// `until_done` stops retrying.
+async fn or_shutdown<T>(
+    shutdown: &Shutdown,
+    step: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::select! {
+        done = step => done,
+        _ = shutdown.requested() => Err(anyhow::anyhow!("shutdown requested")),
+    }
+}
+
+impl StartUp {
+    /// Runs the steps in turn, starts the fan-out and marks the API ready;
+    /// returns early, not ready, when shutdown is requested.
+    pub async fn run(self) {
+        let Self {
+            kafka,
+            results,
+            store,
+            feed,
+            readiness,
+            shutdown,
+        } = self;
+        let topic = results.name.clone();
+        let specs = [results];
+        let created = until_done("the results topic", &readiness, &shutdown, || {
+            or_shutdown(
+                &shutdown,
+                ensure_topics(&kafka, &specs, Duration::from_secs(10)),
+            )
+        })
+        .await;
+        if created.is_none() {
+            return;
+        }
+        let consuming = until_done("the results topic's leaders", &readiness, &shutdown, || {
+            or_shutdown(&shutdown, fanout::consumer_from_now(&kafka, &topic))
+        })
+        .await;
+        let Some((consumer, start)) = consuming else {
+            return;
+        };
+        feed.begin(&start);
+        tokio::spawn(fanout::fan_out(consumer, feed, shutdown.clone()));
+        let tables = until_done("the ClickHouse tables", &readiness, &shutdown, || {
+            or_shutdown(&shutdown, async {
+                if store.ready().await {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(
+                        "ClickHouse does not answer or the events, devices and audit tables are not there yet"
+                    ))
+                }
+            })
+        })
+        .await;
+        if tables.is_some() {
+            readiness.set(true);
+            tracing::info!(
+                topic,
+                "results topic read and ClickHouse tables found; ready"
+            );
+        }
+    }
+}
