@@ -1,15 +1,17 @@
-//! Start-up order: ingest and the processor are started before Kafka and
-//! ClickHouse exist. Neither exits; each answers `/readyz` with 503 and
-//! what it waits for, and ingest refuses events with 503 meanwhile. Once
-//! the servers start, both become ready on their own and an event posted
-//! to ingest is stored. Run through `./dev test`.
+//! Start-up order: the registry, ingest and the processor are started
+//! before Kafka and ClickHouse exist. None exits; each answers `/readyz`
+//! with 503 and what it waits for, and ingest refuses events with 503
+//! meanwhile. Once the servers start, all become ready on their own and an
+//! event posted to ingest is stored. (The query API's own start-up test,
+//! with its results topic created after it starts, is
+//! `query-api/tests/startup.rs`.) Run through `./dev test`.
 
 use std::time::Duration;
 
 use pulse_common::clock::now_ms;
 use pulse_common::testkit::{
-    clickhouse, free_port, ingest_settings, poll_until, processor_settings, start_registry, unique,
-    ScriptedServer, Service, Stack,
+    clickhouse, free_port, ingest_settings, poll_until, processor_settings, unique, ScriptedServer,
+    Service, Stack,
 };
 use serde_json::json;
 
@@ -37,11 +39,27 @@ async fn services_started_before_kafka_and_clickhouse_wait_for_them_and_become_r
     let stack = Stack {
         kafka_bootstrap: format!("127.0.0.1:{}", kafka.port()),
         clickhouse_url: format!("http://127.0.0.1:{}", server.port()),
-        ..shared.clone()
+        ..shared
     };
     let prefix = unique("order") + ".";
     let database = unique("order_");
-    let registry = start_registry(&shared, &prefix).await;
+    let (api_port, metrics_port) = (free_port(), free_port());
+    // Its /readyz answers on the metrics port while the API port waits.
+    let mut registry = Service::spawn(
+        &stack,
+        "pulse-registry",
+        metrics_port,
+        &[],
+        &[
+            ("PULSE_REGISTRY_LISTEN", format!("127.0.0.1:{api_port}")),
+            (
+                "PULSE_REGISTRY_METRICS_LISTEN",
+                format!("127.0.0.1:{metrics_port}"),
+            ),
+            ("PULSE_REGISTRY_TOPIC", format!("{prefix}_schemas")),
+        ],
+    );
+    let registry_url = format!("http://127.0.0.1:{api_port}");
 
     let port = free_port();
     let mut ingest = Service::spawn(
@@ -49,7 +67,7 @@ async fn services_started_before_kafka_and_clickhouse_wait_for_them_and_become_r
         "pulse-ingest",
         port,
         &[],
-        &ingest_settings(&prefix, &registry.url, port, &[]),
+        &ingest_settings(&prefix, &registry_url, port, &[]),
     );
     let port = free_port();
     let mut processor = Service::spawn(
@@ -57,8 +75,9 @@ async fn services_started_before_kafka_and_clickhouse_wait_for_them_and_become_r
         "pulse-processor",
         port,
         &[],
-        &processor_settings(&prefix, &registry.url, &database, port, &[]),
+        &processor_settings(&prefix, &registry_url, &database, port, &[]),
     );
+    waits_for(&mut registry, "Kafka (the schemas topic)").await;
     waits_for(&mut ingest, "Kafka topics").await;
     waits_for(&mut processor, "").await;
     let http = reqwest::Client::new();
@@ -85,6 +104,7 @@ async fn services_started_before_kafka_and_clickhouse_wait_for_them_and_become_r
         server.start();
         kafka.start();
     });
+    registry.wait_ready(Duration::from_secs(120)).await;
     ingest.wait_ready(Duration::from_secs(120)).await;
     processor.wait_ready(Duration::from_secs(120)).await;
 
