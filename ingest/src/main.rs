@@ -84,6 +84,11 @@ struct Args {
     /// once is the broker's `max_inflight_messages`.
     #[arg(long, env = "PULSE_MQTT_MAX_IN_FLIGHT", default_value_t = 200)]
     mqtt_max_in_flight: u16,
+    /// Largest accepted MQTT message payload, in bytes (as the HTTP body
+    /// limit); larger ones are dead-lettered. Set the broker's
+    /// max_packet_size to at most twice this plus 64 KiB.
+    #[arg(long, env = "PULSE_MQTT_MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
+    mqtt_max_message_bytes: usize,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -177,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
             username: args.mqtt_username.clone(),
             password: args.mqtt_password.clone(),
             max_in_flight: args.mqtt_max_in_flight,
+            max_message_bytes: args.mqtt_max_message_bytes,
         };
         tokio::spawn(mqtt::run(
             gateway.clone(),

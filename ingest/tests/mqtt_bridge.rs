@@ -1,10 +1,17 @@
 //! The MQTT bridge against the real Mosquitto and Kafka: valid messages
 //! reach Kafka with tenant and device from the topic, undecodable or
 //! forbidden ones reach the dead-letter topic with the reason in headers,
-//! and every message is acknowledged to the broker. Run through `./dev test`.
+//! and every message is acknowledged to the broker; messages over the
+//! maximum size and hostile payloads are dead-lettered without dropping the
+//! connection. Run through `./dev test`.
 
 use std::collections::HashMap;
 use std::time::Duration;
+
+use pulse_common::config::KafkaClient;
+use pulse_common::kafka::client_config;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::OwnedMessage;
 
 use pulse_common::clock::now_ms;
 use pulse_common::config::Topics;
@@ -145,4 +152,252 @@ async fn mqtt_messages_reach_kafka_or_the_dead_letter_topic_and_are_acknowledged
     assert!(dead
         .iter()
         .all(|m| header(m, "pulse-mqtt-topic") == Some(telemetry_topic.as_str())));
+}
+
+/// The bridge's maximum message size in the size test; not the default, so
+/// the test also shows the setting is read.
+const MAX_MESSAGE: usize = 200_000;
+
+/// What a dead letter of an oversized message keeps of it.
+const DEAD_LETTER_PAYLOAD: usize = 64 * 1024;
+
+/// A valid telemetry event padded with spaces to exactly `size` bytes.
+fn padded_event(event_id: &str, size: usize) -> Vec<u8> {
+    let mut body =
+        json!({"event_id": event_id, "event_time": now_ms(), "readings": {"temperature_c": 20.5}})
+            .to_string()
+            .into_bytes();
+    assert!(body.len() <= size, "the event fits in {size} bytes");
+    body.resize(size, b' ');
+    body
+}
+
+/// A consumer of one topic from its start, keeping what it has read.
+struct Reader {
+    consumer: StreamConsumer,
+    seen: Vec<OwnedMessage>,
+}
+
+impl Reader {
+    fn new(bootstrap: &str, topic: &str) -> Self {
+        let mut cfg = client_config(&KafkaClient::plaintext(bootstrap));
+        cfg.set("group.id", unique("test-reader"))
+            .set("auto.offset.reset", "earliest");
+        let consumer: StreamConsumer = cfg.create().expect("consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        Self {
+            consumer,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads until a record with `key` or header `pulse-mqtt-topic` equal to
+    /// `id` has arrived, failing after `within`.
+    async fn wait_for(&mut self, id: &str, within: Duration) -> OwnedMessage {
+        let matches = |m: &OwnedMessage| {
+            m.key() == Some(id.as_bytes()) || header(m, "pulse-mqtt-topic") == Some(id)
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(m) = self.seen.iter().find(|m| matches(m)) {
+                return m.clone();
+            }
+            let m = tokio::time::timeout_at(deadline, self.consumer.recv())
+                .await
+                .unwrap_or_else(|_| panic!("timed out after {within:?} waiting for {id}"))
+                .expect("consumer");
+            self.seen.push(m.detach());
+        }
+    }
+}
+
+/// What the bridge must do with a message.
+enum Outcome {
+    /// Dead-lettered with this reason, keeping this many payload bytes.
+    DeadLetter(&'static str, usize),
+    /// Produced to Kafka.
+    Accepted,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: run through ./dev test"]
+async fn oversized_and_hostile_mqtt_messages_are_dead_lettered_and_the_bridge_goes_on() {
+    let stack = Stack::from_env();
+    let prefix = unique("mqttsize") + ".";
+    let root = unique("fleet");
+    let registry = start_registry(&stack, &prefix).await;
+    let ingest = start_ingest(
+        &stack,
+        &prefix,
+        &registry.url,
+        &[
+            ("PULSE_EVENT_PARTITIONS", "1".into()),
+            ("PULSE_MQTT_URL", stack.mqtt_url.clone()),
+            ("PULSE_MQTT_TOPIC_ROOT", root.clone()),
+            ("PULSE_MQTT_CLIENT_ID", unique("bridge")),
+            ("PULSE_MQTT_MAX_MESSAGE_BYTES", MAX_MESSAGE.to_string()),
+        ],
+    )
+    .await;
+
+    let (host, mqtt_port) = stack
+        .mqtt_url
+        .trim_start_matches("mqtt://")
+        .rsplit_once(':')
+        .expect("host:port");
+    let mut options = MqttOptions::new(unique("device"), host, mqtt_port.parse().expect("port"));
+    // The device's own client must be able to send the oversized message.
+    options
+        .set_keep_alive(Duration::from_secs(5))
+        .set_max_packet_size(1 << 20, 1 << 20);
+    let (device, mut eventloop) = AsyncClient::new(options, 16);
+    // The device's connection must not drop either: that would hide what
+    // the bridge does behind a publisher's retry.
+    let device_loop = tokio::spawn(async move {
+        loop {
+            if let Err(e) = eventloop.poll().await {
+                return e.to_string();
+            }
+        }
+    });
+
+    let exact_id = uuid::Uuid::new_v4().to_string();
+    let cases: Vec<(&str, Vec<u8>, Outcome)> = vec![
+        (
+            "one byte over the maximum",
+            padded_event(&uuid::Uuid::new_v4().to_string(), MAX_MESSAGE + 1),
+            Outcome::DeadLetter(
+                "message of 200001 bytes exceeds the maximum of 200000",
+                DEAD_LETTER_PAYLOAD,
+            ),
+        ),
+        (
+            "exactly the maximum",
+            padded_event(&exact_id, MAX_MESSAGE),
+            Outcome::Accepted,
+        ),
+        ("empty", Vec::new(), Outcome::DeadLetter("empty message", 0)),
+        (
+            "a NUL byte",
+            vec![0],
+            Outcome::DeadLetter("malformed JSON: expected value at line 1 column 1", 1),
+        ),
+        (
+            "10,000 levels of nesting",
+            vec![b'['; 10_000],
+            Outcome::DeadLetter(
+                "malformed JSON: recursion limit exceeded at line 1 column 128",
+                10_000,
+            ),
+        ),
+    ];
+
+    let topics = Topics::new(prefix);
+    let mut events = Reader::new(&stack.kafka_bootstrap, &topics.events(EventKind::Telemetry));
+    let mut dead = Reader::new(&stack.kafka_bootstrap, &topics.dead_letter());
+    let mut marker_ids = Vec::new();
+    for (i, (name, payload, outcome)) in cases.iter().enumerate() {
+        // Each case on a device of its own, so its record is found by the
+        // Kafka key (accepted) or the MQTT topic header (dead-lettered).
+        let case_topic = format!("{root}/acme/case-{i}/telemetry");
+        device
+            .publish(&case_topic, QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .expect("queued");
+        // A marker after every case: the bridge is still reading.
+        let marker_id = uuid::Uuid::new_v4().to_string();
+        let marker = json!({"event_id": marker_id, "event_time": now_ms(), "readings": {}});
+        device
+            .publish(
+                format!("{root}/acme/marker-{i}/telemetry"),
+                QoS::AtLeastOnce,
+                false,
+                marker.to_string(),
+            )
+            .await
+            .expect("queued");
+        marker_ids.push(marker_id);
+        events
+            .wait_for(&format!("acme/marker-{i}"), Duration::from_secs(30))
+            .await;
+        match outcome {
+            Outcome::DeadLetter(reason, kept) => {
+                let m = dead.wait_for(&case_topic, Duration::from_secs(30)).await;
+                assert_eq!(header(&m, "pulse-error"), Some(*reason), "{name}");
+                assert_eq!(
+                    header(&m, "pulse-mqtt-payload-bytes"),
+                    Some(payload.len().to_string().as_str()),
+                    "{name}"
+                );
+                assert_eq!(
+                    m.payload().unwrap_or_default(),
+                    &payload[..*kept],
+                    "{name}: the dead letter keeps a prefix"
+                );
+            }
+            Outcome::Accepted => {
+                events
+                    .wait_for(&format!("acme/case-{i}"), Duration::from_secs(30))
+                    .await;
+            }
+        }
+    }
+    assert!(!device_loop.is_finished(), "the device stayed connected");
+
+    // Exactly once each, and nothing else: read the topics afresh.
+    let dead_letters = records(&stack.kafka_bootstrap, &topics.dead_letter(), 4).await;
+    let mut dead_topics: Vec<&str> = dead_letters
+        .iter()
+        .filter_map(|m| header(m, "pulse-mqtt-topic"))
+        .collect();
+    dead_topics.sort_unstable();
+    let mut expected_dead: Vec<String> = cases
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, _, o))| matches!(o, Outcome::DeadLetter(..)))
+        .map(|(i, _)| format!("{root}/acme/case-{i}/telemetry"))
+        .collect();
+    expected_dead.sort_unstable();
+    assert_eq!(
+        dead_topics, expected_dead,
+        "each bad message dead-lettered once"
+    );
+
+    let telemetry = records(
+        &stack.kafka_bootstrap,
+        &topics.events(EventKind::Telemetry),
+        1 + marker_ids.len(),
+    )
+    .await;
+    let decoder = AvroDecoder::new(SrSettings::new(registry.url.clone()));
+    let mut ids = Vec::new();
+    for m in &telemetry {
+        let value = decoder.decode(m.payload()).await.expect("decodes").value;
+        ids.push(
+            Event::from_avro(EventKind::Telemetry, value)
+                .expect("an event")
+                .event_id,
+        );
+    }
+    let mut expected_ids: Vec<String> = marker_ids;
+    expected_ids.push(exact_id);
+    ids.sort_unstable();
+    expected_ids.sort_unstable();
+    assert_eq!(
+        ids, expected_ids,
+        "the markers and the message at the maximum, once each"
+    );
+
+    // One connection all along: no message made the bridge reconnect.
+    assert_eq!(
+        ingest.metric("pulse_ingest_mqtt_connections_total").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        ingest
+            .metric("pulse_ingest_mqtt_connection_errors_total")
+            .await,
+        Some(0.0)
+    );
+    device_loop.abort();
 }
