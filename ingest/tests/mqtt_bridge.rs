@@ -17,12 +17,33 @@ use pulse_common::clock::now_ms;
 use pulse_common::config::Topics;
 use pulse_common::event::Event;
 use pulse_common::schemas::EventKind;
-use pulse_common::testkit::{header, records, start_ingest, start_registry, unique, Stack};
+use pulse_common::testkit::{
+    header, records, start_ingest, start_registry, unique, Service, Stack,
+};
 use rdkafka::Message;
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use serde_json::json;
+
+/// An ingest gateway bridging devices' messages under `root` on the
+/// stack's broker to the topics under `prefix`, with `settings` on top.
+async fn start_bridge(
+    stack: &Stack,
+    prefix: &str,
+    registry_url: &str,
+    root: &str,
+    settings: &[(&str, String)],
+) -> Service {
+    let mut env = vec![
+        ("PULSE_EVENT_PARTITIONS", "1".into()),
+        ("PULSE_MQTT_URL", stack.mqtt_url.clone()),
+        ("PULSE_MQTT_TOPIC_ROOT", root.to_string()),
+        ("PULSE_MQTT_CLIENT_ID", unique("bridge")),
+    ];
+    env.extend(settings.iter().cloned());
+    start_ingest(stack, prefix, registry_url, &env).await
+}
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the local stack: run through ./dev test"]
@@ -31,18 +52,7 @@ async fn mqtt_messages_reach_kafka_or_the_dead_letter_topic_and_are_acknowledged
     let prefix = unique("mqtt") + ".";
     let root = unique("fleet");
     let registry = start_registry(&stack, &prefix).await;
-    let _ingest = start_ingest(
-        &stack,
-        &prefix,
-        &registry.url,
-        &[
-            ("PULSE_EVENT_PARTITIONS", "1".into()),
-            ("PULSE_MQTT_URL", stack.mqtt_url.clone()),
-            ("PULSE_MQTT_TOPIC_ROOT", root.clone()),
-            ("PULSE_MQTT_CLIENT_ID", unique("bridge")),
-        ],
-    )
-    .await;
+    let _ingest = start_bridge(&stack, &prefix, &registry.url, &root, &[]).await;
 
     let (host, mqtt_port) = stack
         .mqtt_url
@@ -226,17 +236,12 @@ async fn oversized_and_hostile_mqtt_messages_are_dead_lettered_and_the_bridge_go
     let prefix = unique("mqttsize") + ".";
     let root = unique("fleet");
     let registry = start_registry(&stack, &prefix).await;
-    let ingest = start_ingest(
+    let ingest = start_bridge(
         &stack,
         &prefix,
         &registry.url,
-        &[
-            ("PULSE_EVENT_PARTITIONS", "1".into()),
-            ("PULSE_MQTT_URL", stack.mqtt_url.clone()),
-            ("PULSE_MQTT_TOPIC_ROOT", root.clone()),
-            ("PULSE_MQTT_CLIENT_ID", unique("bridge")),
-            ("PULSE_MQTT_MAX_MESSAGE_BYTES", MAX_MESSAGE.to_string()),
-        ],
+        &root,
+        &[("PULSE_MQTT_MAX_MESSAGE_BYTES", MAX_MESSAGE.to_string())],
     )
     .await;
 

@@ -359,9 +359,8 @@ mod tests {
         assert_eq!(route("pulse", "pulse//dev-1/telemetry"), None);
     }
 
-    #[test]
-    fn urls_parse_to_host_and_port() {
-        let config = MqttConfig {
+    fn config() -> MqttConfig {
+        MqttConfig {
             url: "mqtt://127.0.0.1:11883".into(),
             topic_root: "pulse".into(),
             client_id: "c".into(),
@@ -369,7 +368,12 @@ mod tests {
             password: None,
             max_in_flight: 10,
             max_message_bytes: 1 << 20,
-        };
+        }
+    }
+
+    #[test]
+    fn urls_parse_to_host_and_port() {
+        let config = config();
         assert_eq!(
             options(&config).expect("valid").broker_address(),
             ("127.0.0.1".to_string(), 11883)
@@ -390,15 +394,7 @@ mod tests {
 
     #[test]
     fn the_client_reads_packets_well_above_the_maximum_message() {
-        let config = MqttConfig {
-            url: "mqtt://127.0.0.1:11883".into(),
-            topic_root: "pulse".into(),
-            client_id: "c".into(),
-            username: None,
-            password: None,
-            max_in_flight: 10,
-            max_message_bytes: 1 << 20,
-        };
+        let config = config();
         let o = options(&config).expect("valid");
         assert_eq!(o.max_packet_size(), (2 << 20) + 64 * 1024);
         // The largest message plus the longest topic still fits.
