@@ -1,4 +1,4 @@
-"""docker-compose.kafka.yml runs every service the README lists, with pinned
+"""docker-compose.kafka.yml runs every service docs/operations.md lists, with pinned
 image versions."""
 
 import re
@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def readme_services():
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "operations.md").read_text()
     section = text.split("## Running with Docker", 1)[1].split("\n## ", 1)[0]
     return set(re.findall(r"^\| `([a-z-]+)` \|", section, re.M))
 

@@ -6,7 +6,7 @@
 
 use super::error::RegistryError;
 
-/// Defaults, documented in the README and in `pulse-registry --help`.
+/// Defaults, documented in docs/api.md and in `pulse-registry --help`.
 pub const DEFAULT_MAX_SCHEMA_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_SUBJECTS: usize = 10_000;
 pub const DEFAULT_MAX_VERSIONS_PER_SUBJECT: usize = 1_000;
