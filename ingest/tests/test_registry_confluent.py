@@ -3,10 +3,6 @@ Python client registers, serializes, deserializes and is refused an
 incompatible schema with Confluent's error code. Run through `./dev test`."""
 
 import hashlib
-import os
-import socket
-import subprocess
-import time
 import uuid
 
 import pytest
@@ -25,61 +21,33 @@ READING_BREAKING = """{"type": "record", "name": "Reading", "namespace": "test",
   "fields": [{"name": "device", "type": "long"}]}"""
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_registry(**settings):
-    binary = os.path.join(os.environ["PULSE_BIN_DIR"], "pulse-registry")
-    port = free_port()
-    env = dict(
-        os.environ,
+def registry_settings(services, **settings):
+    port = services.free_port()
+    return port, dict(
         PULSE_REGISTRY_LISTEN=f"127.0.0.1:{port}",
         # /metrics has a port of its own; any free one, so runs never collide.
         PULSE_REGISTRY_METRICS_LISTEN="127.0.0.1:0",
         PULSE_REGISTRY_TOPIC=f"_schemas_py_{uuid.uuid4().hex}",
         **settings,
     )
-    proc = subprocess.Popen([binary], env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert proc.poll() is None, "registry exited during start"
-        try:
-            if requests.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        assert time.monotonic() < deadline, "registry not ready within 60 s"
-        time.sleep(0.1)
-    return proc, url
-
-
-def stop_registry(proc):
-    proc.terminate()
-    assert proc.wait(timeout=20) == 0, "registry did not shut down cleanly"
 
 
 @pytest.fixture(scope="module")
-def registry_url():
-    proc, url = start_registry()
-    yield url
-    stop_registry(proc)
+def registry_url(services):
+    port, settings = registry_settings(services)
+    return services.start("pulse-registry", port, **settings)
 
 
 @pytest.fixture(scope="module")
-def guarded_registry_url(tmp_path_factory):
+def guarded_registry_url(services, tmp_path_factory):
     sha = lambda s: hashlib.sha256(s.encode()).hexdigest()
     path = tmp_path_factory.mktemp("registry") / "credentials.toml"
     path.write_text(
         f'[[users]]\nname = "reader"\nrole = "read"\nsha256 = "{sha("r-secret")}"\n\n'
         f'[[users]]\nname = "writer"\nrole = "write"\nsha256 = "{sha("w-secret")}"\n'
     )
-    proc, url = start_registry(PULSE_REGISTRY_CREDENTIALS=str(path))
-    yield url
-    stop_registry(proc)
+    port, settings = registry_settings(services, PULSE_REGISTRY_CREDENTIALS=str(path))
+    return services.start("pulse-registry", port, **settings)
 
 
 def test_register_serialize_deserialize(registry_url):

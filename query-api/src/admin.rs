@@ -16,12 +16,15 @@ use crate::store::EventStore;
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Start of the range, milliseconds since the epoch (default: 24 hours before its end).
+    #[param(minimum = 0, maximum = 4294967295999_i64)]
     from_ms: Option<i64>,
-    /// End of the range, exclusive (default: now).
+    /// End of the range, exclusive (default: now). A range that ends before it starts is empty.
+    #[param(minimum = 0, maximum = 4294967295999_i64)]
     to_ms: Option<i64>,
     /// Only this caller (a token's subject or an API key's name).
     caller: Option<String>,
     /// Most records, 1..10000 (default 100).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<u64>,
 }
 

@@ -41,16 +41,20 @@ impl GroupBy {
 #[into_params(parameter_in = Query)]
 pub struct AggregatesQuery {
     /// `score` (default) or a reading's name, such as `temperature_c`.
+    #[param(pattern = r"^[A-Za-z0-9_.]{1,64}$")]
     metric: Option<String>,
     /// `device` (default), `event_type`, `kind` or `none`.
     group_by: Option<GroupBy>,
     /// Only this source (device).
     source_id: Option<String>,
     /// Start of the range, milliseconds since the epoch (default: 24 hours before its end).
+    #[param(minimum = 0, maximum = 4294967295999_i64)]
     from_ms: Option<i64>,
-    /// End of the range, exclusive (default: now).
+    /// End of the range, exclusive (default: now). A range that ends before it starts is empty.
+    #[param(minimum = 0, maximum = 4294967295999_i64)]
     to_ms: Option<i64>,
     /// Most groups, 1..10000 (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<u64>,
 }
 

@@ -70,8 +70,10 @@ impl Format {
 #[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// Start of the range, milliseconds since the epoch (default: 24 hours before its end).
+    #[param(minimum = 0, maximum = 4294967295999_i64)]
     from_ms: Option<i64>,
-    /// End of the range, exclusive (default: now).
+    /// End of the range, exclusive (default: now). A range that ends before it starts is empty.
+    #[param(minimum = 0, maximum = 4294967295999_i64)]
     to_ms: Option<i64>,
     /// Only this source (device).
     source_id: Option<String>,
@@ -83,7 +85,12 @@ pub struct ExportQuery {
 /// CSV, NDJSON or Parquet however large.
 #[utoipa::path(get, path = "/v1/export", tag = "events", params(ExportQuery),
     responses(
-        (status = 200, description = "The events, streamed", content_type = "text/csv"),
+        (status = 200, description = "The events, streamed in the requested format",
+            content(
+                (String = "text/csv"),
+                (String = "application/x-ndjson"),
+                (String = "application/vnd.apache.parquet"),
+            )),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
     ))]
 pub async fn export(

@@ -7,9 +7,10 @@ use std::fmt::Write;
 use axum::response::Html;
 use axum::Json;
 use pulse_common::scored::ScoredEvent;
-use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{RefOr, Required};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{DeviceList, ErrorBody, EventsPage, Series};
@@ -48,9 +49,10 @@ use crate::store::{Bucket, Device};
         crate::aggregates::GroupBy,
         ErrorBody,
         crate::admin::AuditTrail,
-        crate::audit::AuditRecord
+        crate::audit::AuditRecord,
+        crate::export::Format
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonAnswers, &WebSocketUpgrade),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
@@ -70,6 +72,97 @@ impl Modify for BearerAuth {
                 ),
             );
         }
+    }
+}
+
+/// What any route may answer besides its own: a bad query string (400),
+/// a missing or wrong credential (401), a role that may not (403), the
+/// tenant's rate limit (429) and storage that is down (503), each with an
+/// `ErrorBody`. Added here once rather than on every handler.
+struct CommonAnswers;
+
+impl Modify for CommonAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let answers = [
+            ("400", "A parameter is unknown or out of bounds (`field` names it)"),
+            ("401", "No credential, or one that is wrong or expired"),
+            ("403", "The credential's role may not use this route"),
+            ("429", "The tenant's rate limit (`--rate-limit`); retry after `Retry-After` seconds"),
+            ("503", "Storage or the live feed is unavailable; retry"),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+                for (code, description) in answers {
+                    op.responses
+                        .responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| error_answer(description));
+                }
+            }
+        }
+    }
+}
+
+fn error_answer(description: &str) -> RefOr<Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+/// The headers of a WebSocket opening handshake (RFC 6455), as parameters
+/// of `/v1/stream`: a request without them is refused with 400.
+struct WebSocketUpgrade;
+
+impl Modify for WebSocketUpgrade {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(op) = openapi
+            .paths
+            .paths
+            .get_mut("/v1/stream")
+            .and_then(|item| item.get.as_mut())
+        else {
+            return;
+        };
+        let header = |name: &str, schema: ObjectBuilder, description: &str| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Header)
+                .required(Required::True)
+                .description(Some(description))
+                .schema(Some(schema.schema_type(Type::String)))
+                .build()
+        };
+        let headers = [
+            header(
+                "Connection",
+                ObjectBuilder::new().enum_values(Some(["Upgrade"])),
+                "`Upgrade`",
+            ),
+            header(
+                "Upgrade",
+                ObjectBuilder::new().enum_values(Some(["websocket"])),
+                "`websocket`",
+            ),
+            header(
+                "Sec-WebSocket-Version",
+                ObjectBuilder::new().enum_values(Some(["13"])),
+                "`13`",
+            ),
+            header(
+                "Sec-WebSocket-Key",
+                ObjectBuilder::new().pattern(Some("^[A-Za-z0-9+/]{22}==$")),
+                "16 random bytes, base64",
+            ),
+        ];
+        op.parameters.get_or_insert_with(Vec::new).extend(headers);
     }
 }
 
@@ -202,7 +295,11 @@ mod tests {
                 "source_id",
                 "event_type",
                 "min_score",
-                "resume"
+                "resume",
+                "Connection",
+                "Upgrade",
+                "Sec-WebSocket-Version",
+                "Sec-WebSocket-Key"
             ]
         );
         // The query-string token is the stream's parameter, no other route's.
@@ -220,6 +317,81 @@ mod tests {
             stream.responses.responses.contains_key("429"),
             "429 on /v1/stream"
         );
+    }
+
+    /// The bounds the document states, so that they cannot drift from
+    /// the ones the handlers enforce.
+    #[test]
+    fn the_document_states_the_bounds_the_handlers_enforce() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("JSON");
+        let param = |path: &str, name: &str| -> serde_json::Value {
+            doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+                .map(|p| p["schema"].clone())
+                .unwrap_or_else(|| panic!("{path} {name}"))
+        };
+        let max_time = pulse_common::contract::MAX_EVENT_TIME_MS;
+        for path in [
+            "/v1/events",
+            "/v1/anomalies",
+            "/v1/devices/{source_id}/series",
+            "/v1/aggregates",
+            "/v1/audit",
+            "/v1/export",
+        ] {
+            for name in ["from_ms", "to_ms"] {
+                let schema = param(path, name);
+                assert_eq!(schema["minimum"], 0, "{path} {name}");
+                assert_eq!(schema["maximum"], max_time, "{path} {name}");
+            }
+        }
+        for path in [
+            "/v1/events",
+            "/v1/anomalies",
+            "/v1/devices",
+            "/v1/aggregates",
+            "/v1/audit",
+        ] {
+            let schema = param(path, "limit");
+            assert_eq!(
+                (schema["minimum"].as_u64(), schema["maximum"].as_u64()),
+                (Some(1), Some(crate::routes::MAX_LIMIT)),
+                "{path}"
+            );
+        }
+        let resolution = param("/v1/devices/{source_id}/series", "resolution_s");
+        assert_eq!(
+            (&resolution["minimum"], &resolution["maximum"], &resolution["multipleOf"]),
+            (&serde_json::json!(60), &serde_json::json!(86400), &serde_json::json!(60))
+        );
+        // Every $ref resolves.
+        let text = doc.to_string();
+        for name in text.split("#/components/schemas/").skip(1) {
+            let name = &name[..name.find('"').unwrap_or(name.len())];
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "unresolved {name}"
+            );
+        }
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for code in ["401", "403", "429", "503"] {
+                assert!(item["get"]["responses"][code].is_object(), "{path} {code}");
+            }
+        }
+        let export = doc["paths"]["/v1/export"]["get"]["responses"]["200"]["content"]
+            .as_object()
+            .map(|c| c.keys().cloned().collect::<Vec<_>>());
+        assert_eq!(
+            export,
+            Some(vec![
+                "application/vnd.apache.parquet".to_string(),
+                "application/x-ndjson".to_string(),
+                "text/csv".to_string()
+            ])
+        );
+        let upgrade = param("/v1/stream", "Upgrade");
+        assert_eq!(upgrade["enum"], serde_json::json!(["websocket"]));
     }
 
     fn param_names(doc: &utoipa::openapi::OpenApi, path: &str) -> Vec<String> {

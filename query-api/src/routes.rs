@@ -10,12 +10,14 @@ use pulse_common::scored::ScoredEvent;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use pulse_common::contract::MAX_EVENT_TIME_MS;
+
 use crate::audit::RowsReturned;
 use crate::budget::storage_error;
 use crate::extract::{Params, Reader};
 use crate::store::{Bucket, Cursor, Device, EventStore, Page, PageKind};
 
-const MAX_LIMIT: u64 = 10_000;
+pub const MAX_LIMIT: u64 = 10_000;
 
 /// Why a request failed, and which parameter (or `authorization`, `query`).
 #[derive(Serialize, ToSchema)]
@@ -40,6 +42,10 @@ pub struct DeviceList {
 #[derive(Serialize, ToSchema)]
 pub struct Series {
     pub source_id: String,
+    /// Where the series starts: the request's `from_ms`, or later when the
+    /// range holds more than 10000 buckets at this resolution (then the
+    /// series is the last 10000).
+    pub from_ms: i64,
     pub resolution_s: u32,
     pub buckets: Vec<Bucket>,
 }
@@ -95,12 +101,16 @@ pub struct EventsQuery {
     /// Only this source (device).
     source_id: Option<String>,
     /// Start of the range, milliseconds since the epoch (default: 24 hours before its end).
+    #[param(minimum = 0, maximum = 4294967295999_i64)]
     from_ms: Option<i64>,
-    /// End of the range, exclusive (default: now).
+    /// End of the range, exclusive (default: now). A range that ends before it starts is empty.
+    #[param(minimum = 0, maximum = 4294967295999_i64)]
     to_ms: Option<i64>,
     /// Events per page, 1..10000 (default 100).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<u64>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^(0|[1-9][0-9]{0,12})\.([0-9a-f]{2}){0,128}$")]
     cursor: Option<String>,
 }
 
@@ -109,12 +119,16 @@ pub struct EventsQuery {
 #[into_params(parameter_in = Query)]
 pub struct RangeQuery {
     /// Start of the range, milliseconds since the epoch (default: 24 hours before its end).
+    #[param(minimum = 0, maximum = 4294967295999_i64)]
     from_ms: Option<i64>,
-    /// End of the range, exclusive (default: now).
+    /// End of the range, exclusive (default: now). A range that ends before it starts is empty.
+    #[param(minimum = 0, maximum = 4294967295999_i64)]
     to_ms: Option<i64>,
     /// Events per page, 1..10000 (default 100).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<u64>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^(0|[1-9][0-9]{0,12})\.([0-9a-f]{2}){0,128}$")]
     cursor: Option<String>,
 }
 
@@ -155,14 +169,29 @@ pub fn limit_of(limit: Option<u64>, default: u64) -> Result<u64, BadParam> {
 }
 
 /// The range `[from_ms, to_ms)` a request asks for: by default the 24
-/// hours up to now.
+/// hours up to now. Both ends lie where event times can (the input
+/// contract's range); a range that ends before it starts is empty, not an
+/// error, so that every pair of valid bounds is a valid request.
 pub fn range_of(from_ms: Option<i64>, to_ms: Option<i64>) -> Result<(i64, i64), BadParam> {
-    let to_ms = to_ms.unwrap_or_else(|| pulse_common::clock::now_ms() + 1);
-    let from_ms = from_ms.unwrap_or(to_ms.saturating_sub(DEFAULT_SPAN_MS));
-    if from_ms >= to_ms {
-        return Err(BadParam("from_ms", "must be before to_ms".into()));
-    }
-    Ok((from_ms, to_ms))
+    let within = |field: &'static str, ms: i64| {
+        if (0..=MAX_EVENT_TIME_MS).contains(&ms) {
+            Ok(ms)
+        } else {
+            Err(BadParam(
+                field,
+                format!("must be between 0 and {MAX_EVENT_TIME_MS} (milliseconds since the epoch)"),
+            ))
+        }
+    };
+    let to_ms = match to_ms {
+        Some(ms) => within("to_ms", ms)?,
+        None => pulse_common::clock::now_ms() + 1,
+    };
+    let from_ms = match from_ms {
+        Some(ms) => within("from_ms", ms)?,
+        None => to_ms.saturating_sub(DEFAULT_SPAN_MS).max(0),
+    };
+    Ok((from_ms, to_ms.max(from_ms)))
 }
 
 /// The page a request asks for, or the parameter that is wrong.
@@ -261,6 +290,7 @@ pub async fn anomalies(
 #[into_params(parameter_in = Query)]
 pub struct DevicesQuery {
     /// Most devices to list, 1..10000 (default 1000).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<u64>,
 }
 
@@ -284,7 +314,7 @@ pub async fn devices(
     Ok(with_rows(DeviceList { devices }, rows))
 }
 
-/// Most buckets one series request may ask for.
+/// Most buckets one series answers: the last of a longer range.
 const MAX_BUCKETS: i64 = 10_000;
 
 #[derive(Deserialize, IntoParams)]
@@ -292,10 +322,13 @@ const MAX_BUCKETS: i64 = 10_000;
 #[into_params(parameter_in = Query)]
 pub struct SeriesQuery {
     /// Start of the range, milliseconds since the epoch (default: 24 hours before its end).
+    #[param(minimum = 0, maximum = 4294967295999_i64)]
     from_ms: Option<i64>,
-    /// End of the range, exclusive (default: now).
+    /// End of the range, exclusive (default: now). A range that ends before it starts is empty.
+    #[param(minimum = 0, maximum = 4294967295999_i64)]
     to_ms: Option<i64>,
     /// Bucket width in seconds: whole minutes, from 60 to 86400 (default 60).
+    #[param(minimum = 60, maximum = 86400, multiple_of = 60)]
     resolution_s: Option<u32>,
 }
 
@@ -318,10 +351,7 @@ pub async fn series(
         return Err(BadParam("resolution_s", reason.into()).into());
     }
     let (from_ms, to_ms) = range_of(q.from_ms, q.to_ms)?;
-    if to_ms.saturating_sub(from_ms) / 1000 / i64::from(step) > MAX_BUCKETS {
-        let reason = format!("the range holds more than {MAX_BUCKETS} buckets at this resolution");
-        return Err(BadParam("resolution_s", reason).into());
-    }
+    let from_ms = from_ms.max(to_ms - MAX_BUCKETS * i64::from(step) * 1000);
     let seconds = |ms: i64| u32::try_from(ms.div_euclid(1000).max(0)).unwrap_or(u32::MAX);
     let buckets = store
         .series(
@@ -336,6 +366,7 @@ pub async fn series(
     let rows = buckets.len();
     let series = Series {
         source_id,
+        from_ms,
         resolution_s: step,
         buckets,
     };

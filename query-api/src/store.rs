@@ -269,11 +269,13 @@ impl Cursor {
         format!("{}.{}", self.time_ms, hex::encode(&self.event_id))
     }
 
+    /// Any string of the documented form is a position, also one this
+    /// API never sent: an id that is not UTF-8 sorts where its bytes do.
     pub fn decode(s: &str) -> Option<Self> {
         let (time, id) = s.split_once('.')?;
         Some(Self {
             time_ms: time.parse().ok()?,
-            event_id: String::from_utf8(hex::decode(id).ok()?).ok()?,
+            event_id: String::from_utf8_lossy(&hex::decode(id).ok()?).into_owned(),
         })
     }
 }

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -53,6 +54,7 @@ pub struct Filter {
     pub min_score: Option<f32>,
     /// The `cursor` of the last message received before a disconnect: the
     /// results after it that are still in the instance's window come first.
+    #[param(pattern = r"^([0-9]{1,9}\.[0-9]{1,18}(_[0-9]{1,9}\.[0-9]{1,18})*)?$")]
     pub resume: Option<String>,
 }
 
@@ -84,7 +86,7 @@ impl Filter {
 #[utoipa::path(get, path = "/v1/stream", tag = "live", params(Filter),
     responses(
         (status = 101, description = "WebSocket of scored events"),
-        (status = 400, body = crate::routes::ErrorBody), (status = 401, body = crate::routes::ErrorBody),
+        (status = 400, description = "Not a WebSocket upgrade (`field`: `upgrade`), or a bad parameter", body = crate::routes::ErrorBody), (status = 401, body = crate::routes::ErrorBody),
         (status = 403, body = crate::routes::ErrorBody),
         (status = 429, description = "The tenant has the most streams open that it may (`--ws-max-streams-per-tenant`)", body = crate::routes::ErrorBody),
     ))]
@@ -92,11 +94,15 @@ pub async fn upgrade(
     State(live): State<Live>,
     caller: Caller,
     Params(mut filter): Params<Filter>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(denied) = caller.require(&[Role::Dashboard, Role::Admin]) {
         return denied.into_response();
     }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "upgrade", e.body_text()),
+    };
     let expires_at = caller.expires_at_s.map(instant_of);
     filter.tenant_id = caller.tenant;
     let from = match filter.resume.as_deref().map(Position::decode) {

@@ -162,14 +162,15 @@ async fn pages_feeds_devices_and_series_of_one_tenant() {
     for (path, field) in [
         ("/v1/events?limit=0", "limit"),
         ("/v1/events?cursor=nope", "cursor"),
-        ("/v1/events?from_ms=10&to_ms=5", "from_ms"),
+        ("/v1/events?from_ms=-1", "from_ms"),
+        ("/v1/events?to_ms=4294967296000", "to_ms"),
         ("/v1/anomalies?limit=100000", "limit"),
         (
             "/v1/devices/device-0/series?resolution_s=61",
             "resolution_s",
         ),
         (
-            "/v1/devices/device-0/series?from_ms=0&resolution_s=60",
+            "/v1/devices/device-0/series?resolution_s=86460",
             "resolution_s",
         ),
         ("/v1/devices?limit=abc", "query"),
@@ -178,6 +179,25 @@ async fn pages_feeds_devices_and_series_of_one_tenant() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
         assert_eq!(body["field"], field, "{path}: {body}");
     }
+
+    // Every pair of valid bounds is a valid request: a range that ends
+    // before it starts is empty, and a series over more than 10000 buckets
+    // is its last 10000, saying where it starts.
+    let (status, body) = api
+        .get("/v1/events?from_ms=10&to_ms=5", Some(&acme))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["events"], Value::Array(vec![]), "{body}");
+    let to_ms = base + 3_600_000;
+    let (status, body) = api
+        .get(
+            &format!("/v1/devices/device-0/series?from_ms=0&to_ms={to_ms}&resolution_s=60"),
+            Some(&acme),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["from_ms"].as_i64(), Some(to_ms - 10_000 * 60_000));
+    assert_eq!(body["buckets"].as_array().map(Vec::len), Some(2), "{body}");
 
     // The other tenant sees only its own, on every read.
     let (events, _) = walk(&api, "/v1/events?limit=2", &globex).await;

@@ -74,6 +74,11 @@ async fn a_query_string_token_opens_the_stream_only_and_is_never_logged() {
         .await
         .expect("the stream takes a query-string token");
     socket.close(None).await.expect("closed");
+    // A plain GET with the token is not a WebSocket handshake: 400 as JSON,
+    // as every other refusal.
+    let (status, body) = api.get("/v1/stream", Some(&dashboard)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["field"], "upgrade", "{body}");
 
     // Every request above is in the log (tower_http's spans), none with a token.
     let text = poll_until(
