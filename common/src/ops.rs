@@ -13,6 +13,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use prometheus::{register_histogram_vec, Encoder, HistogramVec, TextEncoder};
 
 /// Whether the service can take traffic: set once its dependencies answered,
@@ -88,6 +90,16 @@ async fn track(request: Request, next: Next) -> Response {
         .with_label_values(&[&route, &method, response.status().as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The request tracing of a service's own routes: a span per request, and
+/// answers of 5xx logged at WARN rather than ERROR. A 503 while a
+/// dependency is down (or while start-up waits) is expected, told to the
+/// client with a reason and retried; what is a fault is logged at ERROR
+/// where it happens. Applied before the probes are merged, so that the
+/// orchestrator's polling of `/readyz` stays out of the log.
+pub fn request_tracing() -> TraceLayer<SharedClassifier<ServerErrorsAsFailures>> {
+    TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::WARN))
 }
 
 /// `/healthz`, `/readyz` and `/metrics`, to merge into a service's router.

@@ -17,7 +17,6 @@ use pulse_ingest::gateway::mqtt::{self, MqttConfig};
 use pulse_ingest::gateway::openapi::TimeWindow;
 use pulse_ingest::gateway::produce::EventProducer;
 use tokio::sync::Semaphore;
-use tower_http::trace::TraceLayer;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -124,8 +123,8 @@ async fn main() -> anyhow::Result<()> {
         authenticated: args.credentials.is_some(),
     };
     let app = http::router(slot.clone(), args.max_body_bytes, window)
-        .merge(ops::router(readiness.clone()))
-        .layer(TraceLayer::new_for_http());
+        .layer(ops::request_tracing())
+        .merge(ops::router(readiness.clone()));
     let server = tokio::spawn(ops::serve_on(listener, app, shutdown.clone()));
 
     let ensured = until_done("Kafka topics", &readiness, &shutdown, || {

@@ -1,5 +1,6 @@
 //! RS256 keys from a JWKS URL, as identity providers publish them. The set
-//! is fetched at start, refetched every refresh period, and refetched soon
+//! is fetched at start (a start-up step: retried until the provider
+//! answers, `/readyz` saying so meanwhile), refetched every refresh period, and refetched soon
 //! (at most every `MIN_REFETCH`) when a token names a key id the set lacks,
 //! so a provider's key rotation is picked up without a restart. A fetch
 //! that fails or returns an unusable set leaves the current keys in place.
@@ -81,27 +82,6 @@ impl RemoteKeys {
             *current = Arc::new(keys);
         }
         Ok(count)
-    }
-
-    /// The first fetch, retried for up to `within`: the API does not start
-    /// without its keys.
-    pub async fn fetch_first(&self, within: Duration) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            match self.fetch().await {
-                Ok(n) => {
-                    tracing::info!(url = %self.url, keys = n, "JWKS loaded");
-                    return Ok(());
-                }
-                Err(e) if tokio::time::Instant::now() >= deadline => {
-                    anyhow::bail!("cannot load the JWKS from {}: {e}", self.url)
-                }
-                Err(e) => {
-                    tracing::warn!(url = %self.url, error = %e, "JWKS not loaded yet; retrying")
-                }
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
     }
 
     /// Refetches every `refresh`, or soon after a token names an unknown

@@ -23,7 +23,6 @@ use pulse_query_api::store::EventStore;
 use pulse_query_api::stream::Live;
 use pulse_query_api::stream_slots::StreamSlots;
 use pulse_query_api::{admin, aggregates, dashboard, export, openapi, redact, routes, stream};
-use tower_http::trace::TraceLayer;
 
 #[derive(Parser, Debug)]
 #[command(version, about = "HTTP and WebSocket API over scored events")]
@@ -79,11 +78,6 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (shutdown, readiness) = ops::start_service(&args.log);
     let auth = Arc::new(Authenticator::from_args(&args.auth)?);
-    if let Some(remote) = auth.remote_keys() {
-        remote.fetch_first(Duration::from_secs(30)).await?;
-        let refresh = Duration::from_secs(args.auth.jwt_jwks_refresh_s.max(1));
-        tokio::spawn(remote.keep_fresh(refresh, shutdown.clone()));
-    }
 
     // Bound first, so a taken port fails the start; served while start-up
     // waits, so /readyz can say what for.
@@ -97,6 +91,9 @@ async fn main() -> anyhow::Result<()> {
     let feed = Feed::new(args.ws_buffer, args.ws_resume_window);
     tokio::spawn(
         StartUp {
+            jwks: auth
+                .remote_keys()
+                .map(|keys| (keys, Duration::from_secs(args.auth.jwt_jwks_refresh_s.max(1)))),
             kafka: args.kafka.client.clone(),
             results: TopicSpec::new(
                 args.kafka.topics().results(),
@@ -170,9 +167,9 @@ async fn main() -> anyhow::Result<()> {
     let app = api
         .merge(docs)
         .merge(dashboard::router())
-        .merge(ops::router(readiness))
         // The default span logs the URI, which may hold a stream's token.
-        .layer(TraceLayer::new_for_http().make_span_with(redact::request_span));
+        .layer(ops::request_tracing().make_span_with(redact::request_span))
+        .merge(ops::router(readiness));
     let served = ops::serve_on(listener, app, shutdown).await;
     // The router, and with it every audit sender, is gone: the writer
     // writes what is queued and stops.

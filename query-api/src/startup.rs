@@ -1,14 +1,16 @@
-//! What the API waits for before it is ready: the results topic (created if
+//! What the API waits for before it is ready: the identity provider's
+//! JWKS when one is configured (then kept fresh), the results topic (created if
 //! missing, every partition with a leader), its consumer positioned at the
 //! end, and the ClickHouse tables the processor's migrations create.
 //!
-//! None of them is a reason to exit: on a fresh machine Kafka, ClickHouse or
-//! the topic's leaders come up after the API. The API serves from the start,
+//! None of them is a reason to exit: on a fresh machine Kafka, ClickHouse,
+//! the topic's leaders or the identity provider come up after the API. The API serves from the start,
 //! `/readyz` answers 503 saying which step it waits for and why, and each
 //! step is retried with `pulse_common::retry`'s backoff. A shutdown request
 //! ends the wait at once, also in the middle of a step.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pulse_common::config::KafkaClient;
@@ -18,10 +20,13 @@ use pulse_common::retry::until_done;
 use pulse_common::shutdown::Shutdown;
 
 use crate::fanout::{self, Feed};
+use crate::jwks::RemoteKeys;
 use crate::store::EventStore;
 
 /// What start-up needs.
 pub struct StartUp {
+    /// The JWKS to load first, and how often to refetch it.
+    pub jwks: Option<(Arc<RemoteKeys>, Duration)>,
     pub kafka: KafkaClient,
     pub results: TopicSpec,
     pub store: EventStore,
@@ -47,6 +52,7 @@ impl StartUp {
     /// returns early, not ready, when shutdown is requested.
     pub async fn run(self) {
         let Self {
+            jwks,
             kafka,
             results,
             store,
@@ -54,6 +60,15 @@ impl StartUp {
             readiness,
             shutdown,
         } = self;
+        if let Some((keys, refresh)) = jwks {
+            let loaded = until_done("the JWKS", &readiness, &shutdown, || {
+                or_shutdown(&shutdown, keys.fetch())
+            })
+            .await;
+            let Some(count) = loaded else { return };
+            tracing::info!(keys = count, "JWKS loaded");
+            tokio::spawn(keys.keep_fresh(refresh, shutdown.clone()));
+        }
         let topic = results.name.clone();
         let specs = [results];
         let created = until_done("the results topic", &readiness, &shutdown, || {

@@ -1,7 +1,9 @@
 //! RS256 keys from a JWKS URL: a token signed with a key the provider has
 //! not published is refused; once the provider publishes it, the API picks
 //! it up without a restart and accepts the token; once the provider retires
-//! it, the token is refused again. Run through `./dev test`.
+//! it, the token is refused again. A provider that is down when the API
+//! starts is waited for: `/readyz` says so, and the API becomes ready once
+//! the provider answers. Run through `./dev test`.
 
 mod support;
 
@@ -13,10 +15,10 @@ use axum::routing::get;
 use axum::Router;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use pulse_common::clock::now_ms;
-use pulse_common::testkit::poll_until;
+use pulse_common::testkit::{free_port, poll_until};
 use reqwest::StatusCode;
 use serde_json::json;
-use support::{row, start_api_with};
+use support::{row, spawn_api, start_api_with};
 
 const EMPTY: &str = r#"{"keys":[]}"#;
 
@@ -53,8 +55,15 @@ fn fetches(document: &Document) -> usize {
     document.lock().map(|d| d.1).unwrap_or_default()
 }
 
-/// Serves whatever `document` holds at /jwks.json.
+/// Serves whatever `document` holds at /jwks.json, on any free port.
 async fn provider(document: Document) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    serve_provider(listener, document)
+}
+
+fn serve_provider(listener: tokio::net::TcpListener, document: Document) -> String {
     let app = Router::new()
         .route(
             "/jwks.json",
@@ -65,9 +74,6 @@ async fn provider(document: Document) -> String {
             }),
         )
         .with_state(document);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}/jwks.json")
@@ -120,4 +126,35 @@ async fn keys_rotate_with_the_providers_set_without_a_restart() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: run through ./dev test"]
+async fn a_provider_down_at_start_is_waited_for() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/jwks.json");
+    let mut api = spawn_api(&[("PULSE_JWT_JWKS_URL", &url)]).await;
+    let service = api.service();
+    let waiting = poll_until(
+        "/readyz saying the API waits for the JWKS",
+        Duration::from_secs(30),
+        || async move {
+            let (status, body) = service.readyz().await?;
+            (status == 503 && body.contains("waiting for the JWKS")).then_some(body)
+        },
+    )
+    .await;
+    assert!(waiting.contains(&url), "{waiting}");
+    assert_eq!(api.service_mut().exited(), None, "the API exited: {waiting}");
+
+    let published = String::from_utf8(fixture("rs256-test-2-jwks.json")).expect("UTF-8");
+    let document: Document = Arc::new(Mutex::new((published, 0)));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("the provider's port");
+    serve_provider(listener, document.clone());
+    api.service_mut().wait_ready(Duration::from_secs(60)).await;
+    let (status, body) = api.get("/v1/events", Some(&rotated_key_token())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(fetches(&document) >= 1);
 }

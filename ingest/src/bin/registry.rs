@@ -17,7 +17,6 @@ use pulse_ingest::registry::limits::{
 };
 use pulse_ingest::registry::state::RegistryState;
 use pulse_ingest::registry::store::{KafkaStore, StoreConfig};
-use tower_http::trace::TraceLayer;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -122,8 +121,8 @@ async fn main() -> anyhow::Result<()> {
         None => api::router(store),
     };
     let app = api
-        .merge(ops::probes(readiness))
-        .layer(TraceLayer::new_for_http());
+        .layer(ops::request_tracing())
+        .merge(ops::probes(readiness));
     ops::serve_on(api_listener, app, shutdown).await?;
     metrics.await??;
     Ok(())

@@ -144,6 +144,15 @@ impl Api {
         self._service.pid()
     }
 
+    /// The API's process, e.g. to poll its `/readyz`.
+    pub fn service(&self) -> &Service {
+        &self._service
+    }
+
+    pub fn service_mut(&mut self) -> &mut Service {
+        &mut self._service
+    }
+
     /// `count` telemetry events of `tenant` made by ClickHouse itself: event
     /// n is n milliseconds before `end_ms`, and carries `padding` bytes in
     /// its properties.
@@ -228,14 +237,31 @@ pub async fn start_api_on(
     rows: &[ScoredEvent],
     settings: &[(&'static str, &str)],
 ) -> Api {
-    start_api_inner(clickhouse_url, rows, settings, None).await
+    start_api_inner(clickhouse_url, rows, settings, Launch::Ready).await
+}
+
+/// As [`start_api_with`], not waiting for the API to be ready: for tests
+/// of what it waits for.
+pub async fn spawn_api(settings: &[(&'static str, &str)]) -> Api {
+    let stack = Stack::from_env();
+    start_api_inner(&stack.clickhouse_url, &[], settings, Launch::Unready).await
+}
+
+/// How a test's API is started.
+enum Launch<'a> {
+    /// Waited for until ready.
+    Ready,
+    /// Not waited for.
+    Unready,
+    /// Waited for, its output written to this file.
+    Logging(&'a std::path::Path),
 }
 
 /// As [`start_api_with`], writing the API's log (stdout and stderr) to
 /// `log`, for a test of what it logs.
 pub async fn start_api_logging(settings: &[(&'static str, &str)], log: &std::path::Path) -> Api {
     let stack = Stack::from_env();
-    start_api_inner(&stack.clickhouse_url, &[], settings, Some(log)).await
+    start_api_inner(&stack.clickhouse_url, &[], settings, Launch::Logging(log)).await
 }
 
 /// A fresh database with the project's tables, on `clickhouse_url`.
@@ -269,7 +295,7 @@ async fn start_api_inner(
     clickhouse_url: &str,
     rows: &[ScoredEvent],
     settings: &[(&'static str, &str)],
-    log: Option<&std::path::Path>,
+    launch: Launch<'_>,
 ) -> Api {
     let stack = Stack::from_env();
     let database = migrated_database(clickhouse_url).await;
@@ -294,11 +320,12 @@ async fn start_api_inner(
     ];
     env.extend(auth_env(&unique("api-auth")));
     env.extend(settings.iter().map(|(k, v)| (*k, v.to_string())));
-    let service = match log {
-        None => Service::start(&stack, "pulse-query-api", port, &[], &env).await,
+    let service = match launch {
+        Launch::Ready => Service::start(&stack, "pulse-query-api", port, &[], &env).await,
+        Launch::Unready => Service::spawn(&stack, "pulse-query-api", port, &[], &env),
         // Through a shell that redirects the output and then becomes the API
         // (exec), so signals still reach the API itself.
-        Some(log) => {
+        Launch::Logging(log) => {
             env.push(("PULSE_TEST_LOG", log.display().to_string()));
             let bin = stack.bin_dir.join("pulse-query-api").display().to_string();
             let args = [
