@@ -65,6 +65,45 @@ pub fn close_in_background<T: Send + 'static>(client: T) {
     std::thread::spawn(move || drop(client));
 }
 
+/// Each topic's `max.message.bytes`: the largest record batch its brokers
+/// accept. A producer batches records of one partition together and the
+/// broker refuses the whole batch when it is over, so a gateway that knows
+/// the limit refuses an oversized record before it is sent, and the
+/// records batched beside it are never refused with it.
+pub async fn max_message_bytes(
+    kafka: &KafkaClient,
+    topics: &[String],
+    timeout: std::time::Duration,
+) -> anyhow::Result<std::collections::HashMap<String, usize>> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka).create()?;
+    let specifiers: Vec<ResourceSpecifier> = topics
+        .iter()
+        .map(|t| ResourceSpecifier::Topic(t))
+        .collect();
+    let described = admin
+        .describe_configs(
+            specifiers.iter(),
+            &AdminOptions::new().request_timeout(Some(timeout)),
+        )
+        .await;
+    close_in_background(admin);
+    let mut limits = std::collections::HashMap::new();
+    for (topic, result) in topics.iter().zip(described?) {
+        let resource =
+            result.map_err(|code| anyhow::anyhow!("cannot describe topic {topic}: {code}"))?;
+        let limit = resource
+            .get("max.message.bytes")
+            .and_then(|e| e.value.as_deref())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("topic {topic} has no max.message.bytes"))?;
+        limits.insert(topic.clone(), limit);
+    }
+    Ok(limits)
+}
+
 /// Creates the topics that do not exist yet; existing ones are left as they are.
 pub async fn ensure_topics(
     kafka: &KafkaClient,

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use clap::Parser;
 use pulse_common::config::{KafkaArgs, LogArgs, RegistryArgs};
-use pulse_common::kafka::{ensure_topics, TopicSpec};
+use pulse_common::kafka::{ensure_topics, max_message_bytes, TopicSpec};
 use pulse_common::ops;
 use pulse_common::retry::until_done;
 use pulse_common::schemas::EventKind;
 use pulse_ingest::gateway::auth::Credentials;
 use pulse_ingest::gateway::encode::Encoders;
-use pulse_ingest::gateway::http::{self, Gateway, Slot};
+use pulse_ingest::gateway::http::{self, Gateway, RecordLimits, Slot};
 use pulse_ingest::gateway::mqtt::{self, MqttConfig};
 use pulse_ingest::gateway::openapi::TimeWindow;
 use pulse_ingest::gateway::produce::EventProducer;
@@ -131,9 +131,19 @@ async fn main() -> anyhow::Result<()> {
         ensure_topics(&args.kafka.client, &specs, Duration::from_secs(30))
     })
     .await;
-    let mut encoders = Encoders::new(&args.registry.url()?, &topics)?;
-    let registered = match ensured {
+    let event_topics: Vec<String> = specs.iter().map(|t| t.name.clone()).collect();
+    let limits = match ensured {
         Some(()) => {
+            until_done("Kafka topic limits", &readiness, &shutdown, || {
+                max_message_bytes(&args.kafka.client, &event_topics, Duration::from_secs(30))
+            })
+            .await
+        }
+        None => None,
+    };
+    let mut encoders = Encoders::new(&args.registry.url()?, &topics)?;
+    let registered = match limits {
+        Some(_) => {
             until_done("schema registry", &readiness, &shutdown, || {
                 encoders.register_all()
             })
@@ -141,7 +151,7 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
-    let Some(registered) = registered else {
+    let (Some(registered), Some(limits)) = (registered, limits) else {
         tracing::info!("shutdown requested during start-up");
         return server.await?;
     };
@@ -165,6 +175,7 @@ async fn main() -> anyhow::Result<()> {
         max_event_age: window.max_age,
         max_clock_skew: window.max_skew,
         retry_after: Duration::from_secs(1),
+        record_limits: RecordLimits::new(limits),
     });
     slot.fill(gateway.clone());
     // With the MQTT bridge on, ready means subscribed too.

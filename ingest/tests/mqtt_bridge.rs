@@ -406,3 +406,123 @@ async fn oversized_and_hostile_mqtt_messages_are_dead_lettered_and_the_bridge_go
     );
     device_loop.abort();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: run through ./dev test"]
+async fn an_event_over_its_topics_record_limit_is_refused_or_dead_lettered_not_retried() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    let stack = Stack::from_env();
+    let prefix = unique("mqttbig") + ".";
+    let root = unique("fleet");
+    let topics = Topics::new(prefix.clone());
+    let telemetry_topic = topics.events(EventKind::Telemetry);
+    // A topic configured below what the contract allows an event: the
+    // gateway learns the limit only from the broker's refusal.
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(&KafkaClient::plaintext(&stack.kafka_bootstrap))
+            .create()
+            .expect("admin");
+    let topic = NewTopic::new(&telemetry_topic, 1, TopicReplication::Fixed(1))
+        .set("max.message.bytes", "2048");
+    let created = admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .expect("create topics");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+
+    let registry = start_registry(&stack, &prefix).await;
+    let ingest = start_bridge(&stack, &prefix, &registry.url, &root, &[]).await;
+    // 100 readings with 60-character names: about 7 KB of Avro.
+    let big = |id: &str| {
+        let readings: serde_json::Map<String, serde_json::Value> = (0..100)
+            .map(|i| (format!("r{i:03}_{}", "x".repeat(55)), json!(i)))
+            .collect();
+        json!({"kind": "telemetry", "event_id": id, "tenant_id": "acme", "source_id": "big-1",
+               "event_time": now_ms(), "readings": readings})
+    };
+    let http = reqwest::Client::new();
+    // A request of a small event and a big one is refused whole, naming
+    // the big one, before anything of it is produced.
+    let (small_id, big_id) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+    let small = json!({"kind": "telemetry", "event_id": small_id, "tenant_id": "acme",
+                       "source_id": "small-1", "event_time": now_ms(), "readings": {"temperature_c": 20.5}});
+    let refused = http
+        .post(format!("{}/v1/events", ingest.url))
+        .json(&json!([small, big(&big_id)]))
+        .send()
+        .await
+        .expect("ingest answers");
+    assert_eq!(refused.status().as_u16(), 413);
+    assert!(refused.headers().get("retry-after").is_none());
+    let body: serde_json::Value = refused.json().await.expect("json");
+    assert_eq!(body["error"], "record_too_large", "{body}");
+    assert_eq!(body["errors"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(body["errors"][0]["index"], 1, "{body}");
+    assert_eq!(body["errors"][0]["event_id"], big_id.as_str(), "{body}");
+    assert!(
+        body["errors"][0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("limit of 2048 (max.message.bytes)")),
+        "{body}"
+    );
+
+    let (host, mqtt_port) = stack
+        .mqtt_url
+        .trim_start_matches("mqtt://")
+        .rsplit_once(':')
+        .expect("host:port");
+    let mut options = MqttOptions::new(unique("device"), host, mqtt_port.parse().expect("port"));
+    options.set_keep_alive(Duration::from_secs(5));
+    let (device, mut eventloop) = AsyncClient::new(options, 16);
+    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+    let big_topic = format!("{root}/acme/big-1/telemetry");
+    device
+        .publish(
+            &big_topic,
+            QoS::AtLeastOnce,
+            false,
+            big(&uuid::Uuid::new_v4().to_string()).to_string(),
+        )
+        .await
+        .expect("queued");
+    let marker = json!({"event_id": uuid::Uuid::new_v4().to_string(), "event_time": now_ms(), "readings": {}});
+    device
+        .publish(
+            format!("{root}/acme/marker-1/telemetry"),
+            QoS::AtLeastOnce,
+            false,
+            marker.to_string(),
+        )
+        .await
+        .expect("queued");
+
+    let mut dead = Reader::new(&stack.kafka_bootstrap, &topics.dead_letter());
+    let m = dead.wait_for(&big_topic, Duration::from_secs(30)).await;
+    let reason = header(&m, "pulse-error").unwrap_or_default();
+    assert!(reason.contains("limit of 2048 (max.message.bytes)"), "{reason}");
+    // The message after it is not held behind a retry.
+    let mut events = Reader::new(&stack.kafka_bootstrap, &telemetry_topic);
+    events
+        .wait_for("acme/marker-1", Duration::from_secs(30))
+        .await;
+    let http_marker = http
+        .post(format!("{}/v1/events", ingest.url))
+        .json(&json!({"kind": "telemetry", "event_id": uuid::Uuid::new_v4().to_string(),
+                      "tenant_id": "acme", "source_id": "marker-2", "event_time": now_ms(),
+                      "readings": {"temperature_c": 21.0}}))
+        .send()
+        .await
+        .expect("ingest answers");
+    assert_eq!(http_marker.status().as_u16(), 202);
+    events
+        .wait_for("acme/marker-2", Duration::from_secs(30))
+        .await;
+    let keys: Vec<&[u8]> = events.seen.iter().filter_map(|m| m.key()).collect();
+    assert_eq!(
+        keys,
+        [&b"acme/marker-1"[..], b"acme/marker-2"],
+        "the markers alone: nothing of the refused request"
+    );
+}

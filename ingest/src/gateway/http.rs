@@ -41,6 +41,43 @@ pub struct Gateway {
     pub admission_timeout: Duration,
     /// Suggested wait for a client told 503.
     pub retry_after: Duration,
+    /// The largest record each event topic takes, from its
+    /// `max.message.bytes` (see [`RecordLimits`]).
+    pub record_limits: RecordLimits,
+}
+
+/// Bytes a record batch of one record adds to its key and value (batch
+/// header, record header and varints), rounded up.
+const RECORD_OVERHEAD: usize = 128;
+
+/// The producer's own `message.max.bytes` (librdkafka's default).
+const PRODUCER_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// The largest record each topic accepts. An event over it is refused
+/// before anything of its request is produced: no retry could write it,
+/// and sent, it would fail the batch the producer put it in with others.
+#[derive(Debug, Clone, Default)]
+pub struct RecordLimits(std::collections::HashMap<String, usize>);
+
+impl RecordLimits {
+    /// From each topic's `max.message.bytes`.
+    pub fn new(max_message_bytes: std::collections::HashMap<String, usize>) -> Self {
+        Self(max_message_bytes)
+    }
+
+    /// Why a record of `key` and `payload` cannot go to `topic`, if so.
+    fn refuse(&self, topic: &str, key: &str, payload: &[u8]) -> Option<String> {
+        let limit = self
+            .0
+            .get(topic)
+            .copied()
+            .unwrap_or(PRODUCER_MAX_MESSAGE_BYTES)
+            .min(PRODUCER_MAX_MESSAGE_BYTES);
+        let size = key.len() + payload.len() + RECORD_OVERHEAD;
+        (size > limit).then(|| {
+            format!("the event's record of about {size} bytes is over topic {topic}'s limit of {limit} (max.message.bytes)")
+        })
+    }
 }
 
 impl Gateway {
@@ -280,6 +317,27 @@ pub(crate) async fn produce(
         payloads.push(payload);
     }
     let topics: Vec<String> = events.iter().map(|e| gw.topics.events(e.kind)).collect();
+    let oversized: Vec<EventError> = events
+        .iter()
+        .zip(&payloads)
+        .zip(&topics)
+        .enumerate()
+        .filter_map(|(index, ((e, payload), topic))| {
+            let reason = gw.record_limits.refuse(topic, &e.key, payload)?;
+            Some(EventError {
+                index,
+                event_id: Some(e.event_id.clone()),
+                ..EventError::body(reason)
+            })
+        })
+        .collect();
+    if !oversized.is_empty() {
+        return Err(Rejected::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "record_too_large",
+            oversized,
+        ));
+    }
     let records = events
         .iter()
         .zip(payloads)

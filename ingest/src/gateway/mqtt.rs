@@ -284,6 +284,17 @@ async fn handle(
                 super::metrics::EVENTS_ACCEPTED.inc_by(events.len() as u64);
                 return true;
             }
+            // Permanent (a record over its topic's size limit): retrying
+            // would hold the device's messages forever.
+            Err(r) if r.retry_after.is_none() => {
+                let reason = r
+                    .errors
+                    .iter()
+                    .map(|e| e.reason.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return dead_letter(gw, &dead, publish, &reason).await;
+            }
             Err(r) => {
                 tracing::warn!(reason = r.reason, topic = %publish.topic, "MQTT message not yet in Kafka; retrying");
                 tokio::select! {

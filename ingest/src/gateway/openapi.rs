@@ -146,7 +146,7 @@ pub fn document(bounds: TimeBounds, authenticated: bool) -> Value {
                         "400": error("malformed_body: not JSON, an empty batch, a broken NDJSON line, a record not in the wire format or of an unknown schema id"),
                         "401": error("unauthenticated: no or an unknown credential"),
                         "403": error("forbidden: an event names another tenant, or a device token another device"),
-                        "413": error("body_too_large: over --max-body-bytes"),
+                        "413": error("body_too_large: over --max-body-bytes; record_too_large: an event over its Kafka topic's max.message.bytes"),
                         "415": error("unsupported_media_type"),
                         "422": error("invalid_events: an event does not fit its schema, its time bounds or the input contract"),
                         "429": retry_later("rate_limited: the credential's events per second are spent"),
