@@ -79,10 +79,8 @@ pub async fn max_message_bytes(
     use rdkafka::client::DefaultClientContext;
 
     let admin: AdminClient<DefaultClientContext> = client_config(kafka).create()?;
-    let specifiers: Vec<ResourceSpecifier> = topics
-        .iter()
-        .map(|t| ResourceSpecifier::Topic(t))
-        .collect();
+    let specifiers: Vec<ResourceSpecifier> =
+        topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
     let described = admin
         .describe_configs(
             specifiers.iter(),

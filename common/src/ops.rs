@@ -13,9 +13,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use prometheus::{register_histogram_vec, Encoder, HistogramVec, TextEncoder};
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
-use prometheus::{register_histogram_vec, Encoder, HistogramVec, TextEncoder};
 
 /// Whether the service can take traffic: set once its dependencies answered,
 /// cleared when it starts draining. While it is not ready, it may say what

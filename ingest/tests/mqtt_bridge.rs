@@ -445,7 +445,10 @@ async fn an_event_over_its_topics_record_limit_is_refused_or_dead_lettered_not_r
     let http = reqwest::Client::new();
     // A request of a small event and a big one is refused whole, naming
     // the big one, before anything of it is produced.
-    let (small_id, big_id) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+    let (small_id, big_id) = (
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+    );
     let small = json!({"kind": "telemetry", "event_id": small_id, "tenant_id": "acme",
                        "source_id": "small-1", "event_time": now_ms(), "readings": {"temperature_c": 20.5}});
     let refused = http
@@ -501,7 +504,10 @@ async fn an_event_over_its_topics_record_limit_is_refused_or_dead_lettered_not_r
     let mut dead = Reader::new(&stack.kafka_bootstrap, &topics.dead_letter());
     let m = dead.wait_for(&big_topic, Duration::from_secs(30)).await;
     let reason = header(&m, "pulse-error").unwrap_or_default();
-    assert!(reason.contains("limit of 2048 (max.message.bytes)"), "{reason}");
+    assert!(
+        reason.contains("limit of 2048 (max.message.bytes)"),
+        "{reason}"
+    );
     // The message after it is not held behind a retry.
     let mut events = Reader::new(&stack.kafka_bootstrap, &telemetry_topic);
     events
@@ -509,9 +515,11 @@ async fn an_event_over_its_topics_record_limit_is_refused_or_dead_lettered_not_r
         .await;
     let http_marker = http
         .post(format!("{}/v1/events", ingest.url))
-        .json(&json!({"kind": "telemetry", "event_id": uuid::Uuid::new_v4().to_string(),
+        .json(
+            &json!({"kind": "telemetry", "event_id": uuid::Uuid::new_v4().to_string(),
                       "tenant_id": "acme", "source_id": "marker-2", "event_time": now_ms(),
-                      "readings": {"temperature_c": 21.0}}))
+                      "readings": {"temperature_c": 21.0}}),
+        )
         .send()
         .await
         .expect("ingest answers");

@@ -2,8 +2,10 @@
 //!
 //! One device sends extreme and non-finite readings over every path; none
 //! of them may stop its partition. Over HTTP (JSON and Confluent Avro)
-//! ingest refuses them with 422; produced straight to Kafka, the processor
-//! dead-letters them with the contract's reason. Then the processor is
+//! ingest refuses them with 422; over MQTT the bridge dead-letters them
+//! with the contract's reason (JSON has no NaN or infinity: those are
+//! malformed JSON); produced straight to Kafka, the processor dead-letters
+//! them with the contract's reason. Then the processor is
 //! SIGKILLed, an unreadable state of that device (as a processor before the
 //! input contract wrote it: a null mean) is left in the changelog, and a
 //! marker event of another device on the same partition must still be
@@ -18,8 +20,8 @@ use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
 use pulse_common::testkit::{
-    clickhouse, free_port, header, poll_until, produce_events, records, schema_id, start_ingest,
-    start_processor, start_registry, unique, wire_record, Stack,
+    clickhouse, free_port, header, poll_until, produce_events, publish_mqtt, records, schema_id,
+    start_ingest, start_processor, start_registry, unique, wire_record, Stack,
 };
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::Message;
@@ -88,6 +90,21 @@ async fn stored(client: &clickhouse::Client, n: u64) -> Option<()> {
     (count == 1).then_some(())
 }
 
+/// The processor's dead letters (those of the MQTT bridge carry the MQTT
+/// topic), once at least `n` are there.
+async fn processor_dead_letters(
+    stack: &Stack,
+    topics: &Topics,
+    n: usize,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    // The bridge's four come first: wait for them too.
+    records(&stack.kafka_bootstrap, &topics.dead_letter(), n + 4)
+        .await
+        .into_iter()
+        .filter(|m| header(m, "pulse-mqtt-topic").is_none())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the local stack: run through ./dev test"]
 async fn extreme_readings_never_stall_a_partition_nor_survive_a_restart() {
@@ -103,7 +120,13 @@ async fn extreme_readings_never_stall_a_partition_nor_survive_a_restart() {
     let schema_id = schema_id(&registry.url, &telemetry, 2).await;
 
     // Over HTTP, ingest refuses each extreme reading, as JSON and as Avro.
-    let ingest = start_ingest(&stack, &prefix, &registry.url, &[]).await;
+    let root = unique("fleet");
+    let bridge = [
+        ("PULSE_MQTT_URL", stack.mqtt_url.clone()),
+        ("PULSE_MQTT_TOPIC_ROOT", root.clone()),
+        ("PULSE_MQTT_CLIENT_ID", unique("bridge")),
+    ];
+    let ingest = start_ingest(&stack, &prefix, &registry.url, &bridge).await;
     for (i, value) in EXTREMES.into_iter().enumerate() {
         let n = 900 + i as u64;
         let avro = http
@@ -130,6 +153,41 @@ async fn extreme_readings_never_stall_a_partition_nor_survive_a_restart() {
                 .expect("ingest answers");
             assert_eq!(r.status().as_u16(), 422, "JSON reading {value}");
         }
+    }
+    // Over MQTT, the bridge dead-letters each, and acknowledges it.
+    let device_topic = format!("{root}/acme/poison-dev/telemetry");
+    let messages: Vec<(String, Vec<u8>)> = ["1.7e308", "-1.7e308", "NaN", "Infinity"]
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            let n = 910 + i as u64;
+            let body = format!(
+                r#"{{"event_id":"{}","event_time":{},"readings":{{"temperature_c":{value}}}}}"#,
+                id(n),
+                now_ms()
+            );
+            (device_topic.clone(), body.into_bytes())
+        })
+        .collect();
+    publish_mqtt(&stack, &messages).await;
+    let bridged: Vec<(String, String)> = records(&stack.kafka_bootstrap, &topics.dead_letter(), 4)
+        .await
+        .iter()
+        .filter(|m| header(m, "pulse-mqtt-topic") == Some(device_topic.as_str()))
+        .map(|m| {
+            let payload = String::from_utf8_lossy(m.payload().unwrap_or_default());
+            let reason = header(m, "pulse-error").unwrap_or_default();
+            (payload.into_owned(), reason.to_string())
+        })
+        .collect();
+    assert_eq!(bridged.len(), 4, "{bridged:?}");
+    for (payload, reason) in &bridged {
+        let expected = if payload.contains("e308") {
+            "readings.temperature_c: "
+        } else {
+            "malformed JSON"
+        };
+        assert!(reason.starts_with(expected), "{payload}: {reason}");
     }
     drop(ingest);
 
@@ -161,12 +219,7 @@ async fn extreme_readings_never_stall_a_partition_nor_survive_a_restart() {
         stored(&client, 200)
     })
     .await;
-    let dead = records(
-        &stack.kafka_bootstrap,
-        &topics.dead_letter(),
-        EXTREMES.len(),
-    )
-    .await;
+    let dead = processor_dead_letters(&stack, &topics, EXTREMES.len()).await;
     let reasons: Vec<&str> = dead
         .iter()
         .map(|m| header(m, "pulse-error").unwrap_or_default())
@@ -251,7 +304,12 @@ async fn extreme_readings_never_stall_a_partition_nor_survive_a_restart() {
         .expect("device_seq");
     assert_eq!(seq, 1);
 
-    let extremes: Vec<String> = (100..104).chain(300..304).chain(900..904).map(id).collect();
+    let extremes: Vec<String> = (100..104)
+        .chain(300..304)
+        .chain(900..904)
+        .chain(910..914)
+        .map(id)
+        .collect();
     let (leaked, bad_scores) = client
         .query("SELECT countIf(has(?, event_id)), countIf(NOT isFinite(score)) FROM events")
         .bind(&extremes)
@@ -263,12 +321,7 @@ async fn extreme_readings_never_stall_a_partition_nor_survive_a_restart() {
         (0, 0),
         "extreme events stored, or scores not finite"
     );
-    let dead = records(
-        &stack.kafka_bootstrap,
-        &topics.dead_letter(),
-        2 * EXTREMES.len(),
-    )
-    .await;
+    let dead = processor_dead_letters(&stack, &topics, 2 * EXTREMES.len()).await;
     assert_eq!(
         dead.len(),
         2 * EXTREMES.len(),

@@ -91,9 +91,12 @@ async fn main() -> anyhow::Result<()> {
     let feed = Feed::new(args.ws_buffer, args.ws_resume_window);
     tokio::spawn(
         StartUp {
-            jwks: auth
-                .remote_keys()
-                .map(|keys| (keys, Duration::from_secs(args.auth.jwt_jwks_refresh_s.max(1)))),
+            jwks: auth.remote_keys().map(|keys| {
+                (
+                    keys,
+                    Duration::from_secs(args.auth.jwt_jwks_refresh_s.max(1)),
+                )
+            }),
             kafka: args.kafka.client.clone(),
             results: TopicSpec::new(
                 args.kafka.topics().results(),

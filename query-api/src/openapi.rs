@@ -84,10 +84,16 @@ struct CommonAnswers;
 impl Modify for CommonAnswers {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let answers = [
-            ("400", "A parameter is unknown or out of bounds (`field` names it)"),
+            (
+                "400",
+                "A parameter is unknown or out of bounds (`field` names it)",
+            ),
             ("401", "No credential, or one that is wrong or expired"),
             ("403", "The credential's role may not use this route"),
-            ("429", "The tenant's rate limit (`--rate-limit`); retry after `Retry-After` seconds"),
+            (
+                "429",
+                "The tenant's rate limit (`--rate-limit`); retry after `Retry-After` seconds",
+            ),
             ("503", "Storage or the live feed is unavailable; retry"),
         ];
         for item in openapi.paths.paths.values_mut() {
@@ -362,8 +368,16 @@ mod tests {
         }
         let resolution = param("/v1/devices/{source_id}/series", "resolution_s");
         assert_eq!(
-            (&resolution["minimum"], &resolution["maximum"], &resolution["multipleOf"]),
-            (&serde_json::json!(60), &serde_json::json!(86400), &serde_json::json!(60))
+            (
+                &resolution["minimum"],
+                &resolution["maximum"],
+                &resolution["multipleOf"]
+            ),
+            (
+                &serde_json::json!(60),
+                &serde_json::json!(86400),
+                &serde_json::json!(60)
+            )
         );
         // Every $ref resolves.
         let text = doc.to_string();

@@ -145,7 +145,11 @@ async fn a_provider_down_at_start_is_waited_for() {
     )
     .await;
     assert!(waiting.contains(&url), "{waiting}");
-    assert_eq!(api.service_mut().exited(), None, "the API exited: {waiting}");
+    assert_eq!(
+        api.service_mut().exited(),
+        None,
+        "the API exited: {waiting}"
+    );
 
     let published = String::from_utf8(fixture("rs256-test-2-jwks.json")).expect("UTF-8");
     let document: Document = Arc::new(Mutex::new((published, 0)));

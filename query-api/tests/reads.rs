@@ -183,9 +183,7 @@ async fn pages_feeds_devices_and_series_of_one_tenant() {
     // Every pair of valid bounds is a valid request: a range that ends
     // before it starts is empty, and a series over more than 10000 buckets
     // is its last 10000, saying where it starts.
-    let (status, body) = api
-        .get("/v1/events?from_ms=10&to_ms=5", Some(&acme))
-        .await;
+    let (status, body) = api.get("/v1/events?from_ms=10&to_ms=5", Some(&acme)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["events"], Value::Array(vec![]), "{body}");
     let to_ms = base + 3_600_000;
