@@ -6,6 +6,7 @@ pub mod clickhouse;
 pub mod clock;
 pub mod config;
 pub mod contract;
+pub mod credentials;
 pub mod event;
 pub mod json_avro;
 pub mod kafka;

@@ -118,6 +118,29 @@ impl Service {
         }
     }
 
+    /// As [`Service::spawn`], its output (stdout and stderr) written to
+    /// `log`, for a test of what it logs. Through a shell that redirects
+    /// the output and then becomes the service (exec), so that signals
+    /// still reach the service itself.
+    pub fn spawn_logged(
+        stack: &Stack,
+        bin: &str,
+        port: u16,
+        envs: &[(&str, String)],
+        log: &std::path::Path,
+    ) -> Self {
+        let mut envs = envs.to_vec();
+        envs.push(("PULSE_TEST_LOG", log.display().to_string()));
+        let args = [
+            "-c".to_string(),
+            "exec \"$0\" >\"$PULSE_TEST_LOG\" 2>&1".to_string(),
+            stack.bin_dir.join(bin).display().to_string(),
+        ];
+        let mut service = Self::spawn(stack, "/bin/sh", port, &args, &envs);
+        service.name = bin.to_string();
+        service
+    }
+
     /// The status and body of its `/readyz`, once it answers at all.
     pub async fn readyz(&self) -> Option<(u16, String)> {
         let r = reqwest::get(format!("{}/readyz", self.url)).await.ok()?;

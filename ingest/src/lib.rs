@@ -1,6 +1,6 @@
-//! Pulse ingest: the HTTP gateway that validates events and produces them to
-//! Kafka, the schema registry it registers them with, and the fleet simulator.
+//! Pulse ingest: the HTTP and MQTT gateway that validates events and
+//! produces them to Kafka, and the fleet simulator. The schema registry it
+//! registers them with is the `pulse-registry` crate.
 
 pub mod gateway;
-pub mod registry;
 pub mod simulate;

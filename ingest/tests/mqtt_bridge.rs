@@ -18,10 +18,10 @@ use pulse_common::config::Topics;
 use pulse_common::event::Event;
 use pulse_common::schemas::EventKind;
 use pulse_common::testkit::{
-    header, records, start_ingest, start_registry, unique, Service, Stack,
+    header, publish_mqtt, records, start_ingest, start_registry, unique, Service, Stack,
 };
 use rdkafka::Message;
-use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use serde_json::json;
@@ -54,15 +54,6 @@ async fn mqtt_messages_reach_kafka_or_the_dead_letter_topic_and_are_acknowledged
     let registry = start_registry(&stack, &prefix).await;
     let _ingest = start_bridge(&stack, &prefix, &registry.url, &root, &[]).await;
 
-    let (host, mqtt_port) = stack
-        .mqtt_url
-        .trim_start_matches("mqtt://")
-        .rsplit_once(':')
-        .expect("host:port");
-    let mut options = MqttOptions::new(unique("device"), host, mqtt_port.parse().expect("port"));
-    options.set_keep_alive(Duration::from_secs(5));
-    let (device, mut eventloop) = AsyncClient::new(options, 16);
-
     let good_id = uuid::Uuid::new_v4().to_string();
     let app_id = uuid::Uuid::new_v4().to_string();
     let telemetry_topic = format!("{root}/acme/dev-1/telemetry");
@@ -72,24 +63,12 @@ async fn mqtt_messages_reach_kafka_or_the_dead_letter_topic_and_are_acknowledged
         (telemetry_topic.clone(), json!({"event_id": uuid::Uuid::new_v4().to_string(), "tenant_id": "globex", "event_time": now_ms(), "readings": {}}).to_string()),
         (format!("{root}/acme/shop-app/app"), json!({"event_id": app_id, "event_time": now_ms(), "event_type": "opened"}).to_string()),
     ];
-    for (topic, payload) in &messages {
-        device
-            .publish(topic, QoS::AtLeastOnce, false, payload.clone())
-            .await
-            .expect("queued");
-    }
     // Every message is acknowledged by the broker once the bridge handled it.
-    let mut pubacks = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while pubacks < messages.len() {
-        let event = tokio::time::timeout_at(deadline, eventloop.poll())
-            .await
-            .expect("all messages acknowledged in time")
-            .expect("MQTT connection");
-        if let MqttEvent::Incoming(Packet::PubAck(_)) = event {
-            pubacks += 1;
-        }
-    }
+    let messages: Vec<(String, Vec<u8>)> = messages
+        .into_iter()
+        .map(|(topic, payload)| (topic, payload.into_bytes()))
+        .collect();
+    publish_mqtt(&stack, &messages).await;
 
     let topics = Topics::new(prefix);
     let decoder = AvroDecoder::new(SrSettings::new(registry.url.clone()));
@@ -471,35 +450,24 @@ async fn an_event_over_its_topics_record_limit_is_refused_or_dead_lettered_not_r
         "{body}"
     );
 
-    let (host, mqtt_port) = stack
-        .mqtt_url
-        .trim_start_matches("mqtt://")
-        .rsplit_once(':')
-        .expect("host:port");
-    let mut options = MqttOptions::new(unique("device"), host, mqtt_port.parse().expect("port"));
-    options.set_keep_alive(Duration::from_secs(5));
-    let (device, mut eventloop) = AsyncClient::new(options, 16);
-    tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     let big_topic = format!("{root}/acme/big-1/telemetry");
-    device
-        .publish(
-            &big_topic,
-            QoS::AtLeastOnce,
-            false,
-            big(&uuid::Uuid::new_v4().to_string()).to_string(),
-        )
-        .await
-        .expect("queued");
     let marker = json!({"event_id": uuid::Uuid::new_v4().to_string(), "event_time": now_ms(), "readings": {}});
-    device
-        .publish(
-            format!("{root}/acme/marker-1/telemetry"),
-            QoS::AtLeastOnce,
-            false,
-            marker.to_string(),
-        )
-        .await
-        .expect("queued");
+    publish_mqtt(
+        &stack,
+        &[
+            (
+                big_topic.clone(),
+                big(&uuid::Uuid::new_v4().to_string())
+                    .to_string()
+                    .into_bytes(),
+            ),
+            (
+                format!("{root}/acme/marker-1/telemetry"),
+                marker.to_string().into_bytes(),
+            ),
+        ],
+    )
+    .await;
 
     let mut dead = Reader::new(&stack.kafka_bootstrap, &topics.dead_letter());
     let m = dead.wait_for(&big_topic, Duration::from_secs(30)).await;

@@ -389,9 +389,9 @@ def needed_acls(objects):
     changelogs = [group + state + k for k in kind_names("as_str")]
     restore_group = from_code("processor/src/changelog.rs", r'"group\.id", "([^"]+)"')
     api_group = from_code("query-api/src/fanout.rs", r'"group\.id", "([^"]+)"')
-    registry_topic = from_code("ingest/src/bin/registry.rs", r'env = "PULSE_REGISTRY_TOPIC", default_value = "([^"]+)"')
-    registry_group = from_code("ingest/src/registry/store.rs", r'"group\.id", "([^"]+)"')
-    registry_txn = from_code("ingest/src/registry/store.rs", r'format!\("([a-z-]+)\{\}", self\.config\.topic\)')
+    registry_topic = from_code("registry/src/main.rs", r'env = "PULSE_REGISTRY_TOPIC", default_value = "([^"]+)"')
+    registry_group = from_code("registry/src/store.rs", r'"group\.id", "([^"]+)"')
+    registry_txn = from_code("registry/src/store.rs", r'format!\("([a-z-]+)\{\}", self\.config\.topic\)')
 
     need = []
     def add(user, kind, names, ops, pattern="literal"):

@@ -10,6 +10,7 @@ use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::message::OwnedMessage;
 use tokio::task::JoinHandle;
 
+use pulse_common::clickhouse::{classify, Failure};
 use pulse_common::retry::backoff;
 use pulse_common::scored::ScoredEvent;
 use pulse_common::shutdown::Shutdown;
@@ -97,13 +98,18 @@ async fn deliver(delivery: &Delivery, s: &Shipment, shutdown: &Shutdown) -> Deli
     let published = match stored {
         Ok(_) => delivery.commit(&publish, sending),
         Err(e) => {
-            tracing::warn!(error = %e, "cannot store batch; retrying");
             if let Err(e) = delivery.abort(sending) {
                 return Delivered::from(e);
             }
-            if !store_with_retries(delivery, &s.rows, shutdown).await {
+            if permanent(&e) {
+                return refused(e);
+            }
+            tracing::warn!(error = %e, "cannot store batch; retrying");
+            match store_with_retries(delivery, &s.rows, shutdown).await {
+                Ok(true) => {}
                 // Not committed: the batch is processed again after restart.
-                return Delivered::Stopping;
+                Ok(false) => return Delivered::Stopping,
+                Err(e) => return refused(e),
             }
             delivery.publish(&publish)
         }
@@ -127,24 +133,41 @@ async fn deliver(delivery: &Delivery, s: &Shipment, shutdown: &Shutdown) -> Deli
 const STORE_LIMIT: Duration = Duration::from_secs(60);
 
 /// Stores `rows`, retrying with backoff while ClickHouse is unavailable;
-/// false if shutdown was requested first. The batch stays in memory and
-/// nothing more is consumed, so memory stays bounded however long the outage.
+/// false if shutdown was requested first, an error if ClickHouse refused
+/// them for good. The batch stays in memory and nothing more is consumed,
+/// so memory stays bounded however long the outage.
 async fn store_with_retries(
     delivery: &Delivery,
     rows: &[ScoredEvent],
     shutdown: &Shutdown,
-) -> bool {
+) -> anyhow::Result<bool> {
     let mut attempt = 1;
     loop {
         if !backoff(shutdown, attempt).await {
-            return false;
+            return Ok(false);
         }
         match delivery.store(rows, STORE_LIMIT).await {
-            Ok(_) => return true,
+            Ok(_) => return Ok(true),
+            Err(e) if permanent(&e) => return Err(e),
             Err(e) => {
                 attempt += 1;
                 tracing::warn!(error = %e, attempt, "cannot store batch; retrying");
             }
         }
     }
+}
+
+/// Whether ClickHouse refused to store for good (an unknown column or
+/// table, a type mismatch, no permission): retrying would hold every
+/// partition forever behind an error only an operator can fix.
+fn permanent(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|cause| cause.downcast_ref::<clickhouse::error::Error>())
+        .any(|cause| classify(cause) == Failure::Permanent)
+}
+
+/// Stops the processor with what ClickHouse said. Nothing of the batch was
+/// committed, so it is processed again once the table is fixed.
+fn refused(e: anyhow::Error) -> Delivered {
+    Delivered::Fatal(e.context("ClickHouse refused the batch for good; fix the table and restart"))
 }

@@ -19,6 +19,10 @@ use clickhouse::Client;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use pulse_common::clickhouse::{classify, Failure};
+use pulse_common::retry::backoff;
+use pulse_common::shutdown::Shutdown;
+
 use crate::auth::{credential, Authenticator, Caller, Denied};
 use crate::redact;
 
@@ -109,10 +113,11 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Starts the writer; it stops once every `AuditLog` is dropped and the
-    /// queue is written.
-    pub fn start(client: Client) -> (Self, tokio::task::JoinHandle<()>) {
+    /// queue is written, or, after `shutdown`, at the first write that
+    /// fails.
+    pub fn start(client: Client, shutdown: Shutdown) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (Self { tx }, tokio::spawn(write(client, rx)))
+        (Self { tx }, tokio::spawn(write(client, rx, shutdown)))
     }
 
     async fn record(&self, r: AuditRecord) {
@@ -122,7 +127,7 @@ impl AuditLog {
     }
 }
 
-async fn write(client: Client, mut rx: mpsc::Receiver<AuditRecord>) {
+async fn write(client: Client, mut rx: mpsc::Receiver<AuditRecord>, shutdown: Shutdown) {
     let mut batch = Vec::with_capacity(BATCH);
     // recv_many answers 0 only once the queue is closed and empty.
     while rx.recv_many(&mut batch, BATCH).await > 0 {
@@ -137,9 +142,25 @@ async fn write(client: Client, mut rx: mpsc::Receiver<AuditRecord>) {
         }
         let mut attempt = 0u32;
         while let Err(e) = insert(&client, &batch).await {
+            if classify(&e) == Failure::Permanent {
+                // No retry can write them (the table is gone or not what
+                // this release expects); holding them would fill the queue
+                // and stall every request behind it.
+                crate::metrics::AUDIT_RECORDS_LOST.inc_by(batch.len() as u64);
+                tracing::error!(records = batch.len(), error = %e, "ClickHouse refused audit records for good; dropped");
+                break;
+            }
             attempt += 1;
             tracing::warn!(error = %e, attempt, records = batch.len(), "cannot write audit records; retrying");
-            tokio::time::sleep(Duration::from_millis(250 << attempt.min(5))).await;
+            // While ClickHouse is down the records wait in memory; once
+            // SIGTERM came, they are given up rather than holding the
+            // shutdown for as long as the outage lasts.
+            if !backoff(&shutdown, attempt).await {
+                let lost = batch.len() + rx.len();
+                crate::metrics::AUDIT_RECORDS_LOST.inc_by(lost as u64);
+                tracing::error!(records = lost, error = %e, "shutting down with audit records ClickHouse did not take");
+                return;
+            }
         }
         batch.clear();
     }

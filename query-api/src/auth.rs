@@ -31,9 +31,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use pulse_common::credentials::{digest_of, parse_digest, Digest};
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::audit::Authenticated;
 use crate::jwks::{keys_of, KeyList, RemoteKeys};
@@ -187,7 +187,7 @@ pub struct Authenticator {
     remote: Option<Arc<RemoteKeys>>,
     issuer: Option<String>,
     audience: Option<String>,
-    api_keys: HashMap<[u8; 32], Caller>,
+    api_keys: HashMap<Digest, Caller>,
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -256,7 +256,7 @@ impl Authenticator {
     /// or an API key.
     pub fn authenticate(&self, credential: &str) -> Result<Caller, Denied> {
         if credential.split('.').count() != 3 {
-            let digest: [u8; 32] = Sha256::digest(credential.as_bytes()).into();
+            let digest = digest_of(credential);
             return self
                 .api_keys
                 .get(&digest)
@@ -336,14 +336,11 @@ impl Authenticator {
     }
 }
 
-fn parse_api_keys(text: &str) -> anyhow::Result<HashMap<[u8; 32], Caller>> {
+fn parse_api_keys(text: &str) -> anyhow::Result<HashMap<Digest, Caller>> {
     let file: KeysFile = toml::from_str(text)?;
     let mut keys = HashMap::new();
     for e in file.api_keys {
-        let digest: [u8; 32] = hex::decode(&e.sha256)
-            .ok()
-            .and_then(|d| d.try_into().ok())
-            .ok_or_else(|| anyhow::anyhow!("'{}': sha256 must be 64 hex digits", e.name))?;
+        let digest = parse_digest(&e.name, &e.sha256)?;
         let caller = Caller {
             name: e.name.clone(),
             tenant: e.tenant,
@@ -421,7 +418,7 @@ mod tests {
             audience: None,
             api_keys: parse_api_keys(&format!(
                 "[[api_keys]]\nname = \"reports\"\ntenant = \"acme\"\nrole = \"analyst\"\nsha256 = \"{}\"\n",
-                hex::encode(Sha256::digest(b"key-1"))
+                hex::encode(digest_of("key-1"))
             ))
             .unwrap(),
         }

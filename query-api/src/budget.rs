@@ -12,6 +12,8 @@ use axum::middleware::Next;
 use axum::response::Response;
 use clickhouse::Client;
 
+use pulse_common::clickhouse::{classify, Failure, Limit};
+
 use crate::routes::error;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -87,67 +89,28 @@ pub async fn deadline(
     }
 }
 
-/// Which limit a failed query ran into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exceeded {
-    Time,
-    Rows,
-}
-
-/// The limit behind a ClickHouse error, if any: code 159 (TIMEOUT_EXCEEDED)
-/// or 158 (TOO_MANY_ROWS), on old and current servers alike.
-pub fn exceeded(e: &clickhouse::error::Error) -> Option<Exceeded> {
-    let text = e.to_string();
-    if text.contains("Code: 159") {
-        Some(Exceeded::Time)
-    } else if text.contains("Code: 158") {
-        Some(Exceeded::Rows)
-    } else {
-        None
-    }
-}
-
 /// The answer to a query ClickHouse refused or could not run.
 pub fn storage_error(e: clickhouse::error::Error) -> Response {
-    match exceeded(&e) {
-        Some(Exceeded::Time) => error(
+    match classify(&e) {
+        Failure::Limit(Limit::Time) => error(
             StatusCode::GATEWAY_TIMEOUT,
             "query",
             "the query ran past the API's time limit; narrow the time range or name a source_id",
         ),
-        Some(Exceeded::Rows) => error(
+        Failure::Limit(Limit::Rows) => error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "query",
             "the query would read more rows than the API's limit allows; narrow the time range or name a source_id",
         ),
-        None => {
+        Failure::Permanent => {
+            // A read of the API's own that cannot run: the schema is not
+            // what this release expects. Still 503 to the caller.
+            tracing::error!(error = %e, "ClickHouse refused a read of the API's");
+            error(StatusCode::SERVICE_UNAVAILABLE, "", "storage unavailable")
+        }
+        Failure::Transient => {
             tracing::warn!(error = %e, "ClickHouse query failed");
             error(StatusCode::SERVICE_UNAVAILABLE, "", "storage unavailable")
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{exceeded, Exceeded};
-
-    fn bad(text: &str) -> clickhouse::error::Error {
-        clickhouse::error::Error::BadResponse(text.into())
-    }
-
-    #[test]
-    fn limits_are_told_apart_from_other_failures() {
-        // As ClickHouse 18.16 words them.
-        let time = "Code: 159, e.displayText() = DB::Exception: Timeout exceeded: elapsed 1.2 seconds, maximum: 1";
-        let rows = "Code: 158, e.displayText() = DB::Exception: Limit for rows to read exceeded: 65536 rows read (or to read), maximum: 10";
-        assert_eq!(exceeded(&bad(time)), Some(Exceeded::Time));
-        assert_eq!(exceeded(&bad(rows)), Some(Exceeded::Rows));
-        assert_eq!(
-            exceeded(&bad(
-                "Code: 60, e.displayText() = DB::Exception: Table x doesn't exist"
-            )),
-            None
-        );
-        assert_eq!(exceeded(&clickhouse::error::Error::TimedOut), None);
     }
 }

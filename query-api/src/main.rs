@@ -119,8 +119,10 @@ async fn main() -> anyhow::Result<()> {
         },
         None => args.clickhouse.clone(),
     };
-    let (audit_log, audit_writer) =
-        AuditLog::start(pulse_common::clickhouse::client(&audit_writer_args));
+    let (audit_log, audit_writer) = AuditLog::start(
+        pulse_common::clickhouse::client(&audit_writer_args),
+        shutdown.clone(),
+    );
     let api = Router::new()
         .route("/v1/events", get(routes::events))
         .route("/v1/events/{event_id}", get(routes::event))

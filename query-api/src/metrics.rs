@@ -28,3 +28,11 @@ pub static RESULTS_FANNED_OUT: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static AUDIT_RECORDS_LOST: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "pulse_query_audit_records_lost_total",
+        "Audit records given up: refused by ClickHouse for good, or not taken by shutdown"
+    )
+    .expect("metric registers once")
+});

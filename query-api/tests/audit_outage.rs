@@ -44,3 +44,23 @@ async fn requests_during_an_outage_are_recorded_once_clickhouse_is_back() {
     let statuses = api.audit_statuses(10).await;
     assert_eq!(statuses, [(200, 3), (401, 2), (503, 5)]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: run through ./dev test"]
+async fn sigterm_during_an_outage_ends_the_api_within_its_drain_bound() {
+    let server = ScriptedServer::clickhouse();
+    tokio::task::block_in_place(|| server.start());
+    let url = format!("http://127.0.0.1:{}", server.port());
+    let mut api = start_api_on(&url, &[], &[("PULSE_QUERY_CACHE_TTL_MS", "0")]).await;
+    let analyst = support::hs256("acme", "analyst");
+    tokio::task::block_in_place(|| server.stop());
+    // Answered 503, their audit records queued behind a ClickHouse that is down.
+    for _ in 0..3 {
+        let (status, body) = api.get("/v1/events", Some(&analyst)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    }
+    // Service::stop waits 20 s (the drain bound of the tests) for the exit.
+    let status = tokio::task::block_in_place(|| api.service_mut().stop());
+    let status = status.expect("the API did not exit within 20 s of SIGTERM");
+    assert!(status.success(), "exited with {status}");
+}

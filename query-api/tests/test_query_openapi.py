@@ -53,7 +53,8 @@ def database():
 
 
 @pytest.fixture(scope="module")
-def api_url(services, database, tmp_path_factory):
+def api_url(database, services, tmp_path_factory):
+    # `database` first, so that it is dropped only once the API has stopped.
     keys = tmp_path_factory.mktemp("query-api") / "api-keys.toml"
     keys.write_text(
         '[[api_keys]]\nname = "schemathesis"\ntenant = "acme"\nrole = "admin"\n'
@@ -86,7 +87,7 @@ def test_schemathesis_finds_nothing(api_url, schemathesis):
     )
     assert r.status_code == 200, r.text
     event = r.json()
-    assert (event["event_id"], event["source_id"], event["readings"]) == (
-        "evt-7", "device-7", {"temperature_c": 20.5},
-    ), event
+    assert (
+        event["event_id"], event["source_id"], event["reading_names"], event["reading_values"]
+    ) == ("evt-7", "device-7", ["temperature_c"], [20.5]), event
     assert requests.get(f"{api_url}/readyz", timeout=5).status_code == 200

@@ -30,8 +30,8 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use pulse_common::credentials::{digest_of, parse_digest, Digest};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 const DEFAULT_RATE: u32 = 1000;
 
@@ -82,7 +82,7 @@ pub enum Refusal {
 }
 
 pub struct Credentials {
-    by_digest: HashMap<[u8; 32], Arc<Principal>>,
+    by_digest: HashMap<Digest, Arc<Principal>>,
 }
 
 impl Credentials {
@@ -103,10 +103,7 @@ impl Credentials {
                 "'{}': device tokens need a device and API keys must not have one",
                 entry.name
             );
-            let digest: [u8; 32] = hex::decode(&entry.sha256)
-                .ok()
-                .and_then(|d| d.try_into().ok())
-                .ok_or_else(|| anyhow::anyhow!("'{}': sha256 must be 64 hex digits", entry.name))?;
+            let digest = parse_digest(&entry.name, &entry.sha256)?;
             let rate = NonZeroU32::new(entry.events_per_second.unwrap_or(DEFAULT_RATE))
                 .ok_or_else(|| {
                     anyhow::anyhow!("'{}': events_per_second must be positive", entry.name)
@@ -137,7 +134,7 @@ impl Credentials {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .ok_or(Refusal::Missing)?;
-        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let digest = digest_of(secret);
         self.by_digest.get(&digest).cloned().ok_or(Refusal::Unknown)
     }
 }
@@ -168,7 +165,7 @@ mod tests {
     use axum::http::HeaderValue;
 
     fn sha(s: &str) -> String {
-        hex::encode(Sha256::digest(s.as_bytes()))
+        hex::encode(digest_of(s))
     }
 
     fn credentials() -> Credentials {

@@ -323,17 +323,8 @@ async fn start_api_inner(
     let service = match launch {
         Launch::Ready => Service::start(&stack, "pulse-query-api", port, &[], &env).await,
         Launch::Unready => Service::spawn(&stack, "pulse-query-api", port, &[], &env),
-        // Through a shell that redirects the output and then becomes the API
-        // (exec), so signals still reach the API itself.
         Launch::Logging(log) => {
-            env.push(("PULSE_TEST_LOG", log.display().to_string()));
-            let bin = stack.bin_dir.join("pulse-query-api").display().to_string();
-            let args = [
-                "-c".to_string(),
-                "exec \"$0\" >\"$PULSE_TEST_LOG\" 2>&1".to_string(),
-                bin,
-            ];
-            let mut service = Service::spawn(&stack, "/bin/sh", port, &args, &env);
+            let mut service = Service::spawn_logged(&stack, "pulse-query-api", port, &env, log);
             service.wait_ready(std::time::Duration::from_secs(60)).await;
             service
         }

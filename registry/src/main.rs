@@ -9,14 +9,14 @@ use clap::Parser;
 use pulse_common::config::{KafkaClient, LogArgs};
 use pulse_common::ops;
 use pulse_common::retry::until_done;
-use pulse_ingest::registry::access::{self, Users};
-use pulse_ingest::registry::api;
-use pulse_ingest::registry::compat::CompatibilityLevel;
-use pulse_ingest::registry::limits::{
+use pulse_registry::access::{self, Users};
+use pulse_registry::api;
+use pulse_registry::compat::CompatibilityLevel;
+use pulse_registry::limits::{
     Limits, DEFAULT_MAX_SCHEMA_BYTES, DEFAULT_MAX_SUBJECTS, DEFAULT_MAX_VERSIONS_PER_SUBJECT,
 };
-use pulse_ingest::registry::state::RegistryState;
-use pulse_ingest::registry::store::{KafkaStore, StoreConfig};
+use pulse_registry::state::RegistryState;
+use pulse_registry::store::{KafkaStore, StoreConfig};
 
 #[derive(Parser, Debug)]
 #[command(

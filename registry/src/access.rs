@@ -25,8 +25,8 @@ use axum::http::{header, HeaderMap, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use pulse_common::credentials::{digest_of, parse_digest, same_digest, Digest};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use super::error::RegistryError;
 
@@ -65,7 +65,7 @@ struct Entry {
 
 struct User {
     role: Role,
-    digest: [u8; 32],
+    digest: Digest,
 }
 
 /// The registry's users, from its credentials file.
@@ -88,10 +88,7 @@ impl Users {
         );
         let mut by_name = HashMap::new();
         for entry in file.users {
-            let digest: [u8; 32] = hex::decode(&entry.sha256)
-                .ok()
-                .and_then(|d| d.try_into().ok())
-                .ok_or_else(|| anyhow::anyhow!("'{}': sha256 must be 64 hex digits", entry.name))?;
+            let digest = parse_digest(&entry.name, &entry.sha256)?;
             anyhow::ensure!(
                 !entry.name.contains(':'),
                 "'{}': basic authentication cannot carry a ':' in a user name",
@@ -119,7 +116,7 @@ impl Users {
             .by_name
             .get(&name)
             .ok_or_else(RegistryError::unauthorized)?;
-        let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+        let digest = digest_of(&password);
         if !same_digest(&digest, &user.digest) {
             return Err(RegistryError::unauthorized());
         }
@@ -154,36 +151,14 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((name.to_string(), password.to_string()))
 }
 
-/// Compares in time independent of where the digests differ.
-fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Standard base64 (RFC 4648 section 4), padding optional. The header is the
-/// only base64 the registry reads, not worth a dependency of its own.
+/// Standard base64 (RFC 4648 section 4), padding optional: clients differ.
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    let text = text.trim_end_matches('=');
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut bits, mut count) = (0u32, 0u32);
-    for c in text.bytes() {
-        let sextet = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        bits = (bits << 6) | u32::from(sextet);
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-            bits &= (1 << count) - 1;
-        }
-    }
-    // A lone sextet cannot end a valid encoding.
-    (count < 6).then_some(out)
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const BASIC: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    base64::Engine::decode(&BASIC, text).ok()
 }
 
 #[cfg(test)]
@@ -193,7 +168,7 @@ mod tests {
     use axum::routing::get;
 
     fn sha(s: &str) -> String {
-        hex::encode(Sha256::digest(s.as_bytes()))
+        hex::encode(digest_of(s))
     }
 
     fn users() -> Users {
