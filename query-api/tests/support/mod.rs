@@ -17,9 +17,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-pub const HS256_SECRET: &str = "pulse-test-secret-0123456789abcdef0123";
+pub(crate) const HS256_SECRET: &str = "pulse-test-secret-0123456789abcdef0123";
 /// API key of tenant `acme`, role analyst.
-pub const ACME_ANALYST_KEY: &str = "acme-analyst-key-0001";
+pub(crate) const ACME_ANALYST_KEY: &str = "acme-analyst-key-0001";
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -28,7 +28,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// Writes the secret and key files and returns the API's settings for them.
-pub fn auth_env(dir_name: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn auth_env(dir_name: &str) -> Vec<(&'static str, String)> {
     let dir = std::env::temp_dir().join(dir_name);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let secret = dir.join("hs256.secret");
@@ -62,16 +62,16 @@ fn claims(tenant: &str, role: &str, expires_in_s: i64) -> serde_json::Value {
 }
 
 /// An HS256 token, valid for an hour.
-pub fn hs256(tenant: &str, role: &str) -> String {
+pub(crate) fn hs256(tenant: &str, role: &str) -> String {
     hs256_with(tenant, role, 3600, HS256_SECRET)
 }
 
-pub fn hs256_with(tenant: &str, role: &str, expires_in_s: i64, secret: &str) -> String {
+pub(crate) fn hs256_with(tenant: &str, role: &str, expires_in_s: i64, secret: &str) -> String {
     hs256_claims(&claims(tenant, role, expires_in_s), secret)
 }
 
 /// An HS256 token of `claims`, e.g. with `iss` and `aud`.
-pub fn hs256_claims(claims: &serde_json::Value, secret: &str) -> String {
+pub(crate) fn hs256_claims(claims: &serde_json::Value, secret: &str) -> String {
     encode(
         &Header::new(Algorithm::HS256),
         claims,
@@ -81,12 +81,12 @@ pub fn hs256_claims(claims: &serde_json::Value, secret: &str) -> String {
 }
 
 /// The claims of a token of `tenant` and `role`, valid for `expires_in_s`.
-pub fn claims_of(tenant: &str, role: &str, expires_in_s: i64) -> serde_json::Value {
+pub(crate) fn claims_of(tenant: &str, role: &str, expires_in_s: i64) -> serde_json::Value {
     claims(tenant, role, expires_in_s)
 }
 
 /// An RS256 token signed with the test key pair, valid for an hour.
-pub fn rs256(tenant: &str, role: &str) -> String {
+pub(crate) fn rs256(tenant: &str, role: &str) -> String {
     let pem = std::fs::read(fixture("rs256-test-private.pem")).expect("test key");
     encode(
         &Header::new(Algorithm::RS256),
@@ -97,11 +97,11 @@ pub fn rs256(tenant: &str, role: &str) -> String {
 }
 
 /// An event of a minute ago.
-pub fn row(tenant: &str, source: &str, id: &str) -> ScoredEvent {
+pub(crate) fn row(tenant: &str, source: &str, id: &str) -> ScoredEvent {
     row_at(tenant, source, id, now_ms() - 60_000)
 }
 
-pub fn row_at(tenant: &str, source: &str, id: &str, time_ms: i64) -> ScoredEvent {
+pub(crate) fn row_at(tenant: &str, source: &str, id: &str, time_ms: i64) -> ScoredEvent {
     ScoredEvent {
         tenant_id: tenant.into(),
         source_id: source.into(),
@@ -128,7 +128,7 @@ pub fn row_at(tenant: &str, source: &str, id: &str, time_ms: i64) -> ScoredEvent
     }
 }
 
-pub struct Api {
+pub(crate) struct Api {
     _service: Service,
     pub url: String,
     /// Prefix of the API's Kafka topics.
@@ -140,23 +140,23 @@ pub struct Api {
 
 impl Api {
     /// The API's process id, e.g. to read its peak memory.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self._service.pid()
     }
 
     /// The API's process, e.g. to poll its `/readyz`.
-    pub fn service(&self) -> &Service {
+    pub(crate) fn service(&self) -> &Service {
         &self._service
     }
 
-    pub fn service_mut(&mut self) -> &mut Service {
+    pub(crate) fn service_mut(&mut self) -> &mut Service {
         &mut self._service
     }
 
     /// `count` telemetry events of `tenant` made by ClickHouse itself: event
     /// n is n milliseconds before `end_ms`, and carries `padding` bytes in
     /// its properties.
-    pub async fn generate_events(&self, tenant: &str, count: u64, end_ms: i64, padding: usize) {
+    pub(crate) async fn generate_events(&self, tenant: &str, count: u64, end_ms: i64, padding: usize) {
         let padding = "x".repeat(padding);
         self.clickhouse
             .query(&format!(
@@ -178,7 +178,7 @@ impl Api {
     }
 
     /// Requests in the audit trail by status, once it holds at least `count`.
-    pub async fn audit_statuses(&self, count: u64) -> Vec<(u16, u64)> {
+    pub(crate) async fn audit_statuses(&self, count: u64) -> Vec<(u16, u64)> {
         poll_until(
             "every request in the audit table",
             std::time::Duration::from_secs(60),
@@ -197,7 +197,7 @@ impl Api {
 
     /// An export of `query` (e.g. `format=csv`) begun as `token`, its body
     /// left to the caller to read; asserts that it began with 200.
-    pub async fn start_export(&self, query: &str, token: &str) -> reqwest::Response {
+    pub(crate) async fn start_export(&self, query: &str, token: &str) -> reqwest::Response {
         let response = self
             .http
             .get(format!("{}/v1/export?{query}", self.url))
@@ -209,7 +209,7 @@ impl Api {
         response
     }
 
-    pub async fn get(&self, path: &str, credential: Option<&str>) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str, credential: Option<&str>) -> (StatusCode, Value) {
         let mut req = self.http.get(format!("{}{path}", self.url));
         if let Some(c) = credential {
             req = req.bearer_auth(c);
@@ -221,18 +221,18 @@ impl Api {
 }
 
 /// A fresh database holding `rows`, and the API over it.
-pub async fn start_api(rows: &[ScoredEvent]) -> Api {
+pub(crate) async fn start_api(rows: &[ScoredEvent]) -> Api {
     start_api_with(rows, &[]).await
 }
 
 /// As [`start_api`], with more settings for the API.
-pub async fn start_api_with(rows: &[ScoredEvent], settings: &[(&'static str, &str)]) -> Api {
+pub(crate) async fn start_api_with(rows: &[ScoredEvent], settings: &[(&'static str, &str)]) -> Api {
     let stack = Stack::from_env();
     start_api_on(&stack.clickhouse_url, rows, settings).await
 }
 
 /// As [`start_api_with`], over the ClickHouse server at `clickhouse_url`.
-pub async fn start_api_on(
+pub(crate) async fn start_api_on(
     clickhouse_url: &str,
     rows: &[ScoredEvent],
     settings: &[(&'static str, &str)],
@@ -242,7 +242,7 @@ pub async fn start_api_on(
 
 /// As [`start_api_with`], not waiting for the API to be ready: for tests
 /// of what it waits for.
-pub async fn spawn_api(settings: &[(&'static str, &str)]) -> Api {
+pub(crate) async fn spawn_api(settings: &[(&'static str, &str)]) -> Api {
     let stack = Stack::from_env();
     start_api_inner(&stack.clickhouse_url, &[], settings, Launch::Unready).await
 }
@@ -259,13 +259,13 @@ enum Launch<'a> {
 
 /// As [`start_api_with`], writing the API's log (stdout and stderr) to
 /// `log`, for a test of what it logs.
-pub async fn start_api_logging(settings: &[(&'static str, &str)], log: &std::path::Path) -> Api {
+pub(crate) async fn start_api_logging(settings: &[(&'static str, &str)], log: &std::path::Path) -> Api {
     let stack = Stack::from_env();
     start_api_inner(&stack.clickhouse_url, &[], settings, Launch::Logging(log)).await
 }
 
 /// A fresh database with the project's tables, on `clickhouse_url`.
-pub async fn migrated_database(clickhouse_url: &str) -> String {
+pub(crate) async fn migrated_database(clickhouse_url: &str) -> String {
     let database = unique("api_");
     let admin = clickhouse(clickhouse_url, "default");
     let schemas = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas/clickhouse");
@@ -340,7 +340,7 @@ async fn start_api_inner(
 
 /// Registry, ingest, processor and query API of one test, on their own
 /// topics and database.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     pub stack: Stack,
     pub topics: Topics,
     pub database: String,
@@ -350,7 +350,7 @@ pub struct Pipeline {
     pub query: Service,
 }
 
-pub async fn start_pipeline() -> Pipeline {
+pub(crate) async fn start_pipeline() -> Pipeline {
     let stack = Stack::from_env();
     let prefix = unique("e2e") + ".";
     let database = unique("e2e_");
