@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod aggregates;
+pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod budget;

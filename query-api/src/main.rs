@@ -4,25 +4,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::middleware;
-use axum::routing::get;
-use axum::Router;
 use clap::Parser;
 use pulse_common::config::{ClickHouseArgs, KafkaArgs, LogArgs};
 use pulse_common::kafka::TopicSpec;
 use pulse_common::ops;
-use pulse_query_api::audit::{self, AuditLog, AuditState};
+use pulse_query_api::app::{app, Layers};
+use pulse_query_api::audit::{AuditLog, AuditState};
 use pulse_query_api::auth::{AuthArgs, Authenticator};
-use pulse_query_api::budget::{self, BudgetArgs};
-use pulse_query_api::cache::{self, CacheArgs, ResponseCache};
+use pulse_query_api::budget::BudgetArgs;
+use pulse_query_api::cache::{CacheArgs, ResponseCache};
 use pulse_query_api::fanout::Feed;
-use pulse_query_api::limits::{self, LimitArgs, Limiter};
+use pulse_query_api::limits::{LimitArgs, Limiter};
+use pulse_query_api::redact;
 use pulse_query_api::startup::StartUp;
 use pulse_query_api::state::AppState;
 use pulse_query_api::store::EventStore;
 use pulse_query_api::stream::Live;
 use pulse_query_api::stream_slots::StreamSlots;
-use pulse_query_api::{admin, aggregates, dashboard, export, openapi, redact, routes, stream};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "HTTP and WebSocket API over scored events")]
@@ -123,55 +121,26 @@ async fn main() -> anyhow::Result<()> {
         pulse_common::clickhouse::client(&audit_writer_args),
         shutdown.clone(),
     );
-    let api = Router::new()
-        .route("/v1/events", get(routes::events))
-        .route("/v1/events/{event_id}", get(routes::event))
-        .route("/v1/anomalies", get(routes::anomalies))
-        .route("/v1/devices", get(routes::devices))
-        .route("/v1/devices/{source_id}/series", get(routes::series))
-        .route("/v1/aggregates", get(aggregates::aggregates))
-        // The hot reads dashboards repeat; inside the rate limits, so
-        // answers from the cache count too.
-        .route_layer(middleware::from_fn_with_state(
-            ResponseCache::new(&args.cache),
-            cache::middleware,
-        ))
-        .route("/v1/audit", get(admin::audit))
-        // Reads only: streams and exports run as long as they need.
-        .route_layer(middleware::from_fn_with_state(
-            args.budget.deadline(),
-            budget::deadline,
-        ))
-        .route("/v1/stream", get(stream::upgrade))
-        .route("/v1/export", get(export::export))
-        // Inside the audit layer, so refusals are recorded too.
-        .route_layer(middleware::from_fn_with_state(
-            Limiter::new(&args.limits)?,
-            limits::middleware,
-        ))
-        .route_layer(middleware::from_fn_with_state(
-            AuditState {
-                auth: auth.clone(),
-                log: audit_log,
-            },
-            audit::middleware,
-        ))
-        .with_state(AppState {
-            store,
-            live: Live {
-                feed,
-                heartbeat: Duration::from_secs(args.ws_heartbeat_s.max(1)),
-                max_message_bytes: args.ws_max_message_bytes.max(1),
-                slots: StreamSlots::new(args.ws_max_streams_per_tenant),
-            },
+    let state = AppState {
+        store,
+        live: Live {
+            feed,
+            heartbeat: Duration::from_secs(args.ws_heartbeat_s.max(1)),
+            max_message_bytes: args.ws_max_message_bytes.max(1),
+            slots: StreamSlots::new(args.ws_max_streams_per_tenant),
+        },
+        auth: auth.clone(),
+    };
+    let layers = Layers {
+        cache: ResponseCache::new(&args.cache),
+        deadline: args.budget.deadline(),
+        limiter: Limiter::new(&args.limits)?,
+        audit: AuditState {
             auth,
-        });
-    let docs = Router::new()
-        .route("/openapi.json", get(openapi::json))
-        .route("/docs", get(openapi::docs));
-    let app = api
-        .merge(docs)
-        .merge(dashboard::router())
+            log: audit_log,
+        },
+    };
+    let app = app(state, layers)
         // The default span logs the URI, which may hold a stream's token.
         .layer(ops::request_tracing().make_span_with(redact::request_span))
         .merge(ops::router(readiness));

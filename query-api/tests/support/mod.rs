@@ -156,7 +156,13 @@ impl Api {
     /// `count` telemetry events of `tenant` made by ClickHouse itself: event
     /// n is n milliseconds before `end_ms`, and carries `padding` bytes in
     /// its properties.
-    pub(crate) async fn generate_events(&self, tenant: &str, count: u64, end_ms: i64, padding: usize) {
+    pub(crate) async fn generate_events(
+        &self,
+        tenant: &str,
+        count: u64,
+        end_ms: i64,
+        padding: usize,
+    ) {
         let padding = "x".repeat(padding);
         self.clickhouse
             .query(&format!(
@@ -259,7 +265,10 @@ enum Launch<'a> {
 
 /// As [`start_api_with`], writing the API's log (stdout and stderr) to
 /// `log`, for a test of what it logs.
-pub(crate) async fn start_api_logging(settings: &[(&'static str, &str)], log: &std::path::Path) -> Api {
+pub(crate) async fn start_api_logging(
+    settings: &[(&'static str, &str)],
+    log: &std::path::Path,
+) -> Api {
     let stack = Stack::from_env();
     start_api_inner(&stack.clickhouse_url, &[], settings, Launch::Logging(log)).await
 }
