@@ -17,5 +17,3 @@ pub mod schemas;
 pub mod scored;
 pub mod shutdown;
 pub mod sql;
-#[cfg(feature = "testkit")]
-pub mod testkit;

@@ -12,7 +12,7 @@ use pulse_common::clock::now_ms;
 use pulse_common::config::Topics;
 use pulse_common::event::Event;
 use pulse_common::schemas::EventKind;
-use pulse_common::testkit::{
+use pulse_testkit::{
     clickhouse, event_counts, free_port, poll_until, records, schema_id, start_ingest,
     start_processor, start_registry, unique, wire_record, Stack,
 };

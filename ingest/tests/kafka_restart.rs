@@ -14,7 +14,7 @@ use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::event::Event;
 use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
-use pulse_common::testkit::{start_ingest, start_registry, unique, ScriptedServer, Stack};
+use pulse_testkit::{start_ingest, start_registry, unique, ScriptedServer, Stack};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use schema_registry_converter::async_impl::avro::AvroDecoder;

@@ -17,7 +17,7 @@ use pulse_common::clock::now_ms;
 use pulse_common::config::Topics;
 use pulse_common::event::Event;
 use pulse_common::schemas::EventKind;
-use pulse_common::testkit::{
+use pulse_testkit::{
     header, publish_mqtt, records, start_ingest, start_registry, unique, Service, Stack,
 };
 use rdkafka::Message;

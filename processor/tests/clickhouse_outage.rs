@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use pulse_common::testkit::{
+use pulse_testkit::{
     clickhouse, event_counts, free_port, peak_rss_kib, poll_until, produce_events, start_processor,
     start_registry, unique, ScriptedServer, Stack,
 };

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use pulse_common::testkit::{
+use pulse_testkit::{
     clickhouse, device_sequences, event_counts, free_port, poll_until, produce_events,
     start_processor, start_registry, unique, Stack,
 };

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pulse_common::scored::{ScoredEvent, EVENTS_TABLE};
-use pulse_common::testkit::{clickhouse, event_counts, unique, Stack};
 use pulse_processor::delivery::Delivery;
 use pulse_processor::migrations;
 use pulse_processor::stored::Watermarks;
+use pulse_testkit::{clickhouse, event_counts, unique, Stack};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::producer::FutureProducer;

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use pulse_common::testkit::{
+use pulse_testkit::{
     clickhouse, event_counts, free_port, poll_until, processor_settings, produce_events,
     start_processor, start_registry, unique, Service, Stack,
 };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
-use pulse_common::testkit::{
+use pulse_testkit::{
     clickhouse, event_counts, free_port, header, poll_until, produce_events, records,
     start_processor, start_registry, unique, Stack,
 };

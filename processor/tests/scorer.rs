@@ -8,9 +8,9 @@ use std::path::Path;
 
 use pulse_common::event::Event;
 use pulse_common::schemas::EventKind;
-use pulse_common::testkit::Stack;
 use pulse_processor::scorer::{Device, Scorer};
 use pulse_processor::state::Features;
+use pulse_testkit::Stack;
 
 fn telemetry(temperature: f64, humidity: f64, vibration: f64, battery: f64) -> Event {
     Event {

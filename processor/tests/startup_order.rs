@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use pulse_common::clock::now_ms;
-use pulse_common::testkit::{
+use pulse_testkit::{
     clickhouse, free_port, ingest_settings, poll_until, processor_settings, unique, ScriptedServer,
     Service, Stack,
 };

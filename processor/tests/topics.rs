@@ -7,8 +7,8 @@ use std::time::Duration;
 use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::kafka::{client_config, ensure_topics, TopicSpec};
 use pulse_common::schemas::EventKind;
-use pulse_common::testkit::{unique, Stack};
 use pulse_processor::topics::{self, Changelogs, Layout};
+use pulse_testkit::{unique, Stack};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const TIMEOUT: Duration = Duration::from_secs(30);

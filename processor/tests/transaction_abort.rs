@@ -8,10 +8,10 @@ use std::time::Duration;
 use pulse_common::config::KafkaClient;
 use pulse_common::kafka::{client_config, durable_producer_config, ensure_topics, TopicSpec};
 use pulse_common::scored::ScoredEvent;
-use pulse_common::testkit::{unique, Stack};
 use pulse_processor::delivery::{Delivery, Publish, TRANSACTION_TIMEOUT};
 use pulse_processor::results::Results;
 use pulse_processor::stored::Watermarks;
+use pulse_testkit::{unique, Stack};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, Producer};
 

@@ -19,7 +19,7 @@ use pulse_common::clock::now_ms;
 use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
-use pulse_common::testkit::{
+use pulse_testkit::{
     clickhouse, free_port, header, poll_until, produce_events, publish_mqtt, records, schema_id,
     start_ingest, start_processor, start_registry, unique, wire_record, Stack,
 };

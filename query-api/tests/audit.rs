@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use pulse_common::testkit::poll_until;
+use pulse_testkit::poll_until;
 use reqwest::StatusCode;
 use serde_json::Value;
 use support::{row, start_api};

@@ -6,7 +6,7 @@
 
 mod support;
 
-use pulse_common::testkit::ScriptedServer;
+use pulse_testkit::ScriptedServer;
 use reqwest::StatusCode;
 use support::{row, start_api_on};
 

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use pulse_common::testkit::{poll_until, Stack};
+use pulse_testkit::{poll_until, Stack};
 use reqwest::StatusCode;
 use support::{row, start_api_with};
 

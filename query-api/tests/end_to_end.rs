@@ -13,7 +13,7 @@ use pulse_common::event::Event;
 use pulse_common::kafka::client_config;
 use pulse_common::schemas::EventKind;
 use pulse_common::scored::{Alert, ScoredEvent};
-use pulse_common::testkit::{clickhouse, poll_until, unique};
+use pulse_testkit::{clickhouse, poll_until, unique};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
 use schema_registry_converter::async_impl::avro::AvroDecoder;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::RowAccessor;
-use pulse_common::testkit::{peak_rss_kib, poll_until};
+use pulse_testkit::{peak_rss_kib, poll_until};
 use reqwest::StatusCode;
 use support::start_api;
 

@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use pulse_common::clock::now_ms;
-use pulse_common::testkit::ScriptedServer;
+use pulse_testkit::ScriptedServer;
 use reqwest::StatusCode;
 use support::{row, start_api_on};
 

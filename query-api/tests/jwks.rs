@@ -15,7 +15,7 @@ use axum::routing::get;
 use axum::Router;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use pulse_common::clock::now_ms;
-use pulse_common::testkit::{free_port, poll_until};
+use pulse_testkit::{free_port, poll_until};
 use reqwest::StatusCode;
 use serde_json::json;
 use support::{row, spawn_api, start_api_with};

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use pulse_common::testkit::{free_port, poll_until, unique, ScriptedServer, Service, Stack};
+use pulse_testkit::{free_port, poll_until, unique, ScriptedServer, Service, Stack};
 
 async fn spawn_api(kafka_port: u16) -> Service {
     let stack = Stack::from_env();

@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use pulse_common::testkit::{poll_until, unique};
+use pulse_testkit::{poll_until, unique};
 use reqwest::StatusCode;
 use support::{start_api_logging, start_api_with, Api};
 use tokio_tungstenite::tungstenite::{self, Message};

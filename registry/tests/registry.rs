@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use apache_avro::types::Value;
 use futures::future::join_all;
-use pulse_common::testkit::{poll_until, start_registry, unique, Stack};
+use pulse_testkit::{poll_until, start_registry, unique, Stack};
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::schema_registry_common::{

@@ -7,7 +7,7 @@
 use std::io::Write;
 
 use apache_avro::types::Value;
-use pulse_common::testkit::{free_port, unique, ScriptedServer, Service, Stack};
+use pulse_testkit::{free_port, unique, ScriptedServer, Service, Stack};
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::schema_registry_common::{

@@ -10,9 +10,7 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use pulse_common::clock::now_ms;
 use pulse_common::config::Topics;
 use pulse_common::scored::ScoredEvent;
-use pulse_common::testkit::{
-    clickhouse, free_port, poll_until, start_registry, unique, Service, Stack,
-};
+use pulse_testkit::{clickhouse, free_port, poll_until, start_registry, unique, Service, Stack};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

@@ -1,6 +1,6 @@
 //! Helpers for integration tests that run Pulse's binaries against the real
-//! local stack (`./dev test` starts it and exports its addresses). Only
-//! compiled with the `testkit` feature.
+//! local stack (`./dev test` starts it and exports its addresses). A
+//! dev-dependency of every service crate, never a dependency.
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -267,7 +267,7 @@ pub async fn start_registry(stack: &Stack, prefix: &str) -> Service {
 
 /// A ClickHouse client of `database` on the server at `url`.
 pub fn clickhouse(url: &str, database: &str) -> clickhouse::Client {
-    crate::clickhouse::client(&crate::config::ClickHouseArgs {
+    pulse_common::clickhouse::client(&pulse_common::config::ClickHouseArgs {
         url: url.to_string(),
         database: database.to_string(),
         user: "default".into(),
@@ -560,7 +560,9 @@ pub async fn records(
     n: usize,
 ) -> Vec<rdkafka::message::OwnedMessage> {
     use rdkafka::consumer::{Consumer, StreamConsumer};
-    let mut cfg = crate::kafka::client_config(&crate::config::KafkaClient::plaintext(bootstrap));
+    let mut cfg = pulse_common::kafka::client_config(
+        &pulse_common::config::KafkaClient::plaintext(bootstrap),
+    );
     cfg.set("group.id", unique("test-reader"))
         .set("auto.offset.reset", "earliest");
     let consumer: StreamConsumer = cfg.create().expect("consumer");
@@ -594,7 +596,7 @@ pub fn header<'a>(m: &'a rdkafka::message::OwnedMessage, key: &str) -> Option<&'
 /// under `schema_id`, as a producer writing to Kafka directly would make it.
 pub fn wire_record(
     schema_id: u32,
-    kind: crate::schemas::EventKind,
+    kind: pulse_common::schemas::EventKind,
     version: u32,
     fields: Vec<(&str, apache_avro::types::Value)>,
 ) -> Vec<u8> {
