@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::audit::AuditRecord;
-use crate::budget::storage_error;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Admin, Params};
-use crate::routes::{limit_of, range_of, with_rows, ErrorBody};
+use crate::routes::{limit_of, range_of, with_rows};
 use crate::store::EventStore;
 
 #[derive(Deserialize, IntoParams)]
@@ -44,14 +44,11 @@ pub async fn audit(
     State(store): State<EventStore>,
     Admin(caller): Admin,
     Params(q): Params<AuditQuery>,
-) -> Result<Response, Response> {
+) -> Result<Response, ApiError> {
     let limit = limit_of(q.limit, 100)?;
     let range = range_of(q.from_ms, q.to_ms)?;
     let who = q.caller.as_deref().unwrap_or_default();
-    let records = store
-        .audit(&caller.tenant, range, who, limit)
-        .await
-        .map_err(storage_error)?;
+    let records = store.audit(&caller.tenant, range, who, limit).await?;
     let rows = records.len();
     Ok(with_rows(AuditTrail { records }, rows))
 }

@@ -6,9 +6,9 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::budget::storage_error;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Params, Reader};
-use crate::routes::{limit_of, range_of, with_rows, BadParam, ErrorBody};
+use crate::routes::{limit_of, range_of, with_rows};
 use crate::store::{AggregateRow, AggregateSpec, EventStore};
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
@@ -99,7 +99,7 @@ pub struct Aggregates {
 }
 
 /// A metric name: `score` or a reading's name as the schemas allow it.
-fn metric_of(metric: Option<String>) -> Result<String, BadParam> {
+fn metric_of(metric: Option<String>) -> Result<String, ApiError> {
     let metric = metric.unwrap_or_else(|| "score".into());
     let valid = (1..=64).contains(&metric.len())
         && metric
@@ -108,7 +108,7 @@ fn metric_of(metric: Option<String>) -> Result<String, BadParam> {
     if valid {
         Ok(metric)
     } else {
-        Err(BadParam::new(
+        Err(ApiError::bad_param(
             "metric",
             "must be `score` or a reading's name (letters, digits, '_' and '.', up to 64)",
         ))
@@ -129,7 +129,7 @@ pub async fn aggregates(
     State(store): State<EventStore>,
     Reader(caller): Reader,
     Params(q): Params<AggregatesQuery>,
-) -> Result<Response, Response> {
+) -> Result<Response, ApiError> {
     let metric = metric_of(q.metric)?;
     let group_by = q.group_by.unwrap_or_default();
     let range = range_of(q.from_ms, q.to_ms)?;
@@ -142,8 +142,7 @@ pub async fn aggregates(
     };
     let groups: Vec<Group> = store
         .aggregates(&caller.tenant, &spec)
-        .await
-        .map_err(storage_error)?
+        .await?
         .into_iter()
         .map(Group::from)
         .collect();

@@ -4,8 +4,8 @@
 //! - reads that dashboards repeat: cache, then the read deadline;
 //! - the audit trail: the read deadline;
 //! - the stream and exports, which run as long as they need: neither;
-//! - all of them: the tenant's rate limit, inside authentication and the
-//!   audit trail (so refusals are recorded too);
+//! - all of them: authentication first, then the audit trail, then the
+//!   tenant's rate limit (so refusals are recorded and counted too);
 //! - the OpenAPI document, its page and the dashboard's files: none.
 //!
 //! `main` adds request tracing and the probes.
@@ -14,7 +14,8 @@ use axum::middleware;
 use axum::routing::get;
 use axum::Router;
 
-use crate::audit::{self, AuditState};
+use crate::audit::{self, AuditLog};
+use crate::auth::{self, Authenticator};
 use crate::budget::{self, Deadline};
 use crate::cache::{self, ResponseCache};
 use crate::limits::{self, Limiter};
@@ -26,7 +27,8 @@ pub struct Layers {
     pub cache: ResponseCache,
     pub deadline: Deadline,
     pub limiter: Limiter,
-    pub audit: AuditState,
+    pub auth: std::sync::Arc<Authenticator>,
+    pub audit: AuditLog,
 }
 
 pub fn app(state: AppState, layers: Layers) -> Router {
@@ -59,6 +61,10 @@ pub fn app(state: AppState, layers: Layers) -> Router {
         .route_layer(middleware::from_fn_with_state(
             layers.audit,
             audit::middleware,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            layers.auth,
+            auth::middleware,
         ))
         .with_state(state);
     let public = Router::new()
@@ -140,7 +146,8 @@ mod tests {
                 rate_burst,
             })
             .expect("limiter"),
-            audit: AuditState { auth, log },
+            auth,
+            audit: log,
         };
         app(state, layers)
     }

@@ -23,7 +23,7 @@ use pulse_common::clickhouse::{classify, Failure};
 use pulse_common::retry::backoff;
 use pulse_common::shutdown::Shutdown;
 
-use crate::auth::{credential, Authenticator, Caller, Denied};
+use crate::auth::Authenticated;
 use crate::redact;
 
 /// Most records per insert.
@@ -102,10 +102,6 @@ impl RowsLater {
     }
 }
 
-/// The outcome of authenticating a request, left for the handlers.
-#[derive(Debug, Clone)]
-pub struct Authenticated(pub Result<Caller, Denied>);
-
 #[derive(Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<AuditRecord>,
@@ -174,27 +170,19 @@ async fn insert(client: &Client, records: &[AuditRecord]) -> clickhouse::error::
     insert.end().await
 }
 
-/// What the audit middleware needs.
-#[derive(Clone)]
-pub struct AuditState {
-    pub auth: Arc<Authenticator>,
-    pub log: AuditLog,
-}
-
-/// Authenticates the request, runs it and records it.
+/// Runs the request and records it, with the caller that
+/// `auth::middleware` found (none for a refused credential).
 pub async fn middleware(
-    State(state): State<AuditState>,
+    State(log): State<AuditLog>,
     matched: Option<MatchedPath>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let outcome = match credential(request.headers(), request.uri()) {
-        Some(c) => state.auth.authenticate(&c),
-        None => Err(Denied::Missing),
+    let caller = match request.extensions().get::<Authenticated>() {
+        Some(Authenticated(Ok(caller))) => Some(caller.clone()),
+        _ => None,
     };
-    let caller = outcome.as_ref().ok().cloned();
-    request.extensions_mut().insert(Authenticated(outcome));
     let method = request.method().to_string();
     let route = matched.map_or_else(
         || request.uri().path().to_string(),
@@ -236,10 +224,10 @@ pub async fn middleware(
                 });
                 record.rows = streamed.rows;
                 record.status = streamed.ending.status(record.status);
-                state.log.record(record.done(started)).await;
+                log.record(record.done(started)).await;
             });
         }
-        None => state.log.record(record.done(started)).await,
+        None => log.record(record.done(started)).await,
     }
     response
 }

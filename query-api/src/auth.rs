@@ -24,18 +24,17 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::{FromRef, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::http::{header, HeaderMap, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use pulse_common::credentials::{digest_of, parse_digest, Digest};
 use serde::Deserialize;
-use serde_json::json;
 
-use crate::audit::Authenticated;
+use crate::error::ApiError;
 use crate::jwks::{keys_of, KeyList, RemoteKeys};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -105,25 +104,40 @@ pub enum Denied {
     Role { role: Role, allowed: String },
 }
 
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::Role { .. } => ApiError::Forbidden(d.to_string()),
+            _ => ApiError::Unauthenticated(d.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for Denied {
     fn into_response(self) -> Response {
-        let status = match self {
-            Denied::Role { .. } => StatusCode::FORBIDDEN,
-            _ => StatusCode::UNAUTHORIZED,
-        };
-        let mut response = (
-            status,
-            Json(json!({"error": self.to_string(), "field": "authorization"})),
-        )
-            .into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-        }
-        response
+        ApiError::from(self).into_response()
     }
+}
+
+/// The outcome of authenticating a request, left for the layers and
+/// handlers after [`middleware`].
+#[derive(Debug, Clone)]
+pub struct Authenticated(pub Result<Caller, Denied>);
+
+/// Authenticates every request once, before the audit trail records it and
+/// the rate limit counts it; the refusal itself is left to the route, so
+/// that refused requests are recorded and limited too.
+pub async fn middleware(
+    State(auth): State<Arc<Authenticator>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let outcome = match credential(request.headers(), request.uri()) {
+        Some(c) => auth.authenticate(&c),
+        None => Err(Denied::Missing),
+    };
+    request.extensions_mut().insert(Authenticated(outcome));
+    next.run(request).await
 }
 
 /// How callers are authenticated; at least one way must be configured.
@@ -390,7 +404,7 @@ where
 {
     type Rejection = Denied;
 
-    /// The caller as the audit middleware authenticated it, or, on a route
+    /// The caller as [`middleware`] authenticated it, or, on a route
     /// without it, authenticated here.
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         if let Some(Authenticated(outcome)) = parts.extensions.get::<Authenticated>() {
@@ -406,6 +420,7 @@ where
 mod tests {
     use super::*;
     use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 

@@ -7,14 +7,11 @@
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use clickhouse::Client;
 
-use pulse_common::clickhouse::{classify, Failure, Limit};
-
-use crate::routes::error;
+use crate::error::ApiError;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BudgetArgs {
@@ -80,37 +77,7 @@ pub async fn deadline(
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(?limit, "ClickHouse did not answer a read in time");
-            error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "query",
-                "storage did not answer within the API's time limit; try again later",
-            )
-        }
-    }
-}
-
-/// The answer to a query ClickHouse refused or could not run.
-pub fn storage_error(e: clickhouse::error::Error) -> Response {
-    match classify(&e) {
-        Failure::Limit(Limit::Time) => error(
-            StatusCode::GATEWAY_TIMEOUT,
-            "query",
-            "the query ran past the API's time limit; narrow the time range or name a source_id",
-        ),
-        Failure::Limit(Limit::Rows) => error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "query",
-            "the query would read more rows than the API's limit allows; narrow the time range or name a source_id",
-        ),
-        Failure::Permanent => {
-            // A read of the API's own that cannot run: the schema is not
-            // what this release expects. Still 503 to the caller.
-            tracing::error!(error = %e, "ClickHouse refused a read of the API's");
-            error(StatusCode::SERVICE_UNAVAILABLE, "", "storage unavailable")
-        }
-        Failure::Transient => {
-            tracing::warn!(error = %e, "ClickHouse query failed");
-            error(StatusCode::SERVICE_UNAVAILABLE, "", "storage unavailable")
+            ApiError::StorageTimeout.into_response()
         }
     }
 }

@@ -20,7 +20,8 @@ use axum::response::{IntoResponse, Response};
 use moka::future::Cache;
 use sha2::{Digest, Sha256};
 
-use crate::audit::{Authenticated, RowsReturned};
+use crate::audit::RowsReturned;
+use crate::auth::Authenticated;
 use crate::metrics;
 
 /// Largest body worth keeping; a larger answer is passed through uncached.

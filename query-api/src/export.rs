@@ -20,9 +20,9 @@ use utoipa::IntoParams;
 use crate::audit::{Ending, RowsLater, Streamed};
 use crate::{csv_guard, parquet_export};
 
-use crate::budget::storage_error;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Params, Reader};
-use crate::routes::{range_of, ErrorBody};
+use crate::routes::range_of;
 use crate::store::EventStore;
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
@@ -97,17 +97,15 @@ pub async fn export(
     State(store): State<EventStore>,
     Reader(caller): Reader,
     Params(q): Params<ExportQuery>,
-) -> Result<Response, Response> {
+) -> Result<Response, ApiError> {
     let range = range_of(q.from_ms, q.to_ms)?;
     let format = q.format.unwrap_or_default();
-    let rows = store
-        .export(
-            &caller.tenant,
-            q.source_id.as_deref(),
-            range,
-            format.clickhouse(),
-        )
-        .map_err(storage_error)?;
+    let rows = store.export(
+        &caller.tenant,
+        q.source_id.as_deref(),
+        range,
+        format.clickhouse(),
+    )?;
     let filename = format!(
         "attachment; filename=\"events-{}-{}.{}\"",
         range.0,

@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use axum::extract::{FromRef, FromRequestParts, Query};
 use axum::http::request::Parts;
-use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use crate::auth::{Authenticator, Caller, Role};
-use crate::routes::bad_query;
+use crate::error::ApiError;
 
 /// Roles that may read events over HTTP.
 const READERS: &[Role] = &[Role::Analyst, Role::Dashboard, Role::Admin];
@@ -20,15 +19,13 @@ pub struct Reader(pub Caller);
 /// An authenticated admin of its tenant.
 pub struct Admin(pub Caller);
 
-async fn caller_with<S>(parts: &mut Parts, state: &S, roles: &[Role]) -> Result<Caller, Response>
+async fn caller_with<S>(parts: &mut Parts, state: &S, roles: &[Role]) -> Result<Caller, ApiError>
 where
     S: Send + Sync,
     Arc<Authenticator>: FromRef<S>,
 {
-    let caller = Caller::from_request_parts(parts, state)
-        .await
-        .map_err(IntoResponse::into_response)?;
-    caller.require(roles).map_err(IntoResponse::into_response)?;
+    let caller = Caller::from_request_parts(parts, state).await?;
+    caller.require(roles)?;
     Ok(caller)
 }
 
@@ -37,7 +34,7 @@ where
     S: Send + Sync,
     Arc<Authenticator>: FromRef<S>,
 {
-    type Rejection = Response;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         caller_with(parts, state, READERS).await.map(Self)
@@ -49,7 +46,7 @@ where
     S: Send + Sync,
     Arc<Authenticator>: FromRef<S>,
 {
-    type Rejection = Response;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         caller_with(parts, state, &[Role::Admin]).await.map(Self)
@@ -64,12 +61,12 @@ where
     S: Send + Sync,
     T: DeserializeOwned,
 {
-    type Rejection = Response;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(t)| Self(t))
-            .map_err(bad_query)
+            .map_err(ApiError::from)
     }
 }

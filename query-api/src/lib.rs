@@ -10,6 +10,7 @@ pub mod budget;
 pub mod cache;
 pub mod csv_guard;
 pub mod dashboard;
+pub mod error;
 pub mod export;
 pub mod extract;
 pub mod fanout;

@@ -6,14 +6,13 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::audit::Authenticated;
-use crate::routes::error;
+use crate::auth::Authenticated;
+use crate::error::ApiError;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LimitArgs {
@@ -46,17 +45,11 @@ pub async fn middleware(State(limiter): State<Limiter>, request: Request, next: 
     if let Some(Authenticated(Ok(caller))) = request.extensions().get::<Authenticated>() {
         let key = (caller.tenant.clone(), caller.name.clone());
         if let Err(not_until) = limiter.0.check_key(&key) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let mut response = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "authorization",
-                format!("rate limit of '{}' exceeded", caller.name),
-            );
-            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            if let Ok(v) = HeaderValue::from_str(&seconds.max(1).to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
+            return ApiError::RateLimited {
+                reason: format!("rate limit of '{}' exceeded", caller.name),
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
             }
-            return response.into_response();
+            .into_response();
         }
     }
     next.run(request).await

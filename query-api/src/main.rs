@@ -9,7 +9,7 @@ use pulse_common::config::{ClickHouseArgs, KafkaArgs, LogArgs};
 use pulse_common::kafka::TopicSpec;
 use pulse_common::ops;
 use pulse_query_api::app::{app, Layers};
-use pulse_query_api::audit::{AuditLog, AuditState};
+use pulse_query_api::audit::AuditLog;
 use pulse_query_api::auth::{AuthArgs, Authenticator};
 use pulse_query_api::budget::BudgetArgs;
 use pulse_query_api::cache::{CacheArgs, ResponseCache};
@@ -135,10 +135,8 @@ async fn main() -> anyhow::Result<()> {
         cache: ResponseCache::new(&args.cache),
         deadline: args.budget.deadline(),
         limiter: Limiter::new(&args.limits)?,
-        audit: AuditState {
-            auth,
-            log: audit_log,
-        },
+        auth,
+        audit: audit_log,
     };
     let app = app(state, layers)
         // The default span logs the URI, which may hold a stream's token.

@@ -13,7 +13,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{DeviceList, ErrorBody, EventsPage, Series};
+use crate::error::ErrorBody;
+use crate::routes::{DeviceList, EventsPage, Series};
 use crate::store::{Bucket, Device};
 
 #[derive(OpenApi)]

@@ -1,9 +1,7 @@
 //! HTTP routes for analysts and dashboards. Each is annotated for the
 //! OpenAPI document (`crate::openapi`).
 
-use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pulse_common::scored::ScoredEvent;
@@ -13,18 +11,11 @@ use utoipa::{IntoParams, ToSchema};
 use pulse_common::contract::MAX_EVENT_TIME_MS;
 
 use crate::audit::RowsReturned;
-use crate::budget::storage_error;
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Params, Reader};
 use crate::store::{Bucket, Cursor, Device, EventStore, Page, PageKind};
 
 pub const MAX_LIMIT: u64 = 10_000;
-
-/// Why a request failed, and which parameter (or `authorization`, `query`).
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: String,
-    pub field: String,
-}
 
 /// A page of events, newest first.
 #[derive(Serialize, ToSchema)]
@@ -57,20 +48,6 @@ pub fn with_rows(body: impl Serialize, rows: usize) -> Response {
     response
 }
 
-pub fn error(status: StatusCode, field: &str, reason: impl std::fmt::Display) -> Response {
-    let body = ErrorBody {
-        error: reason.to_string(),
-        field: field.to_string(),
-    };
-    (status, Json(body)).into_response()
-}
-
-/// A query string that does not parse: unknown parameters (`tenant_id`
-/// among them: the tenant comes from the credential) or bad values.
-pub fn bad_query(e: QueryRejection) -> Response {
-    error(StatusCode::BAD_REQUEST, "query", e.body_text())
-}
-
 /// One event of the caller's tenant, with its score and features.
 #[utoipa::path(get, path = "/v1/events/{event_id}", tag = "events",
     params(("event_id" = String, Path, description = "The event's id")),
@@ -83,11 +60,13 @@ pub async fn event(
     State(store): State<EventStore>,
     Reader(caller): Reader,
     Path(event_id): Path<String>,
-) -> Response {
-    match store.event(&caller.tenant, &event_id).await {
-        Ok(Some(e)) => with_rows(e, 1),
-        Ok(None) => error(StatusCode::NOT_FOUND, "event_id", "no such event"),
-        Err(e) => storage_error(e),
+) -> Result<Response, ApiError> {
+    match store.event(&caller.tenant, &event_id).await? {
+        Some(e) => Ok(with_rows(e, 1)),
+        None => Err(ApiError::NotFound {
+            field: "event_id",
+            reason: "no such event",
+        }),
     }
 }
 
@@ -132,36 +111,13 @@ pub struct RangeQuery {
     cursor: Option<String>,
 }
 
-/// A parameter with a bad value, and why.
-pub struct BadParam(&'static str, String);
-
-impl BadParam {
-    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
-        Self(field, reason.into())
-    }
-}
-
-impl IntoResponse for BadParam {
-    fn into_response(self) -> Response {
-        error(StatusCode::BAD_REQUEST, self.0, self.1)
-    }
-}
-
-/// Lets a handler returning `Result<Response, Response>` answer a bad
-/// parameter with `?`.
-impl From<BadParam> for Response {
-    fn from(bad: BadParam) -> Self {
-        bad.into_response()
-    }
-}
-
 /// `limit`, or `default` when absent, checked against `MAX_LIMIT`.
-pub fn limit_of(limit: Option<u64>, default: u64) -> Result<u64, BadParam> {
+pub fn limit_of(limit: Option<u64>, default: u64) -> Result<u64, ApiError> {
     let limit = limit.unwrap_or(default);
     if (1..=MAX_LIMIT).contains(&limit) {
         Ok(limit)
     } else {
-        Err(BadParam(
+        Err(ApiError::bad_param(
             "limit",
             format!("must be between 1 and {MAX_LIMIT}"),
         ))
@@ -172,12 +128,12 @@ pub fn limit_of(limit: Option<u64>, default: u64) -> Result<u64, BadParam> {
 /// hours up to now. Both ends lie where event times can (the input
 /// contract's range); a range that ends before it starts is empty, not an
 /// error, so that every pair of valid bounds is a valid request.
-pub fn range_of(from_ms: Option<i64>, to_ms: Option<i64>) -> Result<(i64, i64), BadParam> {
+pub fn range_of(from_ms: Option<i64>, to_ms: Option<i64>) -> Result<(i64, i64), ApiError> {
     let within = |field: &'static str, ms: i64| {
         if (0..=MAX_EVENT_TIME_MS).contains(&ms) {
             Ok(ms)
         } else {
-            Err(BadParam(
+            Err(ApiError::bad_param(
                 field,
                 format!("must be between 0 and {MAX_EVENT_TIME_MS} (milliseconds since the epoch)"),
             ))
@@ -200,7 +156,7 @@ fn page_of(
     to_ms: Option<i64>,
     limit: Option<u64>,
     cursor: Option<&str>,
-) -> Result<Page, BadParam> {
+) -> Result<Page, ApiError> {
     let limit = limit_of(limit, 100)?;
     let (from_ms, to_ms) = range_of(from_ms, to_ms)?;
     let after = match cursor {
@@ -209,7 +165,7 @@ fn page_of(
             event_id: String::new(),
         },
         Some(c) => Cursor::decode(c)
-            .ok_or_else(|| BadParam("cursor", "not a cursor returned by this API".into()))?,
+            .ok_or_else(|| ApiError::bad_param("cursor", "not a cursor returned by this API"))?,
     };
     Ok(Page {
         from_ms,
@@ -226,30 +182,26 @@ async fn page_response(
     tenant: &str,
     kind: PageKind<'_>,
     page: Page,
-) -> Response {
-    match store.page(tenant, kind, &page).await {
-        Ok(events) => {
-            let next = (events.len() as u64 == page.limit)
-                .then(|| events.last())
-                .flatten()
-                .map(|e| {
-                    Cursor {
-                        time_ms: e.event_time_ms,
-                        event_id: e.event_id.clone(),
-                    }
-                    .encode()
-                });
-            let rows = events.len();
-            with_rows(
-                EventsPage {
-                    events,
-                    next_cursor: next,
-                },
-                rows,
-            )
-        }
-        Err(e) => storage_error(e),
-    }
+) -> Result<Response, ApiError> {
+    let events = store.page(tenant, kind, &page).await?;
+    let next = (events.len() as u64 == page.limit)
+        .then(|| events.last())
+        .flatten()
+        .map(|e| {
+            Cursor {
+                time_ms: e.event_time_ms,
+                event_id: e.event_id.clone(),
+            }
+            .encode()
+        });
+    let rows = events.len();
+    Ok(with_rows(
+        EventsPage {
+            events,
+            next_cursor: next,
+        },
+        rows,
+    ))
 }
 
 /// The caller's tenant's events in a time range, newest first, in pages.
@@ -262,12 +214,12 @@ pub async fn events(
     State(store): State<EventStore>,
     Reader(caller): Reader,
     Params(q): Params<EventsQuery>,
-) -> Result<Response, Response> {
+) -> Result<Response, ApiError> {
     let page = page_of(q.from_ms, q.to_ms, q.limit, q.cursor.as_deref())?;
     let kind = PageKind::Events {
         source: q.source_id.as_deref(),
     };
-    Ok(page_response(&store, &caller.tenant, kind, page).await)
+    page_response(&store, &caller.tenant, kind, page).await
 }
 
 /// The events the model flagged, newest first, in pages.
@@ -280,9 +232,9 @@ pub async fn anomalies(
     State(store): State<EventStore>,
     Reader(caller): Reader,
     Params(q): Params<RangeQuery>,
-) -> Result<Response, Response> {
+) -> Result<Response, ApiError> {
     let page = page_of(q.from_ms, q.to_ms, q.limit, q.cursor.as_deref())?;
-    Ok(page_response(&store, &caller.tenant, PageKind::Anomalies, page).await)
+    page_response(&store, &caller.tenant, PageKind::Anomalies, page).await
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -304,12 +256,9 @@ pub async fn devices(
     State(store): State<EventStore>,
     Reader(caller): Reader,
     Params(q): Params<DevicesQuery>,
-) -> Result<Response, Response> {
+) -> Result<Response, ApiError> {
     let limit = limit_of(q.limit, 1000)?;
-    let devices = store
-        .devices(&caller.tenant, limit)
-        .await
-        .map_err(storage_error)?;
+    let devices = store.devices(&caller.tenant, limit).await?;
     let rows = devices.len();
     Ok(with_rows(DeviceList { devices }, rows))
 }
@@ -344,11 +293,11 @@ pub async fn series(
     Reader(caller): Reader,
     Path(source_id): Path<String>,
     Params(q): Params<SeriesQuery>,
-) -> Result<Response, Response> {
+) -> Result<Response, ApiError> {
     let step = q.resolution_s.unwrap_or(60);
     if !(60..=86_400).contains(&step) || step % 60 != 0 {
         let reason = "must be whole minutes from 60 to 86400";
-        return Err(BadParam("resolution_s", reason.into()).into());
+        return Err(ApiError::bad_param("resolution_s", reason));
     }
     let (from_ms, to_ms) = range_of(q.from_ms, q.to_ms)?;
     let from_ms = from_ms.max(to_ms - MAX_BUCKETS * i64::from(step) * 1000);
@@ -361,8 +310,7 @@ pub async fn series(
             seconds(from_ms),
             seconds(to_ms),
         )
-        .await
-        .map_err(storage_error)?;
+        .await?;
     let rows = buckets.len();
     let series = Series {
         source_id,

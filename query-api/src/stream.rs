@@ -15,17 +15,16 @@ use std::time::Duration;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use pulse_common::scored::ScoredEvent;
 use serde::Deserialize;
 use tokio::sync::broadcast;
 
 use crate::auth::{Caller, Role};
+use crate::error::{ApiError, ErrorBody};
 use crate::extract::Params;
 use crate::fanout::{Feed, Position, Positioned};
 use crate::metrics;
-use crate::routes::error;
 use crate::stream_slots::{Slot, StreamSlots};
 
 /// The close code of a stream whose token expired (4000-4999 are for
@@ -86,9 +85,9 @@ impl Filter {
 #[utoipa::path(get, path = "/v1/stream", tag = "live", params(Filter),
     responses(
         (status = 101, description = "WebSocket of scored events"),
-        (status = 400, description = "Not a WebSocket upgrade (`field`: `upgrade`), or a bad parameter", body = crate::routes::ErrorBody), (status = 401, body = crate::routes::ErrorBody),
-        (status = 403, body = crate::routes::ErrorBody),
-        (status = 429, description = "The tenant has the most streams open that it may (`--ws-max-streams-per-tenant`)", body = crate::routes::ErrorBody),
+        (status = 400, description = "Not a WebSocket upgrade (`field`: `upgrade`), or a bad parameter", body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 429, description = "The tenant has the most streams open that it may (`--ws-max-streams-per-tenant`)", body = ErrorBody),
     ))]
 pub async fn upgrade(
     State(live): State<Live>,
@@ -101,7 +100,7 @@ pub async fn upgrade(
     }
     let ws = match ws {
         Ok(ws) => ws,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "upgrade", e.body_text()),
+        Err(e) => return ApiError::bad_param("upgrade", e.body_text()).into_response(),
     };
     let expires_at = caller.expires_at_s.map(instant_of);
     filter.tenant_id = caller.tenant;
@@ -110,11 +109,11 @@ pub async fn upgrade(
         Some(Some(p)) => Some(p),
         Some(None) => {
             let reason = "not a cursor sent by this API";
-            return error(StatusCode::BAD_REQUEST, "resume", reason);
+            return ApiError::bad_param("resume", reason).into_response();
         }
     };
     let Some((resumed, rx)) = live.feed.subscribe(from.as_ref()) else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "", "live feed unavailable");
+        return ApiError::Unavailable("live feed unavailable").into_response();
     };
     let Some(slot) = live.slots.take(&filter.tenant_id) else {
         let reason = format!(
@@ -122,7 +121,7 @@ pub async fn upgrade(
             filter.tenant_id,
             live.slots.per_tenant()
         );
-        return error(StatusCode::TOO_MANY_REQUESTS, "", reason);
+        return ApiError::TooMany(reason).into_response();
     };
     let client = Client {
         filter,
