@@ -10,7 +10,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pulse_common::event::Event;
 use pulse_common::json_avro::json_to_avro;
 use pulse_common::schemas::EventKind;
-use pulse_processor::wire_event::{self, Plan};
+use pulse_processor::decode::wire_event::{self, Plan};
 
 /// A telemetry record as the load generator writes them: four readings.
 fn record(schema: &apache_avro::Schema, i: usize) -> Vec<u8> {

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pulse_common::event::Event;
 use pulse_common::schemas::EventKind;
-use pulse_processor::scorer::{Device, Scorer};
-use pulse_processor::state::Features;
+use pulse_processor::score::scorer::{ExecutionProvider, Scorer};
+use pulse_processor::state::device::Features;
 
 fn event(i: usize) -> Event {
     let x = (i % 97) as f64 / 97.0;
@@ -47,8 +47,8 @@ fn bench(c: &mut Criterion) {
         PathBuf::from,
     );
     let (device, group_name) = match std::env::var("PULSE_BENCH_DEVICE").as_deref() {
-        Ok("cuda") => (Device::CudaRequired, "inference_cuda"),
-        _ => (Device::Cpu, "inference_cpu"),
+        Ok("cuda") => (ExecutionProvider::CudaRequired, "inference_cuda"),
+        _ => (ExecutionProvider::Cpu, "inference_cpu"),
     };
     let scorer = match Scorer::load(dylib.as_ref(), &model, device, 1) {
         Ok(s) => s,

@@ -5,7 +5,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pulse_common::scored::ScoredEvent;
-use pulse_processor::results::Results;
+use pulse_processor::sink::results::Results;
 
 /// A telemetry row as the processor writes it: four readings, thirteen features.
 fn row(i: usize) -> ScoredEvent {

@@ -114,11 +114,11 @@ def test_processor_requests_a_gpu_in_production_only(rendered):
         assert resources["requests"]["nvidia.com/gpu"] >= 1
         assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
         assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
-        assert env_vars["PULSE_DEVICE"] == "cuda"
+        assert env_vars["PULSE_EXECUTION_PROVIDER"] == "cuda"
     else:
         assert "nvidia.com/gpu" not in resources.get("limits", {})
         assert "nodeSelector" not in spec
-        assert "PULSE_DEVICE" not in env_vars
+        assert "PULSE_EXECUTION_PROVIDER" not in env_vars
 
 
 def produced_secrets(objects):
@@ -385,9 +385,9 @@ def needed_acls(objects):
     group = processor_env.get("PULSE_PROCESSOR_GROUP", {}).get("value") or \
         from_code("processor/src/main.rs", r'env = "PULSE_PROCESSOR_GROUP", default_value = "([^"]+)"')
     from_code("processor/src/main.rs", r'(format!\("\{group\}-)')  # transactional.id = <group>-...
-    state = from_code("processor/src/topics.rs", r'format!\("\{\}(-state-)\{\}", self\.group, kind\.as_str\(\)\)')
+    state = from_code("processor/src/source/topics.rs", r'format!\("\{\}(-state-)\{\}", self\.group, kind\.as_str\(\)\)')
     changelogs = [group + state + k for k in kind_names("as_str")]
-    restore_group = from_code("processor/src/changelog.rs", r'"group\.id", "([^"]+)"')
+    restore_group = from_code("processor/src/state/changelog.rs", r'"group\.id", "([^"]+)"')
     api_group = from_code("query-api/src/fanout.rs", r'"group\.id", "([^"]+)"')
     registry_topic = from_code("registry/src/main.rs", r'env = "PULSE_REGISTRY_TOPIC", default_value = "([^"]+)"')
     registry_group = from_code("registry/src/store.rs", r'"group\.id", "([^"]+)"')
@@ -402,7 +402,7 @@ def needed_acls(objects):
     add("pulse-ingest", "cluster", ["kafka-cluster"], ["IdempotentWrite"])
     # The processor reads events; writes results, alerts, dead letters and
     # state in transactions; reads its state back; creates what it writes
-    # (processor/src/topics.rs).
+    # (processor/src/source/topics.rs).
     add("pulse-processor", "topic", events, ["Describe", "Read"])
     add("pulse-processor", "topic", [results, alerts, dead_letter], ["Describe", "Write", "Create"])
     add("pulse-processor", "topic", changelogs, ["Describe", "Read", "Write", "Create"])

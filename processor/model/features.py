@@ -1,5 +1,5 @@
 """Per-device rolling features exactly as the processor computes them
-(processor/src/state.rs): EWMA mean and variance, z-score against the state
+(processor/src/state/device.rs): EWMA mean and variance, z-score against the state
 before the reading, delta from the last reading, seconds since the last
 event; and the ids of the latest events, to drop clients' retries. Used to
 train and evaluate the model and by the Python reference pipeline.

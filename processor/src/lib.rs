@@ -1,21 +1,21 @@
 //! Pulse processor: consumes events, keeps per-device state, scores
 //! telemetry with an ONNX model and writes scored events to ClickHouse and
-//! the results topic.
+//! the results topic. Its modules follow a batch through its stages:
+//!
+//! - [`source`]: the topics, the partitions this instance owns, and whether
+//!   a batch's delivery is still under way when they move;
+//! - [`decode`]: records in the Confluent wire format to events;
+//! - [`state`]: device state, its changelog, and its restore;
+//! - [`score`]: the model's input and the ONNX scorer with its execution
+//!   provider;
+//! - [`sink`]: ClickHouse (migrations, stored offsets), the results, and the
+//!   Kafka transaction that delivers a batch;
+//! - [`pipeline`]: the loop that runs them.
 
-pub mod assignment;
-pub mod changelog;
-pub mod decoder;
-pub mod delivery;
-pub mod dispatch;
-pub mod in_flight;
+pub mod decode;
 pub mod metrics;
-pub mod migrations;
-pub mod model_input;
 pub mod pipeline;
-pub mod results;
-pub mod scorer;
+pub mod score;
+pub mod sink;
+pub mod source;
 pub mod state;
-pub mod state_store;
-pub mod stored;
-pub mod topics;
-pub mod wire_event;

@@ -11,17 +11,17 @@ use pulse_common::kafka::{client_config, durable_producer_config};
 use pulse_common::ops;
 use pulse_common::retry::until_done;
 use pulse_common::schemas::EventKind;
-use pulse_processor::assignment::{Assignment, RebalanceAware};
-use pulse_processor::decoder::Decoder;
-use pulse_processor::delivery::{Delivery, TRANSACTION_TIMEOUT};
-use pulse_processor::in_flight::InFlight;
-use pulse_processor::migrations;
+use pulse_processor::decode::records::Decoder;
 use pulse_processor::pipeline::Pipeline;
-use pulse_processor::scorer::{Device, Scorer};
-use pulse_processor::state::FeatureSettings;
-use pulse_processor::state_store::StateLimits;
-use pulse_processor::stored::Watermarks;
-use pulse_processor::topics;
+use pulse_processor::score::scorer::{ExecutionProvider, Scorer};
+use pulse_processor::sink::delivery::{Delivery, TRANSACTION_TIMEOUT};
+use pulse_processor::sink::migrations;
+use pulse_processor::sink::stored::Watermarks;
+use pulse_processor::source::assignment::{Assignment, RebalanceAware};
+use pulse_processor::source::in_flight::InFlight;
+use pulse_processor::source::topics;
+use pulse_processor::state::device::FeatureSettings;
+use pulse_processor::state::store::StateLimits;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, Producer};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
@@ -75,9 +75,9 @@ struct Args {
     /// ONNX Runtime shared library (libonnxruntime.so).
     #[arg(long, env = "ORT_DYLIB_PATH")]
     ort_dylib: PathBuf,
-    /// Where to run the model.
-    #[arg(long, env = "PULSE_DEVICE", default_value = "cpu")]
-    device: Device,
+    /// ONNX Runtime's execution provider: where the model runs.
+    #[arg(long, env = "PULSE_EXECUTION_PROVIDER", default_value = "cpu")]
+    execution_provider: ExecutionProvider,
     /// Threads ONNX Runtime may use.
     #[arg(long, env = "PULSE_INFERENCE_THREADS", default_value_t = 1)]
     inference_threads: usize,
@@ -167,8 +167,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let loading = {
         let (dylib, model) = (args.ort_dylib.clone(), args.model.clone());
-        let (device, threads) = (args.device, args.inference_threads);
-        tokio::task::spawn_blocking(move || Scorer::load(&dylib, &model, device, threads))
+        let (provider, threads) = (args.execution_provider, args.inference_threads);
+        tokio::task::spawn_blocking(move || Scorer::load(&dylib, &model, provider, threads))
     };
     let initialising = until_done("Kafka transactions", &readiness, &shutdown, || {
         let (kafka, group) = (args.kafka.client.clone(), args.group.clone());

@@ -23,18 +23,18 @@ use pulse_common::schemas::EventKind;
 use pulse_common::scored::ScoredEvent;
 use pulse_common::shutdown::Shutdown;
 
-use crate::assignment::{Assignment, Partition, RebalanceAware};
-use crate::changelog::{self, encode_key, encode_state};
-use crate::decoder::Decoder;
-use crate::delivery::{DeadLetter, Delivery, StateRecord};
-use crate::dispatch::{self, Delivered, Shipment};
-use crate::in_flight::InFlight;
+use crate::decode::records::Decoder;
 use crate::metrics;
-use crate::results::{Buffers, Results};
-use crate::scorer::{Score, Scorer};
-use crate::state::{FeatureSettings, Features};
-use crate::state_store::{BatchState, Observed, StateLimits, StateStore};
-use crate::topics::Changelogs;
+use crate::score::scorer::{Score, Scorer};
+use crate::sink::delivery::{DeadLetter, Delivery, StateRecord};
+use crate::sink::dispatch::{self, Delivered, Shipment};
+use crate::sink::results::{Buffers, Results};
+use crate::source::assignment::{Assignment, Partition, RebalanceAware};
+use crate::source::in_flight::InFlight;
+use crate::source::topics::Changelogs;
+use crate::state::changelog::{self, encode_key, encode_state};
+use crate::state::device::{FeatureSettings, Features};
+use crate::state::store::{BatchState, Observed, StateLimits, StateStore};
 
 pub struct Pipeline {
     pub consumer: StreamConsumer<RebalanceAware>,

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pulse_common::scored::{ScoredEvent, EVENTS_TABLE};
-use pulse_processor::delivery::Delivery;
-use pulse_processor::migrations;
-use pulse_processor::stored::Watermarks;
+use pulse_processor::sink::delivery::Delivery;
+use pulse_processor::sink::migrations;
+use pulse_processor::sink::stored::Watermarks;
 use pulse_testkit::{clickhouse, event_counts, unique, Stack};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use pulse_common::event::Event;
 use pulse_common::schemas::EventKind;
-use pulse_processor::scorer::{Device, Scorer};
-use pulse_processor::state::Features;
+use pulse_processor::score::scorer::{ExecutionProvider, Scorer};
+use pulse_processor::state::device::Features;
 use pulse_testkit::Stack;
 
 fn telemetry(temperature: f64, humidity: f64, vibration: f64, battery: f64) -> Event {
@@ -44,11 +44,11 @@ fn history(z: f64) -> Features {
     }
 }
 
-fn load(stack: &Stack, device: Device) -> anyhow::Result<Scorer> {
+fn load(stack: &Stack, provider: ExecutionProvider) -> anyhow::Result<Scorer> {
     Scorer::load(
         Path::new(&stack.ort_dylib),
         Path::new(&stack.model_path),
-        device,
+        provider,
         1,
     )
 }
@@ -57,7 +57,7 @@ fn load(stack: &Stack, device: Device) -> anyhow::Result<Scorer> {
 #[ignore = "needs ONNX Runtime: run through ./dev test"]
 fn scores_healthy_under_and_wild_over_the_threshold_in_any_batch() {
     let stack = Stack::from_env();
-    let scorer = load(&stack, Device::Cpu).unwrap_or_else(|e| panic!("{e}"));
+    let scorer = load(&stack, ExecutionProvider::Cpu).unwrap_or_else(|e| panic!("{e}"));
     let healthy = telemetry(21.0, 55.0, 0.2, 3.8);
     let wild = telemetry(95.0, 5.0, 4.0, 2.1);
     let (calm, far) = (history(0.1), history(9.0));
@@ -99,8 +99,8 @@ fn cuda_required_fails_where_the_runtime_has_no_cuda_provider() {
     let stack = Stack::from_env();
     // The project's own runtime is the CPU build from PyPI: it has no CUDA
     // provider, so `cuda` falls back and `cuda-required` must refuse.
-    assert!(load(&stack, Device::Cuda).is_ok());
-    let refused = load(&stack, Device::CudaRequired);
+    assert!(load(&stack, ExecutionProvider::Cuda).is_ok());
+    let refused = load(&stack, ExecutionProvider::CudaRequired);
     assert!(
         refused.is_err(),
         "cuda-required loaded on a CPU-only runtime"

@@ -7,7 +7,7 @@ use std::time::Duration;
 use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::kafka::{client_config, ensure_topics, TopicSpec};
 use pulse_common::schemas::EventKind;
-use pulse_processor::topics::{self, Changelogs, Layout};
+use pulse_processor::source::topics::{self, Changelogs, Layout};
 use pulse_testkit::{unique, Stack};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 

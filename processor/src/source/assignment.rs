@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, TopicPartitionList};
 
-use crate::in_flight::InFlight;
+use crate::source::in_flight::InFlight;
 
 /// A topic partition.
 pub type Partition = (String, i32);

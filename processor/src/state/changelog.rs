@@ -16,7 +16,7 @@ use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use pulse_common::kafka::close_in_background;
 
 use crate::metrics;
-use crate::state::DeviceState;
+use crate::state::device::DeviceState;
 
 /// A device: tenant and source id.
 pub type DeviceKey = (String, String);

@@ -6,24 +6,30 @@ use pulse_common::sql;
 
 /// (version, statement); `{db}` stands for the database name.
 const MIGRATIONS: &[(u32, &str)] = &[
-    (1, include_str!("../../schemas/clickhouse/0001_events.sql")),
+    (
+        1,
+        include_str!("../../../schemas/clickhouse/0001_events.sql"),
+    ),
     (
         2,
-        include_str!("../../schemas/clickhouse/0002_source_offsets.sql"),
+        include_str!("../../../schemas/clickhouse/0002_source_offsets.sql"),
     ),
     (
         3,
-        include_str!("../../schemas/clickhouse/0003_device_minute.sql"),
+        include_str!("../../../schemas/clickhouse/0003_device_minute.sql"),
     ),
     (
         4,
-        include_str!("../../schemas/clickhouse/0004_device_minute_mv.sql"),
+        include_str!("../../../schemas/clickhouse/0004_device_minute_mv.sql"),
     ),
     (
         5,
-        include_str!("../../schemas/clickhouse/0005_device_features.sql"),
+        include_str!("../../../schemas/clickhouse/0005_device_features.sql"),
     ),
-    (6, include_str!("../../schemas/clickhouse/0006_audit.sql")),
+    (
+        6,
+        include_str!("../../../schemas/clickhouse/0006_audit.sql"),
+    ),
 ];
 
 /// Rewrites a single-server statement for a replicated cluster: the DDL runs

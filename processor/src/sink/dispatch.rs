@@ -15,12 +15,12 @@ use pulse_common::retry::backoff;
 use pulse_common::scored::ScoredEvent;
 use pulse_common::shutdown::Shutdown;
 
-use crate::delivery::{
+use crate::metrics;
+use crate::sink::delivery::{
     DeadLetter, Delivery, DeliveryError, Publish, StateRecord, TRANSACTION_TIMEOUT,
 };
-use crate::in_flight::Underway;
-use crate::metrics;
-use crate::results::Results;
+use crate::sink::results::Results;
+use crate::source::in_flight::Underway;
 
 /// What one batch's delivery writes.
 pub struct Shipment {

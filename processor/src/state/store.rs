@@ -14,9 +14,9 @@ use hashbrown::Equivalent;
 
 use pulse_common::event::Event;
 
-use crate::assignment::Partition;
-use crate::changelog::DeviceKey;
-use crate::state::{DeviceState, FeatureNames, FeatureSettings, Features};
+use crate::source::assignment::Partition;
+use crate::state::changelog::DeviceKey;
+use crate::state::device::{DeviceState, FeatureNames, FeatureSettings, Features};
 
 #[derive(Default)]
 pub struct StateStore {

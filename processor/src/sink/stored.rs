@@ -296,7 +296,7 @@ mod tests {
 
     #[test]
     fn the_sorting_key_is_the_tables() {
-        let ddl = include_str!("../../schemas/clickhouse/0001_events.sql");
+        let ddl = include_str!("../../../schemas/clickhouse/0001_events.sql");
         assert!(
             ddl.contains("ORDER BY (tenant_id, source_id, event_time_ms, event_id)"),
             "the events table's sorting key changed: change sorting_key too"

@@ -1,7 +1,7 @@
 //! Storing a processed batch exactly once.
 //!
 //! ClickHouse: one batch is one INSERT of the rows it does not hold yet
-//! (see [`crate::stored`]: each row carries its Kafka partition and offset),
+//! (see [`crate::sink::stored`]: each row carries its Kafka partition and offset),
 //! sent in the table's sorting-key order.
 //!
 //! Kafka: the batch's results, alerts, device states and dead letters and
@@ -26,8 +26,8 @@ use pulse_common::scored::{Alert, ScoredEvent, EVENTS_TABLE};
 use pulse_common::sql;
 
 use crate::metrics;
-use crate::results::Results;
-use crate::stored::{self, Mark, Span, Stored, Watermarks};
+use crate::sink::results::Results;
+use crate::sink::stored::{self, Mark, Span, Stored, Watermarks};
 
 /// A record that cannot be processed, bound for the dead-letter topic.
 pub struct DeadLetter {
@@ -401,7 +401,7 @@ mod tests {
     use rdkafka::ClientConfig;
 
     use super::{Delivery, DeliveryError, Publish, Watermarks};
-    use crate::results::Results;
+    use crate::sink::results::Results;
 
     /// A delivery whose producer never initialised its transactions (no
     /// broker is needed: every transactional call fails at once).

@@ -27,7 +27,7 @@ use schema_registry_converter::schema_registry_common::{
     get_bytes_result, invalid_bytes_error, BytesResult,
 };
 
-use crate::wire_event;
+use crate::decode::wire_event;
 
 /// A schema id's reader, and how its records are read straight into events
 /// when they can be ([`wire_event`]).

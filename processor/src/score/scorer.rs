@@ -10,11 +10,11 @@ use ort::session::Session;
 use ort::value::Tensor;
 use pulse_common::event::Event;
 
-use crate::model_input::Columns;
-use crate::state::Features;
+use crate::score::model_input::Columns;
+use crate::state::device::Features;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Device {
+pub enum ExecutionProvider {
     /// ONNX Runtime's CPU provider.
     Cpu,
     /// The CUDA provider when it loads, else the CPU provider with a warning.
@@ -43,7 +43,7 @@ impl Scorer {
     pub fn load(
         dylib: &Path,
         model: &Path,
-        device: Device,
+        provider: ExecutionProvider,
         threads: usize,
     ) -> anyhow::Result<Self> {
         let env = ort::init_from(dylib)
@@ -54,10 +54,10 @@ impl Scorer {
             .with_intra_threads(threads)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let cuda = ort::ep::CUDA::default().build();
-        let providers = match device {
-            Device::Cpu => vec![],
-            Device::Cuda => vec![cuda, ort::ep::CPU::default().build()],
-            Device::CudaRequired => vec![cuda.error_on_failure()],
+        let providers = match provider {
+            ExecutionProvider::Cpu => vec![],
+            ExecutionProvider::Cuda => vec![cuda, ort::ep::CPU::default().build()],
+            ExecutionProvider::CudaRequired => vec![cuda.error_on_failure()],
         };
         if !providers.is_empty() {
             builder = builder
@@ -83,7 +83,7 @@ impl Scorer {
             .custom("model_version")
             .unwrap_or_else(|| "unknown".into());
         drop(meta);
-        tracing::info!(?features, threshold, %model_version, ?device, "model loaded");
+        tracing::info!(?features, threshold, %model_version, ?provider, "model loaded");
         Ok(Self {
             session: Mutex::new(session),
             columns: Columns::new(&features),

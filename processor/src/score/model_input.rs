@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 
 use pulse_common::event::Event;
 
-use crate::state::Features;
+use crate::state::device::Features;
 
 pub struct Columns {
     /// The model's features in name order, each with its input column.
