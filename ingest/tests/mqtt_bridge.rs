@@ -18,10 +18,11 @@ use pulse_common::config::Topics;
 use pulse_common::event::Event;
 use pulse_common::schemas::EventKind;
 use pulse_testkit::{
-    header, publish_mqtt, records, start_ingest, start_registry, unique, Service, Stack,
+    header, mqtt_device, publish_mqtt, records, start_ingest, start_registry, unique, Service,
+    Stack,
 };
 use rdkafka::Message;
-use rumqttc::{AsyncClient, MqttOptions, QoS};
+use rumqttc::{AsyncClient, QoS};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use serde_json::json;
@@ -224,16 +225,9 @@ async fn oversized_and_hostile_mqtt_messages_are_dead_lettered_and_the_bridge_go
     )
     .await;
 
-    let (host, mqtt_port) = stack
-        .mqtt_url
-        .trim_start_matches("mqtt://")
-        .rsplit_once(':')
-        .expect("host:port");
-    let mut options = MqttOptions::new(unique("device"), host, mqtt_port.parse().expect("port"));
+    let mut options = mqtt_device(&stack);
     // The device's own client must be able to send the oversized message.
-    options
-        .set_keep_alive(Duration::from_secs(5))
-        .set_max_packet_size(1 << 20, 1 << 20);
+    options.set_max_packet_size(1 << 20, 1 << 20);
     let (device, mut eventloop) = AsyncClient::new(options, 16);
     // The device's connection must not drop either: that would hide what
     // the bridge does behind a publisher's retry.
