@@ -15,8 +15,10 @@ use serde_json::{json, Value};
 use super::compat::CompatibilityLevel;
 use super::error::RegistryError;
 use super::limits::Limits;
-use super::state::{parse_schema, VersionSpec};
+use super::log::Change;
+use super::state::parse_schema;
 use super::store::KafkaStore;
+use super::version::VersionSpec;
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
@@ -364,7 +366,7 @@ async fn put_global_config(
         .write(|_| {
             Ok((
                 (),
-                vec![super::state::Change::PutConfig {
+                vec![Change::PutConfig {
                     subject: None,
                     level,
                 }],
@@ -394,7 +396,7 @@ async fn put_subject_config(
     Body(body): Body,
 ) -> Result<RegistryJson> {
     let level = config_body(&body)?;
-    let change = super::state::Change::PutConfig {
+    let change = Change::PutConfig {
         subject: Some(subject),
         level,
     };
@@ -413,7 +415,7 @@ async fn delete_subject_config(
                 .ok_or_else(|| RegistryError::subject_config_not_found(&subject))?;
             Ok((
                 level,
-                vec![super::state::Change::RemoveConfig {
+                vec![Change::RemoveConfig {
                     subject: Some(subject.clone()),
                 }],
             ))

@@ -1,160 +1,19 @@
-//! The registry's state as a deterministic function of its log: every change
-//! is a record in a compacted Kafka topic, and each instance replays the log
-//! in order to build the same state. Planning a change reads the state and
-//! returns the records to append; applying them happens when they are read
-//! back from the log.
+//! The registry's state machine, a deterministic function of its log: every
+//! change is a record in a compacted Kafka topic (`crate::log`), and each
+//! instance replays the log in order to build the same state. Planning a
+//! change reads the state and returns the records to append; applying them
+//! happens when they are read back from the log.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use apache_avro::Schema;
-use serde::{Deserialize, Serialize};
 
-use super::compat::CompatibilityLevel;
-use super::error::RegistryError;
-use super::limits::Limits;
-
-/// Key of a log record. Compaction keeps the newest record per key, which is
-/// all the state needs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "keytype", rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RecordKey {
-    Schema {
-        subject: String,
-        version: u32,
-    },
-    Config {
-        subject: Option<String>,
-    },
-    /// One per registry instance: its latest barrier token.
-    Barrier {
-        writer: String,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SchemaRecord {
-    pub subject: String,
-    pub version: u32,
-    pub id: u32,
-    pub schema: String,
-    pub deleted: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConfigRecord {
-    #[serde(rename = "compatibilityLevel")]
-    pub compatibility_level: CompatibilityLevel,
-}
-
-/// One change to the state, as stored in the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    PutSchema(SchemaRecord),
-    /// Permanent deletion of one version (a tombstone).
-    RemoveSchema {
-        subject: String,
-        version: u32,
-    },
-    PutConfig {
-        subject: Option<String>,
-        level: CompatibilityLevel,
-    },
-    RemoveConfig {
-        subject: Option<String>,
-    },
-    /// Marks a point in the log: once an instance reads its own barrier back,
-    /// it has applied everything committed before it.
-    Barrier {
-        writer: String,
-        token: u64,
-    },
-}
-
-impl Change {
-    /// The record's key and value (None for a tombstone) as JSON bytes.
-    pub fn to_record(&self) -> (Vec<u8>, Option<Vec<u8>>) {
-        let (key, value) = match self {
-            Change::PutSchema(r) => (
-                RecordKey::Schema {
-                    subject: r.subject.clone(),
-                    version: r.version,
-                },
-                serde_json::to_vec(r).ok(),
-            ),
-            Change::RemoveSchema { subject, version } => (
-                RecordKey::Schema {
-                    subject: subject.clone(),
-                    version: *version,
-                },
-                None,
-            ),
-            Change::PutConfig { subject, level } => (
-                RecordKey::Config {
-                    subject: subject.clone(),
-                },
-                serde_json::to_vec(&ConfigRecord {
-                    compatibility_level: *level,
-                })
-                .ok(),
-            ),
-            Change::RemoveConfig { subject } => (
-                RecordKey::Config {
-                    subject: subject.clone(),
-                },
-                None,
-            ),
-            Change::Barrier { writer, token } => (
-                RecordKey::Barrier {
-                    writer: writer.clone(),
-                },
-                Some(token.to_string().into_bytes()),
-            ),
-        };
-        // Serializing these plain structs cannot fail.
-        (serde_json::to_vec(&key).unwrap_or_default(), value)
-    }
-
-    pub fn from_record(key: &[u8], value: Option<&[u8]>) -> Result<Self, serde_json::Error> {
-        Ok(match (serde_json::from_slice::<RecordKey>(key)?, value) {
-            (RecordKey::Schema { .. }, Some(v)) => Change::PutSchema(serde_json::from_slice(v)?),
-            (RecordKey::Schema { subject, version }, None) => {
-                Change::RemoveSchema { subject, version }
-            }
-            (RecordKey::Config { subject }, Some(v)) => Change::PutConfig {
-                subject,
-                level: serde_json::from_slice::<ConfigRecord>(v)?.compatibility_level,
-            },
-            (RecordKey::Config { subject }, None) => Change::RemoveConfig { subject },
-            (RecordKey::Barrier { writer }, v) => Change::Barrier {
-                writer,
-                token: v
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0),
-            },
-        })
-    }
-}
-
-/// Which version of a subject a request names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VersionSpec {
-    Latest,
-    Number(u32),
-}
-
-impl VersionSpec {
-    pub fn parse(s: &str) -> Result<Self, RegistryError> {
-        if s == "latest" || s == "-1" {
-            return Ok(Self::Latest);
-        }
-        match s.parse::<u32>() {
-            Ok(n) if (1..=i32::MAX as u32).contains(&n) => Ok(Self::Number(n)),
-            _ => Err(RegistryError::invalid_version(s)),
-        }
-    }
-}
+use crate::compat::CompatibilityLevel;
+use crate::error::RegistryError;
+use crate::limits::Limits;
+use crate::log::{Change, SchemaRecord};
+use crate::version::VersionSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VersionEntry {
@@ -722,38 +581,6 @@ mod tests {
         assert!(s.schema(1).is_none());
     }
 
-    #[test]
-    fn records_round_trip_through_their_bytes() {
-        let changes = [
-            Change::PutSchema(SchemaRecord {
-                subject: "s".into(),
-                version: 3,
-                id: 7,
-                schema: V1.into(),
-                deleted: false,
-            }),
-            Change::RemoveSchema {
-                subject: "s".into(),
-                version: 3,
-            },
-            Change::PutConfig {
-                subject: None,
-                level: CompatibilityLevel::FullTransitive,
-            },
-            Change::RemoveConfig {
-                subject: Some("s".into()),
-            },
-            Change::Barrier {
-                writer: "w1".into(),
-                token: 42,
-            },
-        ];
-        for c in changes {
-            let (k, v) = c.to_record();
-            assert_eq!(Change::from_record(&k, v.as_deref()).expect("parses"), c);
-        }
-    }
-
     fn small_limits() -> Limits {
         Limits {
             max_schema_bytes: 200,
@@ -834,14 +661,5 @@ mod tests {
             .plan_register("b-value", &record_named("B2"))
             .expect("room left in b-value");
         assert_eq!((next.id, next.version), (7, 2), "skipped ids stay used");
-    }
-
-    #[test]
-    fn version_specs() {
-        assert_eq!(VersionSpec::parse("latest"), Ok(VersionSpec::Latest));
-        assert_eq!(VersionSpec::parse("-1"), Ok(VersionSpec::Latest));
-        assert_eq!(VersionSpec::parse("4"), Ok(VersionSpec::Number(4)));
-        assert_eq!(VersionSpec::parse("0").map_err(|e| e.code), Err(42202));
-        assert_eq!(VersionSpec::parse("x").map_err(|e| e.code), Err(42202));
     }
 }

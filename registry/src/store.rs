@@ -23,8 +23,9 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::error::RegistryError;
+use super::log::Change;
 use super::metrics::SKIPPED_RECORDS;
-use super::state::{Change, RegistryState};
+use super::state::RegistryState;
 use pulse_common::config::KafkaClient;
 use pulse_common::kafka::{client_config, ensure_topics, TopicSpec};
 use pulse_common::shutdown::Shutdown;
