@@ -40,13 +40,13 @@ pub enum Limit {
 }
 
 /// Error codes of statements that cannot succeed however often they are
-/// sent: the schema, the data or the credentials are wrong.
+/// sent: the schema or the credentials are wrong. Codes a body cut short
+/// in transit can also cause (CANNOT_READ_ALL_DATA, CANNOT_PARSE_INPUT_*,
+/// INCORRECT_DATA) are left transient: retrying those costs a retry.
 const PERMANENT: &[u32] = &[
     8,   // THERE_IS_NO_COLUMN
     10,  // NOT_FOUND_COLUMN_IN_BLOCK
     16,  // NO_SUCH_COLUMN_IN_TABLE
-    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
-    33,  // CANNOT_READ_ALL_DATA (rows that do not match the table)
     44,  // ILLEGAL_COLUMN
     47,  // UNKNOWN_IDENTIFIER
     53,  // TYPE_MISMATCH
@@ -54,7 +54,6 @@ const PERMANENT: &[u32] = &[
     62,  // SYNTAX_ERROR
     70,  // CANNOT_CONVERT_TYPE
     81,  // UNKNOWN_DATABASE
-    117, // INCORRECT_DATA
     164, // READONLY
     192, // UNKNOWN_USER
     193, // WRONG_PASSWORD
@@ -109,6 +108,8 @@ mod tests {
             ("Code: 252. DB::Exception: Too many parts (300). (TOO_MANY_PARTS)", Failure::Transient),
             ("Code: 241. DB::Exception: Memory limit (total) exceeded. (MEMORY_LIMIT_EXCEEDED)", Failure::Transient),
             ("502 Bad Gateway", Failure::Transient),
+            // As a body cut short in transit can leave it.
+            ("Code: 33. DB::Exception: Cannot read all data. (CANNOT_READ_ALL_DATA)", Failure::Transient),
         ];
         for (text, expected) in cases {
             assert_eq!(classify(&bad(text)), expected, "{text}");

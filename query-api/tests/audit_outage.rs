@@ -64,3 +64,39 @@ async fn sigterm_during_an_outage_ends_the_api_within_its_drain_bound() {
     let status = status.expect("the API did not exit within 20 s of SIGTERM");
     assert!(status.success(), "exited with {status}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: run through ./dev test"]
+async fn records_clickhouse_refuses_for_good_are_dropped_and_counted_not_queued() {
+    let api = support::start_api_with(
+        &[row("acme", "boiler-1", "acme-event-1")],
+        &[("PULSE_QUERY_CACHE_TTL_MS", "0")],
+    )
+    .await;
+    let analyst = support::hs256("acme", "analyst");
+    api.clickhouse
+        .query("DROP TABLE audit")
+        .execute()
+        .await
+        .expect("audit table dropped");
+    for _ in 0..3 {
+        let (status, body) = api.get("/v1/events/acme-event-1", Some(&analyst)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let service = api.service();
+    let lost = pulse_testkit::poll_until(
+        "the refused records counted",
+        std::time::Duration::from_secs(30),
+        || async move {
+            service
+                .metric("pulse_query_audit_records_lost_total")
+                .await
+                .filter(|n| *n >= 3.0)
+        },
+    )
+    .await;
+    assert_eq!(lost, 3.0, "each refused record counted once");
+    // Still answering: nothing waits behind the refused records.
+    let (status, _) = api.get("/v1/events/acme-event-1", Some(&analyst)).await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -207,14 +207,20 @@ async fn raw_schema_by_id(
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], schema.text.clone()).into_response())
 }
 
+/// The (subject, version) pairs that use schema `id`; 404 for an id the
+/// registry does not know.
+async fn usages_of(store: &KafkaStore, id: &str, deleted: bool) -> Result<Vec<(String, u32)>> {
+    let id = parse_id(id)?;
+    find_schema(store, id).await?;
+    Ok(store.read(|s| s.usages(id, deleted)))
+}
+
 async fn versions_by_id(
     State(store): State<Arc<KafkaStore>>,
     Path(id): Path<String>,
     flags: Flags,
 ) -> Result<RegistryJson> {
-    let id = parse_id(&id)?;
-    find_schema(&store, id).await?;
-    let usages = store.read(|s| s.usages(id, flags.deleted));
+    let usages = usages_of(&store, &id, flags.deleted).await?;
     Ok(RegistryJson(Value::Array(
         usages
             .into_iter()
@@ -228,10 +234,8 @@ async fn subjects_by_id(
     Path(id): Path<String>,
     flags: Flags,
 ) -> Result<RegistryJson> {
-    let id = parse_id(&id)?;
-    find_schema(&store, id).await?;
-    let mut subjects: Vec<String> = store
-        .read(|s| s.usages(id, flags.deleted))
+    let mut subjects: Vec<String> = usages_of(&store, &id, flags.deleted)
+        .await?
         .into_iter()
         .map(|(s, _)| s)
         .collect();

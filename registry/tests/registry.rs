@@ -170,3 +170,33 @@ async fn schema_registry_converter_round_trips_through_the_registry() {
         .expect_err("incompatible");
     assert!(err.to_string().contains("409"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: run through ./dev test"]
+async fn a_schema_id_lists_the_subjects_and_versions_that_use_it() {
+    let stack = Stack::from_env();
+    let r = start_registry(&stack, &unique("registry-ids-")).await;
+    let http = reqwest::Client::new();
+    let schema = record_schema(1);
+    let (_, first) = register(&http, &r.url, "b-value", &schema).await;
+    let (_, second) = register(&http, &r.url, "a-value", &schema).await;
+    assert_eq!(first["id"], second["id"], "one id for one schema");
+    let id = first["id"].as_u64().expect("an id");
+
+    let (status, versions) = get(&http, format!("{}/schemas/ids/{id}/versions", r.url)).await;
+    assert_eq!(status, 200, "{versions}");
+    assert_eq!(
+        versions,
+        json!([{"subject": "a-value", "version": 1}, {"subject": "b-value", "version": 1}])
+    );
+    let (status, subjects) = get(&http, format!("{}/schemas/ids/{id}/subjects", r.url)).await;
+    assert_eq!((status, subjects), (200, json!(["a-value", "b-value"])));
+    for route in ["versions", "subjects"] {
+        let (status, body) = get(&http, format!("{}/schemas/ids/999/{route}", r.url)).await;
+        assert_eq!(
+            (status, &body["error_code"]),
+            (404, &json!(40403)),
+            "{route}"
+        );
+    }
+}
