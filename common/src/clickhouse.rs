@@ -19,6 +19,71 @@ pub fn client(args: &ClickHouseArgs) -> clickhouse::Client {
         .with_setting("wait_end_of_query", "1")
 }
 
+/// `statement` for database `db`: the statements Pulse ships name their
+/// database `{db}`.
+pub fn in_database(statement: &str, db: &str) -> String {
+    statement.replace("{db}", db)
+}
+
+/// Rewrites a single-server statement for a replicated cluster: the DDL runs
+/// ON CLUSTER and MergeTree-family engines become their Replicated kind, with
+/// the Keeper path and replica name taken from the servers' macros.
+pub fn for_cluster(statement: &str, cluster: Option<&str>) -> String {
+    let Some(cluster) = cluster else {
+        return statement.to_string();
+    };
+    let mut out = String::with_capacity(statement.len() + 128);
+    let mut rest = statement;
+    // ON CLUSTER goes right after the created object's name.
+    for keyword in [
+        "CREATE TABLE IF NOT EXISTS ",
+        "CREATE DATABASE IF NOT EXISTS ",
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS ",
+        "ALTER TABLE ",
+    ] {
+        if let Some(start) = rest.find(keyword) {
+            let name_start = start + keyword.len();
+            let name_len = rest[name_start..]
+                .find(|c: char| c.is_whitespace() || c == '(')
+                .unwrap_or(rest.len() - name_start);
+            out.push_str(&rest[..name_start + name_len]);
+            out.push_str(&format!(" ON CLUSTER '{cluster}'"));
+            rest = &rest[name_start + name_len..];
+            break;
+        }
+    }
+    out.push_str(rest);
+    let engine = "ENGINE = ";
+    if let Some(pos) = out.find(engine) {
+        let after = pos + engine.len();
+        let name_end = out[after..]
+            .find(|c: char| !c.is_alphanumeric())
+            .map_or(out.len(), |i| after + i);
+        let name = out[after..name_end].to_string();
+        if name.ends_with("MergeTree") && !name.starts_with("Replicated") {
+            let keeper = "'/clickhouse/tables/{shard}/{database}/{table}', '{replica}'";
+            let args = if out[name_end..].starts_with("()") || !out[name_end..].starts_with('(') {
+                format!("({keeper})")
+            } else {
+                format!("({keeper}, ")
+            };
+            let skip = if out[name_end..].starts_with("()") {
+                2
+            } else if out[name_end..].starts_with('(') {
+                1
+            } else {
+                0
+            };
+            out = format!(
+                "{}Replicated{name}{args}{}",
+                &out[..after],
+                &out[name_end + skip..]
+            );
+        }
+    }
+    out
+}
+
 /// What a ClickHouse error means for whoever sent the statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
@@ -78,6 +143,17 @@ pub fn classify(e: &clickhouse::error::Error) -> Failure {
     }
 }
 
+/// The ClickHouse error code of `e`, when the server answered with one.
+pub fn error_code(e: &clickhouse::error::Error) -> Option<u32> {
+    match e {
+        clickhouse::error::Error::BadResponse(text) => code(text),
+        _ => None,
+    }
+}
+
+/// UNKNOWN_DATABASE: the database is not created yet.
+pub const UNKNOWN_DATABASE: u32 = 81;
+
 /// The `Code: N` ClickHouse puts in every error text, old servers and new.
 fn code(text: &str) -> Option<u32> {
     let rest = &text[text.find("Code: ")? + "Code: ".len()..];
@@ -90,6 +166,31 @@ fn code(text: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn single_server_statements_are_unchanged() {
+        let sql = "CREATE TABLE IF NOT EXISTS pulse.t (a UInt8) ENGINE = MergeTree ORDER BY a";
+        assert_eq!(for_cluster(sql, None), sql);
+    }
+
+    #[test]
+    fn cluster_statements_run_on_cluster_with_replicated_engines() {
+        assert_eq!(
+            for_cluster(
+                "CREATE TABLE IF NOT EXISTS pulse.events\n(a UInt8)\nENGINE = ReplacingMergeTree(processed_ms)\nORDER BY a",
+                Some("pulse")
+            ),
+            "CREATE TABLE IF NOT EXISTS pulse.events ON CLUSTER 'pulse'\n(a UInt8)\nENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}', processed_ms)\nORDER BY a"
+        );
+        assert_eq!(
+            for_cluster("CREATE TABLE IF NOT EXISTS d.m (v UInt32) ENGINE = MergeTree ORDER BY v", Some("c")),
+            "CREATE TABLE IF NOT EXISTS d.m ON CLUSTER 'c' (v UInt32) ENGINE = ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/{table}', '{replica}') ORDER BY v"
+        );
+        assert_eq!(
+            for_cluster("CREATE DATABASE IF NOT EXISTS pulse", Some("c")),
+            "CREATE DATABASE IF NOT EXISTS pulse ON CLUSTER 'c'"
+        );
+    }
 
     fn bad(text: &str) -> clickhouse::error::Error {
         clickhouse::error::Error::BadResponse(text.into())

@@ -187,6 +187,10 @@ pub struct ClickHouseArgs {
         hide_env_values = true
     )]
     pub password: String,
+    /// ClickHouse cluster name: each service creates its tables ON CLUSTER
+    /// with Replicated engines. Unset: a single server.
+    #[arg(long = "clickhouse-cluster", env = "PULSE_CLICKHOUSE_CLUSTER")]
+    pub cluster: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -16,4 +16,3 @@ pub mod retry;
 pub mod schemas;
 pub mod scored;
 pub mod shutdown;
-pub mod sql;

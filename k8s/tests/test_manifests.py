@@ -309,7 +309,7 @@ def grants(user):
 
 
 def audit_table(objects):
-    sql = (REPO / "schemas" / "clickhouse" / "0006_audit.sql").read_text()
+    sql = (REPO / "schemas" / "clickhouse" / "audit.sql").read_text()
     table = re.search(r"CREATE TABLE IF NOT EXISTS \{db\}\.(\w+)", sql)[1]
     database = settings(objects)["PULSE_CLICKHOUSE_DATABASE"]
     return f"{database}.{table}"
@@ -332,7 +332,9 @@ def test_clickhouse_users_match_what_each_service_does(rendered):
     assert auditor == "pulse_audit_writer", f"the query API writes its audit trail as {auditor}"
     assert auditor in users, f"ClickHouse has no user {auditor}"
     assert len({reader, writer, auditor}) == 3, "the API reads, the processor writes, the audit trail inserts: three users"
-    assert grants(users[auditor]) == [({"INSERT"}, audit_table(objects))], f"{auditor} must only INSERT into the audit table"
+    # The API creates its audit table (ON CLUSTER, hence CLUSTER) and inserts into it, nothing else.
+    assert grants(users[auditor]) == [({"INSERT", "CREATE TABLE"}, audit_table(objects)), ({"CLUSTER"}, "*.*")], \
+        f"{auditor} may only create and INSERT into the audit table"
     assert users[auditor].get("profile", "default") not in {p for p, s in profiles.items() if str(s.get("readonly")) in {"1", "2"}}
 
     # Each service's password is the one its ClickHouse user is given.

@@ -13,7 +13,7 @@
 //! - [`pipeline`]: the loop that runs them.
 
 pub mod decode;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod pipeline;
 pub mod score;
 pub mod sink;

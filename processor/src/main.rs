@@ -12,7 +12,7 @@ use pulse_common::ops;
 use pulse_common::retry::until_done;
 use pulse_common::schemas::EventKind;
 use pulse_processor::decode::records::Decoder;
-use pulse_processor::pipeline::Pipeline;
+use pulse_processor::pipeline::{Batching, Pipeline, Source, StateSettings};
 use pulse_processor::score::scorer::{ExecutionProvider, Scorer};
 use pulse_processor::sink::delivery::{Delivery, TRANSACTION_TIMEOUT};
 use pulse_processor::sink::migrations;
@@ -55,9 +55,6 @@ struct Args {
     registry: RegistryArgs,
     #[command(flatten)]
     clickhouse: ClickHouseArgs,
-    /// ClickHouse cluster name: tables are created ON CLUSTER with Replicated engines.
-    #[arg(long, env = "PULSE_CLICKHOUSE_CLUSTER")]
-    clickhouse_cluster: Option<String>,
     /// Static group membership (e.g. the pod name): a restarted instance takes
     /// its partitions straight back instead of waiting out its old session.
     #[arg(long, env = "PULSE_PROCESSOR_INSTANCE_ID")]
@@ -212,7 +209,7 @@ async fn main() -> anyhow::Result<()> {
                 migrations::apply(
                     &clickhouse,
                     &args.clickhouse.database,
-                    args.clickhouse_cluster.as_deref(),
+                    args.clickhouse.cluster.as_deref(),
                 )
             })
         ),
@@ -233,13 +230,17 @@ async fn main() -> anyhow::Result<()> {
     let names: Vec<&str> = event_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
 
-    let pipeline = Pipeline {
-        consumer,
-        assignment,
-        in_flight,
-        restore_config: client_config(&args.kafka.client),
-        restore_timeout: Duration::from_secs(args.restore_timeout_s),
-        changelogs,
+    let delivery = Delivery {
+        clickhouse,
+        producer,
+        watermarks,
+        results_topic: topics.results(),
+        alerts_topic: topics.alerts(),
+        threshold,
+        dead_letter_topic: topics.dead_letter(),
+        timeout: Duration::from_secs(30),
+    };
+    let state = StateSettings {
         features: FeatureSettings {
             alpha: args.ewma_alpha,
             warmup: args.zscore_warmup,
@@ -249,23 +250,20 @@ async fn main() -> anyhow::Result<()> {
             max_devices_per_tenant: args.max_devices_per_tenant,
             idle_ttl_ms: args.device_idle_ttl_s.saturating_mul(1000),
         },
-        decoder,
-        scorer,
-        buffers: Arc::default(),
-        delivery: Arc::new(Delivery {
-            clickhouse,
-            producer,
-            watermarks,
-            results_topic: topics.results(),
-            alerts_topic: topics.alerts(),
-            threshold,
-            dead_letter_topic: topics.dead_letter(),
-            timeout: Duration::from_secs(30),
-        }),
-        topics,
+        changelogs,
+        restore_config: client_config(&args.kafka.client),
+        restore_timeout: Duration::from_secs(args.restore_timeout_s),
+    };
+    let batching = Batching {
         max_batch: args.max_batch,
         max_wait: Duration::from_millis(args.max_wait_ms),
     };
+    let source = Source {
+        consumer,
+        assignment,
+        in_flight,
+    };
+    let pipeline = Pipeline::new(source, decoder, state, scorer, delivery, topics, batching);
     readiness.set(true);
     tracing::info!(group = %args.group, topics = ?event_topics, "processing");
     let result = pipeline.run(shutdown).await;

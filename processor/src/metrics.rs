@@ -7,7 +7,7 @@ use prometheus::{
     Histogram, IntCounter, IntCounterVec, IntGauge,
 };
 
-pub static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+pub(crate) static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "pulse_processor_events_total",
         "Events handled, by outcome (stored, dead_lettered, duplicate)",
@@ -20,7 +20,7 @@ const BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-pub static INFERENCE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+pub(crate) static INFERENCE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "pulse_processor_inference_seconds",
         "Model run time per batch",
@@ -29,7 +29,7 @@ pub static INFERENCE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-pub static SINK_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+pub(crate) static SINK_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "pulse_processor_clickhouse_insert_seconds",
         "ClickHouse insert time per batch",
@@ -38,7 +38,7 @@ pub static SINK_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-pub static BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
+pub(crate) static BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "pulse_processor_batch_events",
         "Events per processed batch",
@@ -47,7 +47,7 @@ pub static BATCH_SIZE: LazyLock<Histogram> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-pub static STATE_RECORDS_SKIPPED: LazyLock<IntCounter> = LazyLock::new(|| {
+pub(crate) static STATE_RECORDS_SKIPPED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "pulse_processor_state_records_skipped_total",
         "Changelog records that could not be read during a restore (their device starts afresh)"
@@ -55,7 +55,7 @@ pub static STATE_RECORDS_SKIPPED: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-pub static STATE_DEVICES: LazyLock<IntGauge> = LazyLock::new(|| {
+pub(crate) static STATE_DEVICES: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "pulse_processor_state_devices",
         "Devices whose state this instance holds"
@@ -63,7 +63,7 @@ pub static STATE_DEVICES: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-pub static DECODE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+pub(crate) static DECODE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "pulse_processor_decode_seconds",
         "Time per batch to decode records and update device state",
@@ -72,7 +72,7 @@ pub static DECODE_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-pub static COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+pub(crate) static COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "pulse_processor_transaction_seconds",
         "Time per batch from opening its Kafka transaction (results, states, offsets) to committing it; the ClickHouse insert runs meanwhile",
@@ -81,7 +81,7 @@ pub static COMMIT_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-pub static GATHER_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+pub(crate) static GATHER_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "pulse_processor_gather_seconds",
         "Time to gather a batch from the consumer, including waiting for records",

@@ -1,6 +1,8 @@
 //! The audit trail: every request to the API, whether it was allowed or
 //! not, recorded in ClickHouse's `audit` table.
 //!
+//! The writer creates the table first: it is the API's own.
+//!
 //! A middleware authenticates the request once (handlers find the result in
 //! the request's extensions), times it, and hands a record to a writer task
 //! that inserts in batches (up to `BATCH` records or every second). When
@@ -19,12 +21,15 @@ use clickhouse::Client;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use pulse_common::clickhouse::{classify, Failure};
+use pulse_common::clickhouse::{
+    classify, error_code, for_cluster, in_database, Failure, UNKNOWN_DATABASE,
+};
+use pulse_common::config::ClickHouseArgs;
 use pulse_common::retry::backoff;
 use pulse_common::shutdown::Shutdown;
 
 use crate::auth::Authenticated;
-use crate::redact;
+use crate::{redact, sql};
 
 /// Most records per insert.
 const BATCH: usize = 1000;
@@ -108,17 +113,58 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Starts the writer; it stops once every `AuditLog` is dropped and the
-    /// queue is written, or, after `shutdown`, at the first write that
-    /// fails.
-    pub fn start(client: Client, shutdown: Shutdown) -> (Self, tokio::task::JoinHandle<()>) {
+    /// Starts the writer, which first creates the audit table (the API's
+    /// own) in `clickhouse`'s database; it stops once every `AuditLog` is
+    /// dropped and the queue is written, or, after `shutdown`, at the first
+    /// write that fails.
+    pub fn start(
+        clickhouse: &ClickHouseArgs,
+        shutdown: Shutdown,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (Self { tx }, tokio::spawn(write(client, rx, shutdown)))
+        let client = pulse_common::clickhouse::client(clickhouse);
+        let ddl = for_cluster(
+            &in_database(sql::AUDIT_TABLE, &clickhouse.database),
+            clickhouse.cluster.as_deref(),
+        );
+        let writer = async move {
+            if create_table(&client, &ddl, &shutdown).await {
+                write(client, rx, shutdown).await;
+            } else {
+                crate::metrics::AUDIT_RECORDS_LOST.inc_by(rx.len() as u64);
+            }
+        };
+        (Self { tx }, tokio::spawn(writer))
     }
 
     async fn record(&self, r: AuditRecord) {
         if self.tx.send(r).await.is_err() {
             tracing::error!("audit writer stopped; record lost");
+        }
+    }
+}
+
+/// Creates the audit table unless it exists; false if shutdown came first.
+/// Waits while ClickHouse is down or the processor has not created the
+/// database yet. A refusal for good (an audit user that may only insert,
+/// into a table an operator created) is logged, and the writer goes on to
+/// insert into the table as it is.
+async fn create_table(client: &Client, ddl: &str, shutdown: &Shutdown) -> bool {
+    let mut attempt = 0u32;
+    loop {
+        let e = match client.query(ddl).execute().await {
+            Ok(()) => return true,
+            Err(e) => e,
+        };
+        let not_yet = error_code(&e) == Some(UNKNOWN_DATABASE);
+        if !not_yet && classify(&e) == Failure::Permanent {
+            tracing::warn!(error = %e, "cannot create the audit table; writing into it as it is");
+            return true;
+        }
+        attempt += 1;
+        tracing::warn!(error = %e, attempt, "cannot create the audit table yet; retrying");
+        if !backoff(shutdown, attempt).await {
+            return false;
         }
     }
 }

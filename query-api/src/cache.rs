@@ -166,3 +166,145 @@ fn answer(
     headers.insert("x-cache", HeaderValue::from_static(outcome));
     response
 }
+
+/// The cache on a router of its own, through `oneshot`: a read whose answer
+/// counts how often it ran shows what came from memory.
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use axum::routing::get;
+    use axum::{middleware, Extension, Json, Router};
+
+    use super::*;
+    use crate::test_support::{authenticator, send};
+    use pulse_testkit::query_api::hs256;
+
+    /// Answers with the caller's tenant and how many times it ran.
+    fn counting_router(ttl_ms: u64) -> (Router, Arc<AtomicU64>) {
+        let calls = Arc::new(AtomicU64::new(0));
+        let counter = calls.clone();
+        let read = move |Extension(auth): Extension<Authenticated>| {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            async move {
+                match auth.0 {
+                    Ok(caller) => {
+                        Json(serde_json::json!({"tenant": caller.tenant, "run": n})).into_response()
+                    }
+                    Err(_) => StatusCode::UNAUTHORIZED.into_response(),
+                }
+            }
+        };
+        let cache = ResponseCache::new(&CacheArgs {
+            cache_ttl_ms: ttl_ms,
+            cache_max_mb: 1,
+        });
+        let app = Router::new()
+            .route("/v1/devices", get(read))
+            .route_layer(middleware::from_fn_with_state(cache, super::middleware))
+            .route_layer(middleware::from_fn_with_state(
+                authenticator(),
+                crate::auth::middleware,
+            ));
+        (app, calls)
+    }
+
+    #[tokio::test]
+    async fn repeats_are_served_from_a_per_tenant_cache_until_the_ttl() {
+        let (app, calls) = counting_router(2000);
+        let acme = hs256("acme", "analyst");
+
+        let first = send(&app, "/v1/devices", Some(&acme), &[]).await;
+        assert_eq!(first.status, StatusCode::OK);
+        assert_eq!(first.header("x-cache"), "miss");
+        assert_eq!(first.header("cache-control"), "private, max-age=2");
+        let etag = first.header("etag").to_string();
+        assert!(etag.starts_with('"') && etag.len() == 34, "{etag}");
+        assert_eq!(
+            first.json(),
+            serde_json::json!({"tenant": "acme", "run": 1})
+        );
+
+        // A repeat within the TTL is the cached answer, stale by design:
+        // the read did not run again.
+        let repeat = send(&app, "/v1/devices", Some(&acme), &[]).await;
+        assert_eq!(
+            (repeat.header("x-cache"), &repeat.body),
+            ("hit", &first.body)
+        );
+        assert_eq!(repeat.header("etag"), etag);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let revalidated = send(
+            &app,
+            "/v1/devices",
+            Some(&acme),
+            &[("if-none-match", &etag)],
+        )
+        .await;
+        assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+        assert!(revalidated.body.is_empty());
+        assert_eq!(revalidated.header("etag"), etag);
+
+        // Another tenant's identical request is its own entry, and so is
+        // another query string.
+        let globex = send(&app, "/v1/devices", Some(&hs256("globex", "analyst")), &[]).await;
+        assert_eq!(globex.header("x-cache"), "miss");
+        assert_eq!(
+            globex.json(),
+            serde_json::json!({"tenant": "globex", "run": 2})
+        );
+        let other = send(&app, "/v1/devices?limit=5", Some(&acme), &[]).await;
+        assert_eq!(
+            (other.header("x-cache"), other.json()["run"].as_u64()),
+            ("miss", Some(3))
+        );
+
+        // A request without a credential is never cached nor answered from
+        // the cache.
+        let refused = send(&app, "/v1/devices", None, &[]).await;
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            (refused.header("x-cache"), refused.header("etag")),
+            ("", "")
+        );
+
+        // After the TTL the answer is fresh, with a new ETag; the old one no
+        // longer matches.
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        let fresh = loop {
+            let a = send(
+                &app,
+                "/v1/devices",
+                Some(&acme),
+                &[("if-none-match", &etag)],
+            )
+            .await;
+            if a.status == StatusCode::OK {
+                break a;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still cached after 15 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(fresh.header("x-cache"), "miss");
+        assert_eq!(fresh.json()["run"], 5);
+        assert_ne!(fresh.header("etag"), etag);
+    }
+
+    #[tokio::test]
+    async fn a_ttl_of_zero_caches_nothing_but_still_tags_answers() {
+        let (app, calls) = counting_router(0);
+        let acme = hs256("acme", "analyst");
+        let first = send(&app, "/v1/devices", Some(&acme), &[]).await;
+        let second = send(&app, "/v1/devices", Some(&acme), &[]).await;
+        assert_eq!(
+            (first.header("x-cache"), second.header("x-cache")),
+            ("miss", "miss")
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_ne!(first.header("etag"), second.header("etag"));
+    }
+}

@@ -21,8 +21,11 @@ pub mod openapi;
 pub mod parquet_export;
 pub mod redact;
 pub mod routes;
+pub mod sql;
 pub mod startup;
 pub mod state;
 pub mod store;
 pub mod stream;
 pub mod stream_slots;
+#[cfg(test)]
+mod test_support;

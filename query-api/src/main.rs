@@ -117,10 +117,7 @@ async fn main() -> anyhow::Result<()> {
         },
         None => args.clickhouse.clone(),
     };
-    let (audit_log, audit_writer) = AuditLog::start(
-        pulse_common::clickhouse::client(&audit_writer_args),
-        shutdown.clone(),
-    );
+    let (audit_log, audit_writer) = AuditLog::start(&audit_writer_args, shutdown.clone());
     let state = AppState {
         store,
         live: Live {

@@ -4,11 +4,11 @@
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::sql;
 use axum::body::Bytes;
 use clickhouse::Client;
 use futures::{Stream, StreamExt};
 use pulse_common::scored::ScoredEvent;
-use pulse_common::sql;
 
 use crate::audit::AuditRecord;
 use serde::{Deserialize, Serialize};

@@ -1,10 +1,10 @@
 //! The audit trail: every request, allowed or refused, is a row in
 //! ClickHouse with who, tenant, route, parameters, rows returned, status and
 //! latency; a tenant's admins can search their tenant's records and no one
-//! else's. Run through `./dev test`.
+//! else's; the trail and exports never pass through the response cache.
+//! Run through `./dev test`.
 
-mod support;
-
+use pulse_testkit::query_api as support;
 use std::time::Duration;
 
 use pulse_testkit::poll_until;
@@ -110,4 +110,36 @@ async fn every_request_is_recorded_and_only_admins_see_their_tenant() {
         .await
         .expect("audit table readable");
     assert_eq!(refused, 1);
+
+    // The cache is on (the default TTL): a read repeated at once is a hit.
+    // The audit trail is read afresh every time, and an export is never
+    // held: neither passes through it.
+    let http = reqwest::Client::new();
+    let cache_of = |path: &'static str, token: String| {
+        let request = http.get(format!("{}{path}", api.url)).bearer_auth(token);
+        async move {
+            let r = request.send().await.expect("API answers");
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+            let header = |name| {
+                r.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            (header("x-cache"), header("etag").is_empty())
+        }
+    };
+    cache_of("/v1/devices", analyst.clone()).await;
+    assert_eq!(
+        cache_of("/v1/devices", analyst.clone()).await,
+        ("hit".to_string(), false)
+    );
+    for path in ["/v1/audit", "/v1/audit", "/v1/export?format=ndjson"] {
+        assert_eq!(
+            cache_of(path, admin.clone()).await,
+            (String::new(), true),
+            "{path}"
+        );
+    }
 }

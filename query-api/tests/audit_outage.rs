@@ -4,8 +4,7 @@
 //! none is written twice. Uses a ClickHouse server of its own. Run through
 //! `./dev test`.
 
-mod support;
-
+use pulse_testkit::query_api as support;
 use pulse_testkit::ScriptedServer;
 use reqwest::StatusCode;
 use support::{row, start_api_on};

@@ -4,8 +4,7 @@
 //! records its audit trail, while its reader cannot write.
 //! Run through `./dev test`.
 
-mod support;
-
+use pulse_testkit::query_api as support;
 use std::time::Duration;
 
 use pulse_testkit::{poll_until, Stack};

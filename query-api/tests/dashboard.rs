@@ -4,12 +4,11 @@
 //! a device's history and takes a screenshot. Run through `./dev test`
 //! (`./dev install` installs Chromium and playwright-core).
 
-mod support;
-
+use pulse_testkit::query_api as support;
 use std::path::PathBuf;
 use std::process::Command;
 
-use support::start_pipeline;
+use pulse_testkit::pipeline::start_pipeline;
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the local stack and Chromium: run through ./dev test"]

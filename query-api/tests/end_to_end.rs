@@ -2,6 +2,7 @@
 //! as Confluent-framed Avro, in ClickHouse with a score, returned over HTTP
 //! and pushed to a WebSocket subscriber. Run through `./dev test`.
 
+use pulse_testkit::query_api as support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -20,9 +21,7 @@ use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use serde_json::{json, Value as Json};
 
-mod support;
-
-use support::{start_pipeline, Pipeline};
+use pulse_testkit::pipeline::{start_pipeline, Pipeline};
 
 const TENANT: &str = "acme";
 const WAIT: Duration = Duration::from_secs(60);

@@ -5,8 +5,7 @@
 //! audit trail. Each test uses a ClickHouse server of its own. Run through
 //! `./dev test`.
 
-mod support;
-
+use pulse_testkit::query_api as support;
 use std::time::Duration;
 
 use pulse_common::clock::now_ms;

@@ -5,8 +5,7 @@
 //! starts is waited for: `/readyz` says so, and the API becomes ready once
 //! the provider answers. Run through `./dev test`.
 
-mod support;
-
+use pulse_testkit::query_api as support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -4,8 +4,7 @@
 //! cursor gets exactly what it missed, and is told when that is older than
 //! the window. Run through `./dev test`.
 
-mod support;
-
+use pulse_testkit::query_api as support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 

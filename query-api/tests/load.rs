@@ -2,9 +2,8 @@
 //! without an error; a caller over its rate limit gets 429 with Retry-After
 //! while other callers go on. Run through `./dev test`.
 
-mod support;
-
 use futures::future::join_all;
+use pulse_testkit::query_api as support;
 use reqwest::StatusCode;
 use support::{row, start_api, start_api_with};
 

@@ -1,12 +1,12 @@
 //! The guards of the live stream and of the query-string token, against the
-//! real API: a token in the query string authenticates `/v1/stream` only,
-//! and never reaches the log; each tenant has a cap on open streams (429
+//! real API: a token in the query string (HS256 or RS256) authenticates
+//! `/v1/stream` only, and never reaches the log; a tenant parameter is
+//! refused; each tenant has a cap on open streams (429
 //! beyond it, the slot freed when a stream closes); a client message over
 //! the limit ends the connection; a stream is closed when its token
 //! expires. Run through `./dev test`.
 
-mod support;
-
+use pulse_testkit::query_api as support;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -74,6 +74,28 @@ async fn a_query_string_token_opens_the_stream_only_and_is_never_logged() {
         .await
         .expect("the stream takes a query-string token");
     socket.close(None).await.expect("closed");
+    // An RS256 token opens it too, and with nothing published the stream
+    // stays open and quiet.
+    let rs256 = support::rs256("acme", "dashboard");
+    let mut socket = connect(&stream_url(&api, &rs256))
+        .await
+        .expect("the stream takes an RS256 token");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), socket.next())
+            .await
+            .is_err()
+    );
+    socket.close(None).await.expect("closed");
+    // The token names the tenant: a tenant parameter is refused.
+    match connect(&format!(
+        "{}&tenant_id=globex",
+        stream_url(&api, &dashboard)
+    ))
+    .await
+    {
+        Err(tungstenite::Error::Http(r)) => assert_eq!(r.status().as_u16(), 400),
+        other => panic!("a tenant parameter on the stream: expected 400, got {other:?}"),
+    }
     // A plain GET with the token is not a WebSocket handshake: 400 as JSON,
     // as every other refusal.
     let (status, body) = api.get("/v1/stream", Some(&dashboard)).await;

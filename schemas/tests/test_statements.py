@@ -1,6 +1,7 @@
 """Every ClickHouse statement Pulse issues runs on both ClickHouse versions.
 
-The migrations (schemas/clickhouse/0*.sql) and the statements of
+The processor's migrations (schemas/clickhouse/0*.sql), the query API's
+audit table (schemas/clickhouse/audit.sql) and the statements of
 schemas/clickhouse/queries/ are run in order on the local ClickHouse server
 (18.16) and in-process on current ClickHouse (chdb-core, 26.9), in a fresh
 database each, with the example values each query file gives in its
@@ -143,6 +144,8 @@ def set_up(engine, db):
         engine.run(bind(QUERIES / f"{name}.sql", db))
     for m in migrations():
         engine.run(m.read_text().replace("{db}", db))
+    # The query API's own table, which it creates at start-up.
+    engine.run((SCHEMAS / "audit.sql").read_text().replace("{db}", db))
     rows = "\n".join(json.dumps(e) for e in SAMPLE_EVENTS)
     # Listing the columns, as the processor does, makes 18.16 compute the
     # DEFAULT ones (event_date) instead of zero-filling them.
@@ -161,10 +164,16 @@ def engines(tmp_path_factory):
     server.run(f"DROP DATABASE IF EXISTS {db}")
 
 
+# Where each service names the statements it sends: the processor its
+# migrations' and stored offsets', the query API the rest.
+CATALOGS = ["processor/src/sink/migrations.rs", "processor/src/sink/delivery.rs", "query-api/src/sql.rs"]
+
+
 def test_every_statement_file_is_used_by_the_code():
-    catalog = (Path(__file__).resolve().parents[2] / "common/src/sql.rs").read_text()
-    for p in QUERIES.glob("*.sql"):
-        assert f'statement!("{p.stem}")' in catalog, f"{p.name} is not in common/src/sql.rs"
+    root = Path(__file__).resolve().parents[2]
+    catalog = "".join((root / c).read_text() for c in CATALOGS)
+    for p in list(QUERIES.glob("*.sql")) + [SCHEMAS / "audit.sql"]:
+        assert f'statement!("{p.stem}")' in catalog or f'/{p.name}")' in catalog, f"{p.name} is in none of {CATALOGS}"
 
 
 def test_code_sends_no_sql_outside_the_catalog():

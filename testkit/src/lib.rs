@@ -1,6 +1,12 @@
 //! Helpers for integration tests that run Pulse's binaries against the real
 //! local stack (`./dev test` starts it and exports its addresses). A
-//! dev-dependency of every service crate, never a dependency.
+//! dev-dependency of every service crate, never a dependency. Beside the
+//! helpers here: the query API started over a database of its own, with
+//! tokens for it ([`query_api`]), and the whole pipeline of one test
+//! ([`pipeline`]).
+
+pub mod pipeline;
+pub mod query_api;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -272,6 +278,7 @@ pub fn clickhouse(url: &str, database: &str) -> clickhouse::Client {
         database: database.to_string(),
         user: "default".into(),
         password: String::new(),
+        cluster: None,
     })
 }
 

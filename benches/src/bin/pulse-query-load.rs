@@ -16,7 +16,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use futures::{SinkExt, StreamExt};
 use pulse_common::scored::ScoredEvent;
-use pulse_common::sql;
+use pulse_query_api::sql;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};

@@ -10,6 +10,9 @@ use pulse_common::event::Event;
 use super::encode::Encoders;
 use super::parse::{record_key, Claims, EventError, Payload, TimeBounds, ValidEvent};
 
+/// Content type of a body holding one Confluent wire-format Avro record.
+pub const AVRO_CONTENT_TYPE: &str = "application/vnd.confluent.avro";
+
 pub fn parse_avro(
     body: &[u8],
     encoders: &Encoders,

@@ -17,15 +17,12 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 
 use super::auth::{Credentials, Principal, Refusal};
-use super::avro_body::parse_avro;
+use super::avro_body::{parse_avro, AVRO_CONTENT_TYPE};
 use super::encode::Encoders;
 use super::metrics;
 use super::openapi::TimeWindow;
 use super::parse::{parse_body, Claims, EventError, Layout, TimeBounds, ValidEvent};
 use super::produce::{EventProducer, Outgoing};
-
-/// Content type of a body holding one Confluent wire-format Avro record.
-pub const AVRO_CONTENT_TYPE: &str = "application/vnd.confluent.avro";
 
 pub struct Gateway {
     pub topics: Topics,

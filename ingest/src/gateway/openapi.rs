@@ -13,7 +13,7 @@ use std::time::Duration;
 use pulse_common::clock::now_ms;
 use serde_json::{json, Value};
 
-use super::http::AVRO_CONTENT_TYPE;
+use super::avro_body::AVRO_CONTENT_TYPE;
 use super::parse::TimeBounds;
 
 /// Serves the document, with the event times accepted as of now.

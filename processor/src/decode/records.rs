@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::Schema;
+use pulse_common::contract;
 use pulse_common::event::Event;
 use pulse_common::json_avro::FieldError;
 use pulse_common::schemas::EventKind;
@@ -43,23 +44,25 @@ pub struct Decoder {
     readers: Mutex<HashMap<u32, Reader>>,
 }
 
-/// Why a record could not be decoded.
+/// Why a record is not an event the pipeline takes. Every kind but
+/// [`DecodeError::Unavailable`] is the record's own fault, and the text is
+/// the reason its dead letter carries.
 #[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct DecodeError {
-    /// The registry could not be reached: the record is fine, try again
-    /// later. Otherwise the record itself is bad.
-    pub retriable: bool,
-    message: String,
-}
-
-impl DecodeError {
-    fn bad(message: String) -> Self {
-        DecodeError {
-            retriable: false,
-            message,
-        }
-    }
+pub(crate) enum DecodeError {
+    /// The registry could not be reached: the record is fine, try again later.
+    #[error("schema registry: {0}")]
+    Unavailable(String),
+    /// Not in the wire format, of a schema the registry does not have, or
+    /// not Avro of its schema.
+    #[error("undecodable: {0}")]
+    Undecodable(String),
+    /// Decodes, but is not an event.
+    #[error("invalid event: {0}")]
+    Invalid(FieldError),
+    /// An event that breaks the input contract: a producer writing to Kafka
+    /// directly meets the same contract as one going through ingest.
+    #[error("breaks the input contract: {0}")]
+    Contract(FieldError),
 }
 
 impl Decoder {
@@ -70,19 +73,23 @@ impl Decoder {
         }
     }
 
-    /// The event of `kind` in `payload`. The outer error is a record that
-    /// cannot be decoded (or a registry that cannot be reached); the inner
-    /// one a record that decodes but is not a valid event.
-    pub async fn decode(
+    /// The event of `kind` in `payload`, checked against the input contract.
+    pub(crate) async fn decode(
         &self,
         kind: EventKind,
         payload: Option<&[u8]>,
-    ) -> Result<Result<Event, FieldError>, DecodeError> {
+    ) -> Result<Event, DecodeError> {
+        let event = self.read(kind, payload).await?;
+        contract::check(&event).map_err(DecodeError::Contract)?;
+        Ok(event)
+    }
+
+    async fn read(&self, kind: EventKind, payload: Option<&[u8]>) -> Result<Event, DecodeError> {
         let (id, datum) = match get_bytes_result(payload) {
             BytesResult::Valid(id, datum) => (id, datum),
-            BytesResult::Null => return Err(DecodeError::bad("no payload".into())),
+            BytesResult::Null => return Err(DecodeError::Undecodable("no payload".into())),
             BytesResult::Invalid(bytes) => {
-                return Err(DecodeError::bad(invalid_bytes_error(bytes)))
+                return Err(DecodeError::Undecodable(invalid_bytes_error(bytes)))
             }
         };
         let cached = self.lock().get(&id).cloned();
@@ -92,33 +99,30 @@ impl Decoder {
         };
         if let Some(plan) = &reader.direct {
             if let Some(event) = wire_event::read(plan, kind, datum) {
-                return Ok(Ok(event));
+                return Ok(event);
             }
         }
         let value = reader
             .datum
             .read_value(&mut &datum[..])
-            .map_err(|e| DecodeError::bad(format!("not a record of schema {id}: {e}")))?;
-        Ok(Event::from_avro(kind, value))
+            .map_err(|e| DecodeError::Undecodable(format!("not a record of schema {id}: {e}")))?;
+        Event::from_avro(kind, value).map_err(DecodeError::Invalid)
     }
 
     async fn load(&self, id: u32) -> Result<Reader, DecodeError> {
         let schema = match self.registry.get_schema(id).await {
             Ok(schema) => schema,
             Err(e) => {
-                let retriable = registry_fault(&e);
-                if retriable {
-                    // Drops every cached failure, this one included, so the
-                    // next record of the schema asks the registry again.
-                    self.registry.remove_errors_from_cache();
+                if !registry_fault(&e) {
+                    return Err(DecodeError::Undecodable(e.to_string()));
                 }
-                return Err(DecodeError {
-                    retriable,
-                    message: e.to_string(),
-                });
+                // Drops every cached failure, this one included, so the
+                // next record of the schema asks the registry again.
+                self.registry.remove_errors_from_cache();
+                return Err(DecodeError::Unavailable(e.to_string()));
             }
         };
-        let unreadable = |e| DecodeError::bad(format!("schema {id} cannot be read: {e}"));
+        let unreadable = |e| DecodeError::Undecodable(format!("schema {id} cannot be read: {e}"));
         // Tried on a borrowed copy first: a schema that cannot be read is
         // asked for again with each of its records, and must not leak each time.
         GenericDatumReader::builder(&schema.parsed)
@@ -185,7 +189,7 @@ mod tests {
             Some(&[7u8, 0, 0, 0, 1, 2][..]),
         ] {
             match decoder.decode(EventKind::Telemetry, payload).await {
-                Err(e) => assert!(!e.retriable, "{payload:?}: {e}"),
+                Err(e) => assert!(matches!(e, DecodeError::Undecodable(_)), "{payload:?}: {e}"),
                 Ok(v) => panic!("{payload:?} decoded as {v:?}"),
             }
         }
@@ -198,7 +202,7 @@ mod tests {
             .decode(EventKind::Telemetry, Some(&[0u8, 0, 0, 0, 1, 2, 4][..]))
             .await
         {
-            Err(e) => assert!(e.retriable, "{e}"),
+            Err(e) => assert!(matches!(e, DecodeError::Unavailable(_)), "{e}"),
             Ok(v) => panic!("decoded as {v:?} without a registry"),
         }
         assert!(
@@ -261,14 +265,17 @@ mod tests {
             let (url, calls) = flaky_registry(first).await;
             let decoder = decoder_of(url);
             match decoder.decode(EventKind::Telemetry, Some(&record)).await {
-                Err(e) => assert!(e.retriable, "{first}: {e}"),
+                Err(e) => assert!(matches!(e, DecodeError::Unavailable(_)), "{first}: {e}"),
                 Ok(v) => panic!("{first}: decoded as {v:?} from a failing registry"),
             }
             assert!(decoder.lock().is_empty(), "{first}: no reader kept");
             // The record is no event (no fields of one), but it decodes: the
             // schema was fetched again rather than the failure replayed.
             let second = decoder.decode(EventKind::Telemetry, Some(&record)).await;
-            assert!(second.is_ok(), "{first}: second decode: {second:?}");
+            assert!(
+                matches!(second, Err(DecodeError::Invalid(_))),
+                "{first}: second decode: {second:?}"
+            );
             assert_eq!(
                 calls.load(std::sync::atomic::Ordering::SeqCst),
                 2,
@@ -286,7 +293,7 @@ mod tests {
             .decode(EventKind::Telemetry, Some(&[0u8, 0, 0, 0, 1, 42][..]))
             .await
         {
-            Err(e) => assert!(!e.retriable, "{e}"),
+            Err(e) => assert!(matches!(e, DecodeError::Undecodable(_)), "{e}"),
             Ok(v) => panic!("decoded as {v:?} without a schema"),
         }
     }

@@ -13,30 +13,26 @@ use pulse_common::event::Event;
 
 use crate::state::device::Features;
 
-pub struct Columns {
+pub(crate) struct Columns {
     /// The model's features in name order, each with its input column.
     sorted: Vec<(String, usize)>,
 }
 
 impl Columns {
     /// `features`: the model's inputs, in the order of its columns.
-    pub fn new(features: &[String]) -> Self {
+    pub(crate) fn new(features: &[String]) -> Self {
         let mut sorted: Vec<(String, usize)> = features.iter().cloned().zip(0..).collect();
         sorted.sort();
         Columns { sorted }
     }
 
     /// How many columns the model takes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.sorted.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.sorted.is_empty()
-    }
-
     /// Appends `event`'s row to `out`.
-    pub fn fill(&self, event: &Event, history: &Features, out: &mut Vec<f32>) {
+    pub(crate) fn fill(&self, event: &Event, history: &Features, out: &mut Vec<f32>) {
         let start = out.len();
         out.resize(start + self.sorted.len(), f32::NAN);
         let row = &mut out[start..];

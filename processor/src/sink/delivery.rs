@@ -23,11 +23,13 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use pulse_common::scored::{Alert, ScoredEvent, EVENTS_TABLE};
-use pulse_common::sql;
 
 use crate::metrics;
 use crate::sink::results::Results;
 use crate::sink::stored::{self, Mark, Span, Stored, Watermarks};
+
+/// Which offsets of a span ClickHouse holds, and the highest from its first on.
+const STORED_OFFSETS: &str = include_str!("../../../schemas/clickhouse/queries/stored_offsets.sql");
 
 /// A record that cannot be processed, bound for the dead-letter topic.
 pub struct DeadLetter {
@@ -124,7 +126,7 @@ impl Delivery {
     async fn read_stored(&self, span: &Span<'_>) -> anyhow::Result<Stored> {
         let (offsets, rows, highest): (Vec<i64>, u64, i64) = self
             .clickhouse
-            .query(sql::STORED_OFFSETS)
+            .query(STORED_OFFSETS)
             .bind(span.last)
             .bind(span.partition.0)
             .bind(span.partition.1)
@@ -155,7 +157,7 @@ impl Delivery {
     /// [`Delivery::begin`] on a thread of its own while `meanwhile` (the
     /// batch's insert) runs here: handing the client a batch's records
     /// takes a tenth of a second that the insert need not wait for.
-    pub fn begin_during<F: Future>(
+    pub(crate) fn begin_during<F: Future>(
         &self,
         out: &Publish<'_>,
         meanwhile: F,

@@ -23,17 +23,17 @@ use crate::sink::results::Results;
 use crate::source::in_flight::Underway;
 
 /// What one batch's delivery writes.
-pub struct Shipment {
-    pub rows: Vec<ScoredEvent>,
-    pub results: Results,
-    pub dead: Vec<DeadLetter>,
-    pub states: Vec<StateRecord>,
+pub(crate) struct Shipment {
+    pub(crate) rows: Vec<ScoredEvent>,
+    pub(crate) results: Results,
+    pub(crate) dead: Vec<DeadLetter>,
+    pub(crate) states: Vec<StateRecord>,
     /// The batch's records, whose offsets the transaction commits.
-    pub messages: Vec<OwnedMessage>,
-    pub group: ConsumerGroupMetadata,
+    pub(crate) messages: Vec<OwnedMessage>,
+    pub(crate) group: ConsumerGroupMetadata,
 }
 
-pub enum Delivered {
+pub(crate) enum Delivered {
     Yes,
     Stopping,
     /// The transaction did not commit; consume the batch again.
@@ -53,7 +53,7 @@ impl From<DeliveryError> for Delivered {
 /// Starts delivering `shipment`; `underway` is released when it ends. The
 /// shipment is handed back, to be freed by the thread that allocated it:
 /// the allocator frees memory of its own thread much faster.
-pub fn spawn(
+pub(crate) fn spawn(
     delivery: Arc<Delivery>,
     shipment: Shipment,
     shutdown: Shutdown,

@@ -3,7 +3,7 @@
 //! them together ([`delivery`], [`dispatch`]).
 
 pub mod delivery;
-pub mod dispatch;
+pub(crate) mod dispatch;
 pub mod migrations;
 pub mod results;
 pub mod stored;

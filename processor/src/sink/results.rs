@@ -66,17 +66,17 @@ const ROW_BYTES: usize = 1536;
 /// buffer of tens of MiB is zeroed by the kernel page by page as it is first
 /// written, which cost as much as a fifth of serializing the results.
 #[derive(Default)]
-pub struct Buffers(Mutex<Vec<Vec<u8>>>);
+pub(crate) struct Buffers(Mutex<Vec<Vec<u8>>>);
 
 /// One buffer for the batch being delivered, one for the batch being decoded.
 const KEPT_BUFFERS: usize = 2;
 
 impl Buffers {
-    pub fn take(&self) -> Vec<u8> {
+    pub(crate) fn take(&self) -> Vec<u8> {
         self.lock().pop().unwrap_or_default()
     }
 
-    pub fn give(&self, buffer: Vec<u8>) {
+    pub(crate) fn give(&self, buffer: Vec<u8>) {
         let mut kept = self.lock();
         if kept.len() < KEPT_BUFFERS {
             kept.push(buffer);

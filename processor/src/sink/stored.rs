@@ -51,7 +51,7 @@ impl Watermarks {
     }
 
     /// Records `marks`, unless everything was forgotten since `epoch`.
-    pub fn update(&self, epoch: u64, marks: &[Mark<'_>]) {
+    pub(crate) fn update(&self, epoch: u64, marks: &[Mark<'_>]) {
         let mut known = self.lock();
         if known.epoch != epoch {
             return;
@@ -65,11 +65,11 @@ impl Watermarks {
 }
 
 /// A partition and the highest offset of it stored.
-pub type Mark<'a> = ((&'a str, i32), i64);
+pub(crate) type Mark<'a> = ((&'a str, i32), i64);
 
 /// One partition's rows in a batch: the range of their offsets.
 #[derive(Debug, PartialEq)]
-pub struct Span<'a> {
+pub(crate) struct Span<'a> {
     pub partition: (&'a str, i32),
     pub first: i64,
     pub last: i64,
@@ -77,7 +77,7 @@ pub struct Span<'a> {
 
 /// The partitions of a batch's rows. A batch spans a handful: a short list,
 /// searched without allocating a key per row.
-pub fn spans(rows: &[ScoredEvent]) -> Vec<Span<'_>> {
+pub(crate) fn spans(rows: &[ScoredEvent]) -> Vec<Span<'_>> {
     let mut spans: Vec<Span<'_>> = Vec::new();
     for row in rows {
         let partition = (&*row.source_topic, row.source_partition);
@@ -98,7 +98,7 @@ pub fn spans(rows: &[ScoredEvent]) -> Vec<Span<'_>> {
 
 /// What ClickHouse holds of one partition's span of a batch.
 #[derive(Debug, PartialEq)]
-pub enum Stored {
+pub(crate) enum Stored {
     /// Every offset of this instance's up to this one, none past it (-1: none).
     UpTo(i64),
     /// Read back from ClickHouse: the offsets stored within the span, and
@@ -119,7 +119,7 @@ impl Stored {
 
     /// The mark once the span's fresh rows are stored; None while rows past
     /// the span were stored before (they are read back with the next batch).
-    pub fn after(&self, span: &Span<'_>) -> Option<i64> {
+    pub(crate) fn after(&self, span: &Span<'_>) -> Option<i64> {
         match self {
             Stored::UpTo(mark) => Some((*mark).max(span.last)),
             Stored::Read { highest, .. } => match highest {
@@ -132,7 +132,7 @@ impl Stored {
 
 /// The rows not stored yet, in the events table's sorting-key order.
 /// `stored[i]` is what ClickHouse holds of `spans[i]`.
-pub fn fresh<'a>(
+pub(crate) fn fresh<'a>(
     rows: &'a [ScoredEvent],
     spans: &[Span<'_>],
     stored: &[Stored],

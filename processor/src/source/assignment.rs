@@ -18,7 +18,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use crate::source::in_flight::InFlight;
 
 /// A topic partition.
-pub type Partition = (String, i32);
+pub(crate) type Partition = (String, i32);
 
 #[derive(Clone, Default)]
 pub struct Assignment(Arc<Mutex<Owned>>);
@@ -43,7 +43,7 @@ impl Assignment {
     }
 
     /// Every partition owned now, with its generation.
-    pub fn owned(&self) -> Vec<(Partition, u64)> {
+    pub(crate) fn owned(&self) -> Vec<(Partition, u64)> {
         self.lock()
             .partitions
             .iter()

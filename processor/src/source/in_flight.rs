@@ -19,7 +19,7 @@ struct Gate {
 }
 
 /// Held for as long as one delivery is under way.
-pub struct Underway(Arc<Gate>);
+pub(crate) struct Underway(Arc<Gate>);
 
 impl Gate {
     fn count(&self) -> MutexGuard<'_, usize> {
@@ -29,20 +29,20 @@ impl Gate {
 
 impl InFlight {
     /// Marks a delivery as under way until the returned value is dropped.
-    pub fn enter(&self) -> Underway {
+    pub(crate) fn enter(&self) -> Underway {
         *self.0.count() += 1;
         Underway(self.0.clone())
     }
 
     /// Blocks until no delivery is under way.
-    pub fn wait_idle(&self) {
+    pub(crate) fn wait_idle(&self) {
         let mut count = self.0.count();
         while *count > 0 {
             count = self.0.idle.wait(count).unwrap_or_else(|p| p.into_inner());
         }
     }
 
-    pub fn is_idle(&self) -> bool {
+    pub(crate) fn is_idle(&self) -> bool {
         *self.0.count() == 0
     }
 }

@@ -19,14 +19,14 @@ use crate::metrics;
 use crate::state::device::DeviceState;
 
 /// A device: tenant and source id.
-pub type DeviceKey = (String, String);
+pub(crate) type DeviceKey = (String, String);
 
 /// The record key of a device: a JSON array, so that any id round-trips.
-pub fn encode_key(device: &DeviceKey) -> Vec<u8> {
+pub(crate) fn encode_key(device: &DeviceKey) -> Vec<u8> {
     serde_json::to_vec(device).unwrap_or_default()
 }
 
-pub fn encode_state(state: &DeviceState) -> Vec<u8> {
+pub(crate) fn encode_state(state: &DeviceState) -> Vec<u8> {
     serde_json::to_vec(state).unwrap_or_default()
 }
 
@@ -76,12 +76,12 @@ impl ClientContext for EndIsNotAnError {
 impl rdkafka::consumer::ConsumerContext for EndIsNotAnError {}
 
 /// The devices of one partition and their latest states.
-pub type Devices = HashMap<DeviceKey, DeviceState>;
+pub(crate) type Devices = HashMap<DeviceKey, DeviceState>;
 
 /// Reads `partitions` of changelog `topic` from the start to their end (the
 /// last stable offset: only committed transactions count), all at once,
 /// and returns each device's latest state by partition.
-pub fn restore(
+pub(crate) fn restore(
     config: &ClientConfig,
     topic: &str,
     partitions: &[i32],

@@ -38,7 +38,7 @@ impl Default for FeatureSettings {
 
 /// Moving statistics of one reading.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Rolling {
+pub(crate) struct Rolling {
     pub mean: f64,
     pub var: f64,
     pub last: f64,
@@ -47,7 +47,7 @@ pub struct Rolling {
 
 /// What is kept per device, and written to the changelog after each batch.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DeviceState {
+pub(crate) struct DeviceState {
     /// Events seen from the device, retries excluded.
     pub seq: u64,
     pub last_event_ms: Option<i64>,
@@ -80,7 +80,7 @@ impl Features {
 impl DeviceState {
     /// Takes in `event` and returns its features, or None when the event is a
     /// retry of one among the device's recent events (the state is unchanged).
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         event: &Event,
         settings: &FeatureSettings,
@@ -146,7 +146,7 @@ impl DeviceState {
 /// The names of the features of each reading, made once per batch and
 /// shared by its rows instead of written anew three times per reading of
 /// every event. Looked up for every reading, so hashed with foldhash.
-pub struct FeatureNames {
+pub(crate) struct FeatureNames {
     gap: Arc<str>,
     by_reading: hashbrown::HashMap<String, [Arc<str>; 3]>,
 }

@@ -19,7 +19,7 @@ use crate::state::changelog::DeviceKey;
 use crate::state::device::{DeviceState, FeatureNames, FeatureSettings, Features};
 
 #[derive(Default)]
-pub struct StateStore {
+pub(crate) struct StateStore {
     partitions: HashMap<Partition, Loaded>,
 }
 
@@ -75,7 +75,7 @@ impl Default for StateLimits {
 
 /// What taking in an event came to.
 #[derive(Debug, PartialEq)]
-pub enum Observed {
+pub(crate) enum Observed {
     Features(Features),
     /// A retry of one of the device's recent events.
     Duplicate,
@@ -87,13 +87,13 @@ pub enum Observed {
 
 impl StateStore {
     /// Whether `partition`'s state was loaded under `generation`.
-    pub fn is_loaded(&self, partition: &Partition, generation: u64) -> bool {
+    pub(crate) fn is_loaded(&self, partition: &Partition, generation: u64) -> bool {
         self.partitions
             .get(partition)
             .is_some_and(|l| l.generation == generation)
     }
 
-    pub fn load(
+    pub(crate) fn load(
         &mut self,
         partition: Partition,
         generation: u64,
@@ -110,11 +110,11 @@ impl StateStore {
     }
 
     /// Drops the state of partitions no longer owned.
-    pub fn retain(&mut self, mut owned: impl FnMut(&Partition) -> bool) {
+    pub(crate) fn retain(&mut self, mut owned: impl FnMut(&Partition) -> bool) {
         self.partitions.retain(|p, _| owned(p));
     }
 
-    pub fn devices(&self) -> usize {
+    pub(crate) fn devices(&self) -> usize {
         self.partitions.values().map(|l| l.devices.len()).sum()
     }
 
@@ -123,7 +123,7 @@ impl StateStore {
     }
 
     /// Makes a committed batch's states the current ones.
-    pub fn apply(&mut self, batch: BatchState) {
+    pub(crate) fn apply(&mut self, batch: BatchState) {
         for (partition, device) in batch.evicted {
             if let Some(l) = self.partitions.get_mut(&partition) {
                 l.remove(&device);
@@ -147,12 +147,12 @@ impl StateStore {
 
 /// The states a batch changed, by partition and device.
 #[derive(Default)]
-pub struct BatchState {
+pub(crate) struct BatchState {
     /// Looked up by borrowed names for every event: its key is copied only
     /// when a device first appears in the batch.
-    pub changed: hashbrown::HashMap<(Partition, DeviceKey), DeviceState>,
+    pub(crate) changed: hashbrown::HashMap<(Partition, DeviceKey), DeviceState>,
     /// Idle devices the batch forgets: tombstones in its changelog writes.
-    pub evicted: hashbrown::HashSet<(Partition, DeviceKey)>,
+    pub(crate) evicted: hashbrown::HashSet<(Partition, DeviceKey)>,
     /// Devices the batch added less those it forgot, by partition and
     /// tenant, for the quota.
     added: HashMap<(Partition, String), isize>,
@@ -198,7 +198,7 @@ impl BatchState {
     /// Takes in `event` read from `partition`: its features, or None for a
     /// retry of a recent event. `earlier` is the batch before, still being
     /// delivered, whose states are newer than the store's.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         store: &StateStore,
         earlier: Option<&BatchState>,
@@ -259,7 +259,12 @@ impl BatchState {
     /// `cutoff_ms`, except those the batch in flight (`earlier`) touched.
     /// Called before the batch's events are taken in, so that the slots
     /// it frees count for the batch's new devices.
-    pub fn evict_idle(&mut self, store: &StateStore, earlier: Option<&BatchState>, cutoff_ms: i64) {
+    pub(crate) fn evict_idle(
+        &mut self,
+        store: &StateStore,
+        earlier: Option<&BatchState>,
+        cutoff_ms: i64,
+    ) {
         for (partition, loaded) in &store.partitions {
             for (device, state) in &loaded.devices {
                 if state.last_event_ms.is_none_or(|t| t >= cutoff_ms) {

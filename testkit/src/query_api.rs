@@ -1,32 +1,32 @@
-//! Credentials for the query API under test: an HS256 secret, an RS256 key
-//! pair (tests/fixtures, test-only) and API keys, written where the API reads
-//! them, and tokens minted for any tenant and role.
-
-#![allow(dead_code)]
+//! The query API under test: its credentials (an HS256 secret, the RS256
+//! key pair of `query-api/tests/fixtures`, test-only, and an API key)
+//! written where it reads them, tokens minted for any tenant and role, and
+//! the API started over a fresh database of its own.
 
 use std::path::PathBuf;
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use pulse_common::clock::now_ms;
-use pulse_common::config::Topics;
+use pulse_common::credentials::digest_of;
 use pulse_common::scored::ScoredEvent;
-use pulse_testkit::{clickhouse, free_port, poll_until, start_registry, unique, Service, Stack};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
-pub(crate) const HS256_SECRET: &str = "pulse-test-secret-0123456789abcdef0123";
+use crate::{clickhouse, free_port, poll_until, unique, Service, Stack};
+
+pub const HS256_SECRET: &str = "pulse-test-secret-0123456789abcdef0123";
 /// API key of tenant `acme`, role analyst.
-pub(crate) const ACME_ANALYST_KEY: &str = "acme-analyst-key-0001";
+pub const ACME_ANALYST_KEY: &str = "acme-analyst-key-0001";
 
-fn fixture(name: &str) -> PathBuf {
+/// A test key of `query-api/tests/fixtures`.
+pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
+        .join("../query-api/tests/fixtures")
         .join(name)
 }
 
 /// Writes the secret and key files and returns the API's settings for them.
-pub(crate) fn auth_env(dir_name: &str) -> Vec<(&'static str, String)> {
+pub fn auth_env(dir_name: &str) -> Vec<(&'static str, String)> {
     let dir = std::env::temp_dir().join(dir_name);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let secret = dir.join("hs256.secret");
@@ -36,7 +36,10 @@ pub(crate) fn auth_env(dir_name: &str) -> Vec<(&'static str, String)> {
         &keys,
         format!(
             "[[api_keys]]\nname = \"acme-reports\"\ntenant = \"acme\"\nrole = \"analyst\"\nsha256 = \"{}\"\n",
-            hex::encode(Sha256::digest(ACME_ANALYST_KEY.as_bytes()))
+            digest_of(ACME_ANALYST_KEY)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
         ),
     )
     .expect("keys written");
@@ -60,16 +63,16 @@ fn claims(tenant: &str, role: &str, expires_in_s: i64) -> serde_json::Value {
 }
 
 /// An HS256 token, valid for an hour.
-pub(crate) fn hs256(tenant: &str, role: &str) -> String {
+pub fn hs256(tenant: &str, role: &str) -> String {
     hs256_with(tenant, role, 3600, HS256_SECRET)
 }
 
-pub(crate) fn hs256_with(tenant: &str, role: &str, expires_in_s: i64, secret: &str) -> String {
+pub fn hs256_with(tenant: &str, role: &str, expires_in_s: i64, secret: &str) -> String {
     hs256_claims(&claims(tenant, role, expires_in_s), secret)
 }
 
 /// An HS256 token of `claims`, e.g. with `iss` and `aud`.
-pub(crate) fn hs256_claims(claims: &serde_json::Value, secret: &str) -> String {
+pub fn hs256_claims(claims: &serde_json::Value, secret: &str) -> String {
     encode(
         &Header::new(Algorithm::HS256),
         claims,
@@ -79,12 +82,12 @@ pub(crate) fn hs256_claims(claims: &serde_json::Value, secret: &str) -> String {
 }
 
 /// The claims of a token of `tenant` and `role`, valid for `expires_in_s`.
-pub(crate) fn claims_of(tenant: &str, role: &str, expires_in_s: i64) -> serde_json::Value {
+pub fn claims_of(tenant: &str, role: &str, expires_in_s: i64) -> serde_json::Value {
     claims(tenant, role, expires_in_s)
 }
 
 /// An RS256 token signed with the test key pair, valid for an hour.
-pub(crate) fn rs256(tenant: &str, role: &str) -> String {
+pub fn rs256(tenant: &str, role: &str) -> String {
     let pem = std::fs::read(fixture("rs256-test-private.pem")).expect("test key");
     encode(
         &Header::new(Algorithm::RS256),
@@ -95,11 +98,11 @@ pub(crate) fn rs256(tenant: &str, role: &str) -> String {
 }
 
 /// An event of a minute ago.
-pub(crate) fn row(tenant: &str, source: &str, id: &str) -> ScoredEvent {
+pub fn row(tenant: &str, source: &str, id: &str) -> ScoredEvent {
     row_at(tenant, source, id, now_ms() - 60_000)
 }
 
-pub(crate) fn row_at(tenant: &str, source: &str, id: &str, time_ms: i64) -> ScoredEvent {
+pub fn row_at(tenant: &str, source: &str, id: &str, time_ms: i64) -> ScoredEvent {
     ScoredEvent {
         tenant_id: tenant.into(),
         source_id: source.into(),
@@ -126,7 +129,7 @@ pub(crate) fn row_at(tenant: &str, source: &str, id: &str, time_ms: i64) -> Scor
     }
 }
 
-pub(crate) struct Api {
+pub struct Api {
     _service: Service,
     pub url: String,
     /// Prefix of the API's Kafka topics.
@@ -138,29 +141,23 @@ pub(crate) struct Api {
 
 impl Api {
     /// The API's process id, e.g. to read its peak memory.
-    pub(crate) fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self._service.pid()
     }
 
     /// The API's process, e.g. to poll its `/readyz`.
-    pub(crate) fn service(&self) -> &Service {
+    pub fn service(&self) -> &Service {
         &self._service
     }
 
-    pub(crate) fn service_mut(&mut self) -> &mut Service {
+    pub fn service_mut(&mut self) -> &mut Service {
         &mut self._service
     }
 
     /// `count` telemetry events of `tenant` made by ClickHouse itself: event
     /// n is n milliseconds before `end_ms`, and carries `padding` bytes in
     /// its properties.
-    pub(crate) async fn generate_events(
-        &self,
-        tenant: &str,
-        count: u64,
-        end_ms: i64,
-        padding: usize,
-    ) {
+    pub async fn generate_events(&self, tenant: &str, count: u64, end_ms: i64, padding: usize) {
         let padding = "x".repeat(padding);
         self.clickhouse
             .query(&format!(
@@ -182,7 +179,7 @@ impl Api {
     }
 
     /// Requests in the audit trail by status, once it holds at least `count`.
-    pub(crate) async fn audit_statuses(&self, count: u64) -> Vec<(u16, u64)> {
+    pub async fn audit_statuses(&self, count: u64) -> Vec<(u16, u64)> {
         poll_until(
             "every request in the audit table",
             std::time::Duration::from_secs(60),
@@ -201,7 +198,7 @@ impl Api {
 
     /// An export of `query` (e.g. `format=csv`) begun as `token`, its body
     /// left to the caller to read; asserts that it began with 200.
-    pub(crate) async fn start_export(&self, query: &str, token: &str) -> reqwest::Response {
+    pub async fn start_export(&self, query: &str, token: &str) -> reqwest::Response {
         let response = self
             .http
             .get(format!("{}/v1/export?{query}", self.url))
@@ -213,7 +210,7 @@ impl Api {
         response
     }
 
-    pub(crate) async fn get(&self, path: &str, credential: Option<&str>) -> (StatusCode, Value) {
+    pub async fn get(&self, path: &str, credential: Option<&str>) -> (StatusCode, Value) {
         let mut req = self.http.get(format!("{}{path}", self.url));
         if let Some(c) = credential {
             req = req.bearer_auth(c);
@@ -225,18 +222,18 @@ impl Api {
 }
 
 /// A fresh database holding `rows`, and the API over it.
-pub(crate) async fn start_api(rows: &[ScoredEvent]) -> Api {
+pub async fn start_api(rows: &[ScoredEvent]) -> Api {
     start_api_with(rows, &[]).await
 }
 
 /// As [`start_api`], with more settings for the API.
-pub(crate) async fn start_api_with(rows: &[ScoredEvent], settings: &[(&'static str, &str)]) -> Api {
+pub async fn start_api_with(rows: &[ScoredEvent], settings: &[(&'static str, &str)]) -> Api {
     let stack = Stack::from_env();
     start_api_on(&stack.clickhouse_url, rows, settings).await
 }
 
 /// As [`start_api_with`], over the ClickHouse server at `clickhouse_url`.
-pub(crate) async fn start_api_on(
+pub async fn start_api_on(
     clickhouse_url: &str,
     rows: &[ScoredEvent],
     settings: &[(&'static str, &str)],
@@ -246,7 +243,7 @@ pub(crate) async fn start_api_on(
 
 /// As [`start_api_with`], not waiting for the API to be ready: for tests
 /// of what it waits for.
-pub(crate) async fn spawn_api(settings: &[(&'static str, &str)]) -> Api {
+pub async fn spawn_api(settings: &[(&'static str, &str)]) -> Api {
     let stack = Stack::from_env();
     start_api_inner(&stack.clickhouse_url, &[], settings, Launch::Unready).await
 }
@@ -263,17 +260,22 @@ enum Launch<'a> {
 
 /// As [`start_api_with`], writing the API's log (stdout and stderr) to
 /// `log`, for a test of what it logs.
-pub(crate) async fn start_api_logging(
-    settings: &[(&'static str, &str)],
-    log: &std::path::Path,
-) -> Api {
+pub async fn start_api_logging(settings: &[(&'static str, &str)], log: &std::path::Path) -> Api {
     let stack = Stack::from_env();
     start_api_inner(&stack.clickhouse_url, &[], settings, Launch::Logging(log)).await
 }
 
-/// A fresh database with the project's tables, on `clickhouse_url`.
-pub(crate) async fn migrated_database(clickhouse_url: &str) -> String {
+/// A fresh database with the processor's tables (its numbered migrations),
+/// on `clickhouse_url`; the API creates its own audit table when started.
+pub async fn migrated_database(clickhouse_url: &str) -> String {
     let database = unique("api_");
+    migrate(clickhouse_url, &database).await;
+    database
+}
+
+/// Creates `database` with the processor's tables, as the processor's
+/// migrations do.
+pub async fn migrate(clickhouse_url: &str, database: &str) {
     let admin = clickhouse(clickhouse_url, "default");
     let schemas = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schemas/clickhouse");
     admin
@@ -284,18 +286,20 @@ pub(crate) async fn migrated_database(clickhouse_url: &str) -> String {
     let mut migrations: Vec<_> = std::fs::read_dir(&schemas)
         .expect("schemas")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.starts_with('0') && name.ends_with(".sql")
+        })
         .collect();
     migrations.sort();
     for m in migrations {
         let sql = std::fs::read_to_string(&m).expect("migration");
         admin
-            .query(&sql.replace("{db}", &database))
+            .query(&sql.replace("{db}", database))
             .execute()
             .await
             .expect("migration applies");
     }
-    database
 }
 
 async fn start_api_inner(
@@ -342,66 +346,5 @@ async fn start_api_inner(
         topic_prefix,
         _service: service,
         http: reqwest::Client::new(),
-    }
-}
-
-/// Registry, ingest, processor and query API of one test, on their own
-/// topics and database.
-pub(crate) struct Pipeline {
-    pub stack: Stack,
-    pub topics: Topics,
-    pub database: String,
-    pub registry: Service,
-    pub ingest: Service,
-    pub processor: Service,
-    pub query: Service,
-}
-
-pub(crate) async fn start_pipeline() -> Pipeline {
-    let stack = Stack::from_env();
-    let prefix = unique("e2e") + ".";
-    let database = unique("e2e_");
-    let registry = start_registry(&stack, &prefix).await;
-    let common = |listen_var: &'static str, port: u16| {
-        vec![
-            (listen_var, format!("127.0.0.1:{port}")),
-            ("PULSE_TOPIC_PREFIX", prefix.clone()),
-            ("PULSE_REGISTRY_URL", registry.url.clone()),
-            ("PULSE_CLICKHOUSE_DATABASE", database.clone()),
-            ("PULSE_PROCESSOR_GROUP", format!("{prefix}processor")),
-            ("PULSE_EVENT_PARTITIONS", "3".to_string()),
-            ("PULSE_RESULT_PARTITIONS", "3".to_string()),
-        ]
-    };
-    let port = free_port();
-    let ingest = Service::start(
-        &stack,
-        "pulse-ingest",
-        port,
-        &[],
-        &common("PULSE_INGEST_LISTEN", port),
-    )
-    .await;
-    let port = free_port();
-    let processor = Service::start(
-        &stack,
-        "pulse-processor",
-        port,
-        &[],
-        &common("PULSE_PROCESSOR_LISTEN", port),
-    )
-    .await;
-    let port = free_port();
-    let mut query_env = common("PULSE_QUERY_LISTEN", port);
-    query_env.extend(auth_env(&prefix));
-    let query = Service::start(&stack, "pulse-query-api", port, &[], &query_env).await;
-    Pipeline {
-        topics: Topics::new(prefix),
-        stack,
-        database,
-        registry,
-        ingest,
-        processor,
-        query,
     }
 }
