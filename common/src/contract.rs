@@ -82,7 +82,7 @@ where
     P: IntoIterator<Item = (&'a str, &'a str)>,
 {
     identifier("event_id", parts.event_id, MAX_ID_LEN, printable)?;
-    identifier("tenant_id", parts.tenant_id, MAX_TENANT_LEN, tenant_char)?;
+    check_tenant(parts.tenant_id)?;
     identifier("source_id", parts.source_id, MAX_ID_LEN, source_char)?;
     if !(0..=MAX_EVENT_TIME_MS).contains(&parts.event_time_ms) {
         return Err(refuse(
@@ -168,6 +168,11 @@ fn reading(name: &str, value: f64) -> Result<(), FieldError> {
         ));
     }
     Ok(())
+}
+
+/// A tenant id as events, files and credentials name it.
+pub fn check_tenant(tenant_id: &str) -> Result<(), FieldError> {
+    identifier("tenant_id", tenant_id, MAX_TENANT_LEN, tenant_char)
 }
 
 fn identifier(

@@ -8,6 +8,7 @@ pub mod config;
 pub mod contract;
 pub mod credentials;
 pub mod event;
+pub mod files;
 pub mod json_avro;
 pub mod kafka;
 pub mod logging;

@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use clap::Parser;
 use pulse_common::config::{KafkaArgs, LogArgs, RegistryArgs};
+use pulse_common::files::{FileStore, StorageArgs, UploadLimits};
 use pulse_common::kafka::{ensure_topics, max_message_bytes, TopicSpec};
 use pulse_common::ops;
 use pulse_common::retry::until_done;
 use pulse_common::schemas::EventKind;
 use pulse_ingest::gateway::auth::Credentials;
 use pulse_ingest::gateway::encode::Encoders;
+use pulse_ingest::gateway::files::{self, Uploads};
 use pulse_ingest::gateway::http::{self, Gateway, RecordLimits, Slot};
 use pulse_ingest::gateway::mqtt::{self, MqttConfig};
 use pulse_ingest::gateway::openapi::TimeWindow;
@@ -89,6 +91,14 @@ struct Args {
     #[arg(long, env = "PULSE_MQTT_MAX_MESSAGE_BYTES", default_value_t = 1 << 20)]
     mqtt_max_message_bytes: usize,
     #[command(flatten)]
+    storage: StorageArgs,
+    /// Largest file `POST /v1/files` takes, in bytes; a larger one gets 413.
+    #[arg(long, env = "PULSE_INGEST_MAX_FILE_BYTES", default_value_t = 2 << 30)]
+    max_file_bytes: u64,
+    /// Most bytes one tenant's files may take together; an upload beyond it gets 507.
+    #[arg(long, env = "PULSE_INGEST_TENANT_QUOTA_BYTES", default_value_t = 100 << 30)]
+    tenant_quota_bytes: u64,
+    #[command(flatten)]
     log: LogArgs,
 }
 
@@ -105,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
         .map(|name| TopicSpec::new(name, args.partitions, args.replication))
         .collect();
     let credentials = match &args.credentials {
-        Some(path) => Some(Credentials::load(path)?),
+        Some(path) => Some(Arc::new(Credentials::load(path)?)),
         None => {
             tracing::warn!(
                 "no credentials file: authentication is off, events name their own tenant"
@@ -122,7 +132,16 @@ async fn main() -> anyhow::Result<()> {
         max_skew: Duration::from_secs(args.max_clock_skew_s),
         authenticated: args.credentials.is_some(),
     };
+    let uploads = Arc::new(Uploads {
+        store: FileStore::open(&args.storage)?,
+        limits: UploadLimits {
+            max_bytes: args.max_file_bytes,
+            tenant_quota_bytes: args.tenant_quota_bytes,
+        },
+        credentials: credentials.clone(),
+    });
     let app = http::router(slot.clone(), args.max_body_bytes, window)
+        .merge(files::router(uploads))
         .layer(ops::request_tracing())
         .merge(ops::router(readiness.clone()));
     let server = tokio::spawn(ops::serve_on(listener, app, shutdown.clone()));

@@ -3,7 +3,7 @@
 //!
 //! - reads that dashboards repeat: cache, then the read deadline;
 //! - the audit trail: the read deadline;
-//! - the stream and exports, which run as long as they need: neither;
+//! - the stream, exports and files, which run as long as they need: neither;
 //! - all of them: authentication first, then the audit trail, then the
 //!   tenant's rate limit (so refusals are recorded and counted too);
 //! - the OpenAPI document, its page and the dashboard's files: none.
@@ -20,7 +20,7 @@ use crate::budget::{self, Deadline};
 use crate::cache::{self, ResponseCache};
 use crate::limits::{self, Limiter};
 use crate::state::AppState;
-use crate::{admin, aggregates, dashboard, export, openapi, routes, stream};
+use crate::{admin, aggregates, dashboard, export, files, openapi, routes, stream};
 
 /// The layers of the API's routes.
 pub struct Layers {
@@ -51,7 +51,8 @@ pub fn app(state: AppState, layers: Layers) -> Router {
         ));
     let unbounded = Router::new()
         .route("/v1/stream", get(stream::upgrade))
-        .route("/v1/export", get(export::export));
+        .route("/v1/export", get(export::export))
+        .route("/v1/files/{file_id}", get(files::file));
     let api = bounded
         .merge(unbounded)
         .route_layer(middleware::from_fn_with_state(

@@ -14,6 +14,7 @@ pub mod error;
 pub mod export;
 pub mod extract;
 pub mod fanout;
+pub mod files;
 pub mod jwks;
 pub mod limits;
 pub mod metrics;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use pulse_common::config::{ClickHouseArgs, KafkaArgs, LogArgs};
+use pulse_common::files::{FileStore, StorageArgs};
 use pulse_common::kafka::TopicSpec;
 use pulse_common::ops;
 use pulse_query_api::app::{app, Layers};
@@ -68,6 +69,8 @@ struct Args {
     #[command(flatten)]
     cache: CacheArgs,
     #[command(flatten)]
+    storage: StorageArgs,
+    #[command(flatten)]
     log: LogArgs,
 }
 
@@ -127,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
             slots: StreamSlots::new(args.ws_max_streams_per_tenant),
         },
         auth: auth.clone(),
+        files: FileStore::open(&args.storage)?,
     };
     let layers = Layers {
         cache: ResponseCache::new(&args.cache),

@@ -37,6 +37,7 @@ use crate::store::{Bucket, Device};
         crate::stream::upgrade,
         crate::admin::audit,
         crate::export::export,
+        crate::files::file,
     ),
     components(schemas(
         ScoredEvent,
@@ -277,6 +278,7 @@ mod tests {
                 "/v1/events",
                 "/v1/events/{event_id}",
                 "/v1/export",
+                "/v1/files/{file_id}",
                 "/v1/stream",
             ]
         );

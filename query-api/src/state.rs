@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
+use pulse_common::files::FileStore;
 
 use crate::auth::Authenticator;
 use crate::store::EventStore;
@@ -14,6 +15,14 @@ pub struct AppState {
     /// Results from the one consumer of this instance, for WebSocket clients.
     pub live: Live,
     pub auth: Arc<Authenticator>,
+    /// Tenants' files, as ingest stores them.
+    pub files: FileStore,
+}
+
+impl FromRef<AppState> for FileStore {
+    fn from_ref(s: &AppState) -> Self {
+        s.files.clone()
+    }
 }
 
 impl FromRef<AppState> for EventStore {

@@ -6,6 +6,7 @@ Afterwards a known event is still read back exactly. Run through
 `./dev test`."""
 
 import hashlib
+import json
 import os
 import time
 import uuid
@@ -15,6 +16,10 @@ import pytest
 import requests
 
 KEY = "schemathesis-admin-key-0123456789"
+# The example id of `/v1/files/{file_id}` in the document: a file of acme's
+# is stored under it, so that the examples reach a file.
+FILE_ID = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+FILE = b"time_ms,temperature_c\n1,21.5\n"
 EVENTS = 500
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "clickhouse"
 
@@ -60,6 +65,16 @@ def api_url(database, services, tmp_path_factory):
         '[[api_keys]]\nname = "schemathesis"\ntenant = "acme"\nrole = "admin"\n'
         f'sha256 = "{hashlib.sha256(KEY.encode()).hexdigest()}"\n'
     )
+    # acme's file, laid out as ingest's uploads store one.
+    objects = tmp_path_factory.mktemp("objects")
+    sha = hashlib.sha256(FILE).hexdigest()
+    (objects / "tenants/acme/objects").mkdir(parents=True)
+    (objects / "tenants/acme/files").mkdir(parents=True)
+    (objects / "tenants/acme/objects" / sha).write_bytes(FILE)
+    (objects / "tenants/acme/files" / f"{FILE_ID}.json").write_text(json.dumps({
+        "file_id": FILE_ID, "tenant": "acme", "size": len(FILE), "sha256": sha,
+        "content_type": "text/csv", "created_ms": 1_764_547_200_000,
+    }))
     port = services.free_port()
     return services.start(
         "pulse-query-api",
@@ -69,6 +84,7 @@ def api_url(database, services, tmp_path_factory):
         PULSE_RESULT_PARTITIONS="1",
         PULSE_CLICKHOUSE_DATABASE=database,
         PULSE_QUERY_API_KEYS_FILE=str(keys),
+        PULSE_OBJECT_STORE_URL=str(objects),
         # Schemathesis sends thousands of requests; the rate limit has a
         # test of its own.
         PULSE_QUERY_RATE_LIMIT="1000000",
@@ -91,3 +107,5 @@ def test_schemathesis_finds_nothing(api_url, schemathesis):
         event["event_id"], event["source_id"], event["reading_names"], event["reading_values"]
     ) == ("evt-7", "device-7", ["temperature_c"], [20.5]), event
     assert requests.get(f"{api_url}/readyz", timeout=5).status_code == 200
+    r = requests.get(f"{api_url}/v1/files/{FILE_ID}", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+    assert (r.status_code, r.content) == (200, FILE)

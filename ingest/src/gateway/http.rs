@@ -29,7 +29,7 @@ pub struct Gateway {
     pub encoders: Encoders,
     pub producer: EventProducer,
     /// None: authentication is off and events name their own tenant.
-    pub credentials: Option<Credentials>,
+    pub credentials: Option<Arc<Credentials>>,
     pub max_event_age: Duration,
     pub max_clock_skew: Duration,
     /// Bounds events waiting for Kafka; a request that cannot get its share
@@ -155,7 +155,11 @@ impl Rejected {
         }
     }
 
-    fn body(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn body(
+        status: StatusCode,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(status, reason, vec![EventError::body(message)])
     }
 }
@@ -219,7 +223,7 @@ fn layout(headers: &HeaderMap) -> Result<Option<Layout>, Rejected> {
     }
 }
 
-fn refused(r: Refusal) -> Rejected {
+pub(crate) fn refused(r: Refusal) -> Rejected {
     let status = match r {
         Refusal::Missing | Refusal::Unknown => StatusCode::UNAUTHORIZED,
         Refusal::RateLimited { .. } | Refusal::BatchTooLarge { .. } => {

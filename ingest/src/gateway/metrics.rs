@@ -57,3 +57,19 @@ pub static BYTES_IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static FILES_STORED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "pulse_ingest_files_stored_total",
+        "Files stored by POST /v1/files (a retried upload of a stored file not counted)"
+    )
+    .expect("metric registers once")
+});
+
+pub static FILE_BYTES_STORED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "pulse_ingest_file_bytes_stored_total",
+        "Bytes of the files stored by POST /v1/files"
+    )
+    .expect("metric registers once")
+});

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod avro_body;
 pub mod encode;
+pub mod files;
 pub mod http;
 pub mod metrics;
 pub mod mqtt;

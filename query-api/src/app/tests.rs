@@ -41,6 +41,9 @@ fn router(rate_burst: u32) -> Router {
             slots: StreamSlots::new(1),
         },
         auth: auth.clone(),
+        files: pulse_common::files::FileStore::new(std::sync::Arc::new(
+            object_store::memory::InMemory::new(),
+        )),
     };
     let layers = Layers {
         cache: ResponseCache::new(&CacheArgs {
@@ -75,6 +78,11 @@ async fn every_route_checks_the_credential_and_the_role_before_anything_else() {
         ("/v1/export", None, StatusCode::UNAUTHORIZED),
         ("/v1/stream", None, StatusCode::UNAUTHORIZED),
         ("/v1/audit", None, StatusCode::UNAUTHORIZED),
+        (
+            "/v1/files/0123456789abcdef0123456789abcdef",
+            None,
+            StatusCode::UNAUTHORIZED,
+        ),
         ("/v1/audit", Some(&analyst), StatusCode::FORBIDDEN),
         ("/v1/audit", Some(&dashboard), StatusCode::FORBIDDEN),
         ("/v1/stream", Some(&analyst), StatusCode::FORBIDDEN),
