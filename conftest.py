@@ -81,5 +81,7 @@ def schemathesis():
         )
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
         assert "No issues found" in done.stdout, done.stdout[-3000:]
+        # How many cases it ran, for `pytest -s`.
+        print(url, next((l.strip() for l in done.stdout.splitlines() if "generated" in l), ""))
 
     return run
