@@ -31,11 +31,14 @@ type BadUpload<'a> = (
 const ACME_KEY: &str = "acme-ingest-key-0001";
 const GLOBEX_KEY: &str = "globex-ingest-key-0001";
 
-/// A directory of the test's own for the object store, and ingest's
-/// credentials.
-fn setup() -> (PathBuf, PathBuf) {
-    let dir = std::env::temp_dir().join(unique("pulse-files-"));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+/// A directory of the test's own, removed with what it holds when the
+/// guard is dropped: the object store in it, and ingest's credentials.
+fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let guard = tempfile::Builder::new()
+        .prefix("pulse-files-")
+        .tempdir()
+        .expect("temp dir");
+    let dir = guard.path().to_path_buf();
     let sha = |s: &str| hex::encode(Sha256::digest(s.as_bytes()));
     let credentials = dir.join("credentials.toml");
     std::fs::write(
@@ -49,7 +52,7 @@ fn setup() -> (PathBuf, PathBuf) {
     )
     .expect("credentials written");
     let objects = dir.join("objects");
-    (objects, credentials)
+    (guard, objects, credentials)
 }
 
 /// A registry and an ingest gateway storing files in `objects`.
@@ -141,7 +144,7 @@ fn csv(n: usize) -> Vec<u8> {
 #[ignore = "needs the local stack: run through ./dev test"]
 async fn files_are_stored_once_checked_whole_and_served_to_their_tenant_only() {
     let stack = Stack::from_env();
-    let (objects, credentials) = setup();
+    let (_dir, objects, credentials) = setup();
     let (_registry, ingest) = ingest_over(&stack, &objects, &credentials, 4 << 20).await;
     let http = reqwest::Client::new();
     let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01".to_vec();
@@ -409,7 +412,7 @@ async fn a_gigabyte_upload_streams_through_the_gateway_in_bounded_memory() {
     const CHUNK: usize = 1 << 20;
     const MAX_RSS_KIB: u64 = 100 * 1024;
     let stack = Stack::from_env();
-    let (objects, credentials) = setup();
+    let (_dir, objects, credentials) = setup();
     let (_registry, ingest) = ingest_over(&stack, &objects, &credentials, 2 << 30).await;
     // The same 1 MiB of CSV again and again, hashed as it is sent.
     let block = axum::body::Bytes::from(csv(CHUNK));

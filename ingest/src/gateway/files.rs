@@ -6,12 +6,13 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use futures::StreamExt;
 use pulse_common::files::{FileId, FileStore, UploadError, UploadLimits};
 use serde::Deserialize;
 
@@ -48,17 +49,41 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match handle(&uploads, query, &headers, body).await {
+    let mut stream = body.into_data_stream();
+    match handle(&uploads, query, &headers, &mut stream).await {
         Ok(r) => r,
-        Err(rejected) => rejected.into_response(),
+        Err(rejected) => {
+            drain(&mut stream).await;
+            rejected.into_response()
+        }
     }
+}
+
+/// Most of a refused upload's body read and dropped, and for how long:
+/// a client still sending when the answer comes and the connection closes
+/// sees a broken connection instead of the answer. A larger rest is left
+/// unread, and that client sees the connection close.
+const DRAIN_BYTES: usize = 64 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn drain(stream: &mut BodyDataStream) {
+    let draining = async {
+        let mut read = 0;
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len();
+            if read > DRAIN_BYTES {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, draining).await;
 }
 
 async fn handle(
     uploads: &Uploads,
     query: Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     headers: &HeaderMap,
-    body: Body,
+    stream: &mut BodyDataStream,
 ) -> Result<Response, Rejected> {
     let tenant = match &uploads.credentials {
         Some(c) => {
@@ -96,7 +121,6 @@ async fn handle(
         }
         None => FileId::random(),
     };
-    let stream = body.into_data_stream();
     let (meta, created) = uploads
         .store
         .upload(&tenant, &id, content_type, stream, uploads.limits)
