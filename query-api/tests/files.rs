@@ -251,6 +251,20 @@ async fn files_are_stored_once_checked_whole_and_served_to_their_tenant_only() {
         );
     }
 
+    // Counted as refused uploads, not as refused events.
+    assert_eq!(
+        ingest
+            .metric("pulse_ingest_files_rejected_total{reason=\"content_mismatch\"}")
+            .await,
+        Some(3.0)
+    );
+    assert_eq!(
+        ingest
+            .metric("pulse_ingest_events_rejected_total{reason=\"content_mismatch\"}")
+            .await,
+        None
+    );
+
     // A file, then the same upload retried: stored once.
     let bytes = csv(1 << 20);
     let sha = hex::encode(Sha256::digest(&bytes));

@@ -54,7 +54,7 @@ async fn upload(
         Ok(r) => r,
         Err(rejected) => {
             drain(&mut stream).await;
-            rejected.into_response()
+            rejected.counted_in(&metrics::FILES_REJECTED)
         }
     }
 }

@@ -166,7 +166,14 @@ impl Rejected {
 
 impl IntoResponse for Rejected {
     fn into_response(self) -> Response {
-        metrics::EVENTS_REJECTED
+        self.counted_in(&metrics::EVENTS_REJECTED)
+    }
+}
+
+impl Rejected {
+    /// The answer, with the refusal counted in `rejected` by its reason.
+    pub(crate) fn counted_in(self, rejected: &prometheus::IntCounterVec) -> Response {
+        rejected
             .with_label_values(&[self.reason])
             .inc_by(self.errors.len().max(1) as u64);
         let body = Json(json!({"error": self.reason, "errors": self.errors}));

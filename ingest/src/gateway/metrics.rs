@@ -73,3 +73,12 @@ pub static FILE_BYTES_STORED: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static FILES_REJECTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "pulse_ingest_files_rejected_total",
+        "Uploads to POST /v1/files refused, by reason",
+        &["reason"]
+    )
+    .expect("metric registers once")
+});

@@ -203,7 +203,7 @@ async fn bad_parameters_are_named_before_storage_is_asked() {
         (
             "/v1/devices/d-1/series?resolution_s=86460",
             "resolution_s",
-            "",
+            "whole minutes from 60 to 86400",
         ),
         ("/v1/aggregates?metric=a%20b", "metric", "reading's name"),
         (
