@@ -19,7 +19,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bins \
  && mkdir -p /out \
  && cp target/release/pulse-ingest target/release/pulse-registry target/release/pulse-simulate \
-       target/release/pulse-processor target/release/pulse-query-api /out/
+       target/release/pulse-processor target/release/pulse-query-api target/release/pulse-worker /out/
 
 # ONNX Runtime's shared library, from the same PyPI wheel the local stack uses.
 FROM python:3.12.8-slim-bookworm AS onnxruntime
@@ -81,3 +81,9 @@ COPY --from=build /out/pulse-query-api /usr/local/bin/
 ENV PULSE_QUERY_LISTEN=0.0.0.0:8090
 EXPOSE 8090
 ENTRYPOINT ["/usr/local/bin/pulse-query-api"]
+
+FROM runtime AS worker
+COPY --from=build /out/pulse-worker /usr/local/bin/
+ENV PULSE_WORKER_LISTEN=0.0.0.0:8095
+EXPOSE 8095
+ENTRYPOINT ["/usr/local/bin/pulse-worker"]

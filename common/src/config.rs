@@ -117,6 +117,21 @@ impl Topics {
     pub fn dead_letter(&self) -> String {
         format!("{}dead-letter", self.prefix)
     }
+
+    /// Job requests as JSON, keyed by job id (`crate::jobs`).
+    pub fn jobs(&self) -> String {
+        format!("{}jobs", self.prefix)
+    }
+
+    /// Cancel orders for jobs, read by every worker.
+    pub fn job_control(&self) -> String {
+        format!("{}job-control", self.prefix)
+    }
+
+    /// Every job transition as JSON, for live streams.
+    pub fn job_events(&self) -> String {
+        format!("{}job-events", self.prefix)
+    }
 }
 
 #[derive(Args, Debug, Clone)]

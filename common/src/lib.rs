@@ -9,6 +9,7 @@ pub mod contract;
 pub mod credentials;
 pub mod event;
 pub mod files;
+pub mod jobs;
 pub mod json_avro;
 pub mod kafka;
 pub mod logging;

@@ -2,7 +2,7 @@
 //! that cover it, so what applies to a route is read beside it:
 //!
 //! - reads that dashboards repeat: cache, then the read deadline;
-//! - the audit trail: the read deadline;
+//! - the audit trail and jobs: the read deadline;
 //! - the stream, exports and files, which run as long as they need: neither;
 //! - all of them: authentication first, then the audit trail, then the
 //!   tenant's rate limit (so refusals are recorded and counted too);
@@ -11,7 +11,7 @@
 //! `main` adds request tracing and the probes.
 
 use axum::middleware;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::audit::{self, AuditLog};
@@ -20,7 +20,7 @@ use crate::budget::{self, Deadline};
 use crate::cache::{self, ResponseCache};
 use crate::limits::{self, Limiter};
 use crate::state::AppState;
-use crate::{admin, aggregates, dashboard, export, files, openapi, routes, stream};
+use crate::{admin, aggregates, dashboard, export, files, jobs, openapi, routes, stream};
 
 /// The layers of the API's routes.
 pub struct Layers {
@@ -45,6 +45,9 @@ pub fn app(state: AppState, layers: Layers) -> Router {
         ));
     let bounded = cached_reads
         .route("/v1/audit", get(admin::audit))
+        .route("/v1/jobs", get(jobs::list).post(jobs::submit))
+        .route("/v1/jobs/{job_id}", get(jobs::job))
+        .route("/v1/jobs/{job_id}/cancel", post(jobs::cancel))
         .route_layer(middleware::from_fn_with_state(
             layers.deadline,
             budget::deadline,

@@ -44,6 +44,9 @@ pub enum ApiError {
     },
     /// The tenant has as many of something as it may (429).
     TooMany(String),
+    /// The request contradicts what exists: an idempotency key reused for
+    /// another request, or a job that has ended (409).
+    Conflict { field: &'static str, reason: String },
     /// What ClickHouse answered a read: a limit (422 rows, 504 time) or
     /// storage unavailable (503).
     Storage(clickhouse::error::Error),
@@ -108,6 +111,7 @@ impl IntoResponse for ApiError {
                 response
             }
             Self::TooMany(reason) => answer(StatusCode::TOO_MANY_REQUESTS, "", reason),
+            Self::Conflict { field, reason } => answer(StatusCode::CONFLICT, field, reason),
             Self::Storage(e) => storage(e),
             Self::StorageTimeout => answer(
                 StatusCode::GATEWAY_TIMEOUT,

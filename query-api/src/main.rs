@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use pulse_common::config::{ClickHouseArgs, KafkaArgs, LogArgs};
 use pulse_common::files::{FileStore, StorageArgs};
+use pulse_common::jobs::{self, JobLedger};
 use pulse_common::kafka::TopicSpec;
 use pulse_common::ops;
 use pulse_query_api::app::{app, Layers};
@@ -15,6 +16,7 @@ use pulse_query_api::auth::{AuthArgs, Authenticator};
 use pulse_query_api::budget::BudgetArgs;
 use pulse_query_api::cache::{CacheArgs, ResponseCache};
 use pulse_query_api::fanout::Feed;
+use pulse_query_api::jobs::JobDesk;
 use pulse_query_api::limits::{LimitArgs, Limiter};
 use pulse_query_api::redact;
 use pulse_query_api::startup::StartUp;
@@ -45,6 +47,9 @@ struct Args {
     result_partitions: i32,
     #[arg(long, env = "PULSE_TOPIC_REPLICATION", default_value_t = 1)]
     replication: i32,
+    /// Partitions of the job topics, if the API is first to create them: the most workers that share the jobs.
+    #[arg(long, env = "PULSE_JOB_PARTITIONS", default_value_t = 12)]
+    job_partitions: i32,
     /// Results buffered per WebSocket client; a client further behind skips ahead and is told how many it missed.
     #[arg(long, env = "PULSE_WS_BUFFER", default_value_t = 4096)]
     ws_buffer: usize,
@@ -74,6 +79,18 @@ struct Args {
     log: LogArgs,
 }
 
+/// The ClickHouse user that writes the audit trail and job transitions.
+fn writer_args(args: &Args) -> ClickHouseArgs {
+    match &args.audit_clickhouse_user {
+        Some(user) => ClickHouseArgs {
+            user: user.clone(),
+            password: args.audit_clickhouse_password.clone().unwrap_or_default(),
+            ..args.clickhouse.clone()
+        },
+        None => args.clickhouse.clone(),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -86,10 +103,19 @@ async fn main() -> anyhow::Result<()> {
     let clickhouse = pulse_common::clickhouse::client(&args.clickhouse);
     let store = EventStore::new(
         args.budget.reads(clickhouse.clone()),
-        args.budget.exports(clickhouse),
+        args.budget.exports(clickhouse.clone()),
         args.budget.export_idle(),
     );
     let feed = Feed::new(args.ws_buffer, args.ws_resume_window);
+    let files = FileStore::open(&args.storage)?;
+    let topics = args.kafka.topics();
+    let ledger = JobLedger::new(
+        args.budget.reads(clickhouse),
+        pulse_common::clickhouse::client(&writer_args(&args)),
+        &args.kafka.client,
+        topics.clone(),
+    )?;
+    let job_topics = jobs::topic_specs(&topics, args.job_partitions, args.replication);
     tokio::spawn(
         StartUp {
             jwks: auth.remote_keys().map(|keys| {
@@ -99,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
                 )
             }),
             kafka: args.kafka.client.clone(),
+            jobs: Some((job_topics, ledger.clone(), args.clickhouse.clone())),
             results: TopicSpec::new(
                 args.kafka.topics().results(),
                 args.result_partitions,
@@ -112,15 +139,7 @@ async fn main() -> anyhow::Result<()> {
         .run(),
     );
 
-    let audit_writer_args = match &args.audit_clickhouse_user {
-        Some(user) => ClickHouseArgs {
-            user: user.clone(),
-            password: args.audit_clickhouse_password.clone().unwrap_or_default(),
-            ..args.clickhouse.clone()
-        },
-        None => args.clickhouse.clone(),
-    };
-    let (audit_log, audit_writer) = AuditLog::start(&audit_writer_args, shutdown.clone());
+    let (audit_log, audit_writer) = AuditLog::start(&writer_args(&args), shutdown.clone());
     let state = AppState {
         store,
         live: Live {
@@ -130,7 +149,8 @@ async fn main() -> anyhow::Result<()> {
             slots: StreamSlots::new(args.ws_max_streams_per_tenant),
         },
         auth: auth.clone(),
-        files: FileStore::open(&args.storage)?,
+        files: files.clone(),
+        jobs: Some(JobDesk { ledger, files }),
     };
     let layers = Layers {
         cache: ResponseCache::new(&args.cache),

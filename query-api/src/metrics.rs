@@ -36,3 +36,12 @@ pub static AUDIT_RECORDS_LOST: LazyLock<IntCounter> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static JOBS_SUBMITTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "pulse_query_jobs_submitted_total",
+        "Jobs queued through POST /v1/jobs, by kind",
+        &["kind"]
+    )
+    .expect("metric registers once")
+});

@@ -38,6 +38,10 @@ use crate::store::{Bucket, Device};
         crate::admin::audit,
         crate::export::export,
         crate::files::file,
+        crate::jobs::submit,
+        crate::jobs::list,
+        crate::jobs::job,
+        crate::jobs::cancel,
     ),
     components(schemas(
         ScoredEvent,
@@ -52,7 +56,13 @@ use crate::store::{Bucket, Device};
         ErrorBody,
         crate::admin::AuditTrail,
         crate::audit::AuditRecord,
-        crate::export::Format
+        crate::export::Format,
+        crate::jobs::Submit,
+        crate::jobs::JobView,
+        crate::jobs::JobList,
+        pulse_common::jobs::JobState,
+        pulse_common::jobs::ReportParams,
+        pulse_common::jobs::ReportFormat
     )),
     modifiers(&BearerAuth, &CommonAnswers, &WebSocketUpgrade),
     security(("bearer" = []))
@@ -279,6 +289,9 @@ mod tests {
                 "/v1/events/{event_id}",
                 "/v1/export",
                 "/v1/files/{file_id}",
+                "/v1/jobs",
+                "/v1/jobs/{job_id}",
+                "/v1/jobs/{job_id}/cancel",
                 "/v1/stream",
             ]
         );
@@ -392,8 +405,17 @@ mod tests {
             );
         }
         for (path, item) in doc["paths"].as_object().expect("paths") {
-            for code in ["401", "403", "429", "503"] {
-                assert!(item["get"]["responses"][code].is_object(), "{path} {code}");
+            let operations = item.as_object().expect("operations");
+            for (method, operation) in operations
+                .iter()
+                .filter(|(m, _)| *m == "get" || *m == "post")
+            {
+                for code in ["401", "403", "429", "503"] {
+                    assert!(
+                        operation["responses"][code].is_object(),
+                        "{method} {path} {code}"
+                    );
+                }
             }
         }
         let export = doc["paths"]["/v1/export"]["get"]["responses"]["200"]["content"]

@@ -13,7 +13,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pulse_common::config::KafkaClient;
+use pulse_common::config::{ClickHouseArgs, KafkaClient};
+use pulse_common::jobs::JobLedger;
 use pulse_common::kafka::{ensure_topics, TopicSpec};
 use pulse_common::ops::Readiness;
 use pulse_common::retry::until_done;
@@ -29,6 +30,9 @@ pub struct StartUp {
     pub jwks: Option<(Arc<RemoteKeys>, Duration)>,
     pub kafka: KafkaClient,
     pub results: TopicSpec,
+    /// The job topics, and where jobs are recorded with the database and
+    /// cluster of their table; None without jobs.
+    pub jobs: Option<(Vec<TopicSpec>, JobLedger, ClickHouseArgs)>,
     pub store: EventStore,
     pub feed: Feed,
     pub readiness: Readiness,
@@ -55,6 +59,7 @@ impl StartUp {
             jwks,
             kafka,
             results,
+            jobs,
             store,
             feed,
             readiness,
@@ -102,12 +107,26 @@ impl StartUp {
             })
         })
         .await;
-        if tables.is_some() {
-            readiness.set(true);
-            tracing::info!(
-                topic,
-                "results topic read and ClickHouse tables found; ready"
-            );
+        if tables.is_none() {
+            return;
         }
+        if let Some((specs, ledger, clickhouse)) = jobs {
+            let made = until_done("the job topics and table", &readiness, &shutdown, || {
+                or_shutdown(&shutdown, async {
+                    ensure_topics(&kafka, &specs, Duration::from_secs(10)).await?;
+                    let cluster = clickhouse.cluster.as_deref();
+                    Ok(ledger.create_table(&clickhouse.database, cluster).await?)
+                })
+            })
+            .await;
+            if made.is_none() {
+                return;
+            }
+        }
+        readiness.set(true);
+        tracing::info!(
+            topic,
+            "results topic read and ClickHouse tables found; ready"
+        );
     }
 }

@@ -6,6 +6,7 @@ use axum::extract::FromRef;
 use pulse_common::files::FileStore;
 
 use crate::auth::Authenticator;
+use crate::jobs::JobDesk;
 use crate::store::EventStore;
 use crate::stream::Live;
 
@@ -17,6 +18,14 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Tenants' files, as ingest stores them.
     pub files: FileStore,
+    /// Jobs, where the API has Kafka for them.
+    pub jobs: Option<JobDesk>,
+}
+
+impl FromRef<AppState> for Option<JobDesk> {
+    fn from_ref(s: &AppState) -> Self {
+        s.jobs.clone()
+    }
 }
 
 impl FromRef<AppState> for FileStore {

@@ -146,6 +146,7 @@ def set_up(engine, db):
         engine.run(m.read_text().replace("{db}", db))
     # The query API's own table, which it creates at start-up.
     engine.run((SCHEMAS / "audit.sql").read_text().replace("{db}", db))
+    engine.run((SCHEMAS / "jobs.sql").read_text().replace("{db}", db))
     rows = "\n".join(json.dumps(e) for e in SAMPLE_EVENTS)
     # Listing the columns, as the processor does, makes 18.16 compute the
     # DEFAULT ones (event_date) instead of zero-filling them.
@@ -166,13 +167,19 @@ def engines(tmp_path_factory):
 
 # Where each service names the statements it sends: the processor its
 # migrations' and stored offsets', the query API the rest.
-CATALOGS = ["processor/src/sink/migrations.rs", "processor/src/sink/delivery.rs", "query-api/src/sql.rs"]
+CATALOGS = [
+    "processor/src/sink/migrations.rs",
+    "processor/src/sink/delivery.rs",
+    "query-api/src/sql.rs",
+    "common/src/jobs/ledger.rs",
+    "worker/src/report.rs",
+]
 
 
 def test_every_statement_file_is_used_by_the_code():
     root = Path(__file__).resolve().parents[2]
     catalog = "".join((root / c).read_text() for c in CATALOGS)
-    for p in list(QUERIES.glob("*.sql")) + [SCHEMAS / "audit.sql"]:
+    for p in list(QUERIES.glob("*.sql")) + [SCHEMAS / "audit.sql", SCHEMAS / "jobs.sql"]:
         assert f'statement!("{p.stem}")' in catalog or f'/{p.name}")' in catalog, f"{p.name} is in none of {CATALOGS}"
 
 
@@ -181,7 +188,7 @@ def test_code_sends_no_sql_outside_the_catalog():
     inline = re.compile(r'\.query\(\s*(&format!\(|")')
     offenders = [
         str(p.relative_to(root))
-        for crate in ("common", "ingest", "processor", "query-api")
+        for crate in ("common", "ingest", "processor", "query-api", "worker")
         for p in (root / crate / "src").rglob("*.rs")
         if p.name != "testkit.rs" and inline.search(p.read_text())
     ]

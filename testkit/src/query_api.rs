@@ -135,6 +135,7 @@ pub struct Api {
     /// Prefix of the API's Kafka topics.
     pub topic_prefix: String,
     /// ClickHouse database the API reads, and a client of it.
+    pub database: String,
     pub clickhouse: clickhouse::Client,
     http: reqwest::Client,
 }
@@ -342,6 +343,7 @@ async fn start_api_inner(
     };
     Api {
         clickhouse: clickhouse(clickhouse_url, &database),
+        database,
         url: service.url.clone(),
         topic_prefix,
         _service: service,

@@ -35,6 +35,9 @@ pub struct StorageArgs {
 #[derive(Clone)]
 pub struct FileStore {
     store: Arc<dyn ObjectStore>,
+    /// The directory of a local store: an upload cut short by a crash
+    /// leaves its part file there, which only the filesystem lists.
+    local_root: Option<std::path::PathBuf>,
 }
 
 /// A file's id: 32 hex digits. Made from the client's idempotency key when
@@ -135,15 +138,56 @@ impl FileStore {
                 };
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-                Arc::new(object_store::local::LocalFileSystem::new_with_prefix(&dir)?)
+                let store = object_store::local::LocalFileSystem::new_with_prefix(&dir)?;
+                return Ok(FileStore {
+                    store: Arc::new(store),
+                    local_root: Some(dir),
+                });
             }
         };
-        Ok(FileStore { store })
+        Ok(FileStore {
+            store,
+            local_root: None,
+        })
     }
 
     /// A store over `store` itself, e.g. one in memory.
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        FileStore { store }
+        FileStore {
+            store,
+            local_root: None,
+        }
+    }
+
+    /// Removes what uploads of `tenant`'s file `id` left staged: an upload
+    /// cut short by a crash or a cancel. Incomplete multipart uploads to S3
+    /// are not listed; a bucket lifecycle rule aborts them
+    /// (docs/operations.md).
+    pub async fn discard_staged(&self, tenant: &str, id: &FileId) -> object_store::Result<()> {
+        let staging = tenant_path(tenant, "staging");
+        let mine = |name: &str| name.starts_with(&format!("{}.", id.as_str()));
+        let mut listing = self.store.list(Some(&staging));
+        let mut staged = Vec::new();
+        while let Some(object) = listing.next().await {
+            let object = object?;
+            if object.location.filename().is_some_and(mine) {
+                staged.push(object.location);
+            }
+        }
+        for location in staged {
+            self.store.delete(&location).await?;
+        }
+        if let Some(root) = &self.local_root {
+            let dir = root.join(staging.as_ref());
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for entry in entries.flatten() {
+                    if entry.file_name().to_str().is_some_and(mine) {
+                        let _ = std::fs::remove_file(entry.path());
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The metadata of `tenant`'s file `id`, if it has one.
@@ -209,8 +253,9 @@ impl FileStore {
             return Ok((meta, false));
         }
         let used = self.usage(tenant).await?;
-        let staging =
-            tenant_path(tenant, "staging").join(uuid::Uuid::new_v4().simple().to_string());
+        // Named for the file, so that what a crash leaves is found again.
+        let staged = format!("{}.{}", id.as_str(), uuid::Uuid::new_v4().simple());
+        let staging = tenant_path(tenant, "staging").join(staged);
         let mut writer = BufWriter::with_capacity(self.store.clone(), staging.clone(), PART_BYTES)
             .with_max_concurrency(PARTS_IN_FLIGHT);
         let streamed = stream_into(&mut writer, body, kind, used, limits).await;

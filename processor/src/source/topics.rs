@@ -91,8 +91,7 @@ pub async fn ensure(
     for ((kind, events), known) in EventKind::ALL.iter().zip(&event_topics).zip(partitions) {
         let partitions = match known {
             Some(n) => n,
-            None => partitions_of(events)?
-                .ok_or_else(|| anyhow::anyhow!("topic {events} has no partitions"))?,
+            None => partitions_once_created(events, &partitions_of).await?,
         };
         let mut changelog = spec(changelogs.topic(*kind), partitions);
         changelog.settings = vec![
@@ -102,6 +101,25 @@ pub async fn ensure(
         specs.push(changelog);
     }
     ensure_topics(kafka, &specs, timeout).await
+}
+
+/// The partitions of a topic just created: the broker's metadata may not
+/// show them for a moment, so it is read again until they appear.
+async fn partitions_once_created(
+    topic: &str,
+    partitions_of: &impl Fn(&str) -> anyhow::Result<Option<i32>>,
+) -> anyhow::Result<i32> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(n) = partitions_of(topic)? {
+            return Ok(n);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "topic {topic} was created but shows no partitions after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ fn router(rate_burst: u32) -> Router {
         files: pulse_common::files::FileStore::new(std::sync::Arc::new(
             object_store::memory::InMemory::new(),
         )),
+        jobs: None,
     };
     let layers = Layers {
         cache: ResponseCache::new(&CacheArgs {

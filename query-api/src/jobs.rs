@@ -1,0 +1,420 @@
+//! Jobs: `POST /v1/jobs` queues one for the workers, `GET /v1/jobs` and
+//! `GET /v1/jobs/{job_id}` read their state, `POST /v1/jobs/{job_id}/cancel`
+//! stops one (`pulse_common::jobs` has the lifecycle).
+//!
+//! A submit is checked whole before anything is written: the kind, its
+//! parameters and every input file (which must be the caller's tenant's).
+//! Then the request goes to the jobs topic, and only then is the job
+//! recorded as queued, so a job never shows as queued without a request a
+//! worker will see. An `Idempotency-Key` names the job: the same key again
+//! answers the job it made (and sends its request again while it is still
+//! queued, in case the first answer was lost with it), and the same key
+//! with another request is refused with 409.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use pulse_common::files::{FileId, FileStore};
+use pulse_common::jobs::{
+    Control, ControlAction, Job, JobKind, JobLedger, JobPage, JobRequest, JobState, ReportParams,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Params, Reader};
+
+/// Most input files of one job.
+const MAX_INPUTS: usize = 64;
+/// Longest `Idempotency-Key`.
+const MAX_KEY_BYTES: usize = 256;
+
+/// What the job routes need: where jobs are recorded, and the files that
+/// inputs name. None where the API runs without Kafka for jobs.
+#[derive(Clone)]
+pub struct JobDesk {
+    pub ledger: JobLedger,
+    pub files: FileStore,
+}
+
+/// The kinds of job, as the document names them.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A tenant's events over a range as one CSV or Parquet file.
+    Report,
+}
+
+/// A job to queue.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Submit {
+    /// The job's kind; any other is 400 `kind`.
+    #[schema(value_type = Kind)]
+    pub kind: String,
+    /// The kind's parameters: a report's.
+    #[schema(value_type = ReportParams)]
+    pub params: serde_json::Value,
+    /// Ids of the tenant's files the job reads (`POST /v1/files` on ingest).
+    #[serde(default)]
+    #[schema(max_items = 64, value_type = Vec<String>)]
+    pub inputs: Vec<String>,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    pub job_id: String,
+    pub kind: String,
+    pub state: JobState,
+    #[schema(value_type = Object)]
+    pub params: serde_json::Value,
+    pub inputs: Vec<String>,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// From 0 to 1.
+    pub progress: f32,
+    /// Why the job (or its last attempt) failed.
+    pub error: Option<String>,
+    /// The file the job made: `GET /v1/files/{result_file_id}`.
+    pub result_file_id: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+impl From<Job> for JobView {
+    fn from(j: Job) -> Self {
+        let state = j.state();
+        let params = serde_json::from_str(&j.params).unwrap_or(serde_json::Value::Null);
+        let some = |s: String| (!s.is_empty()).then_some(s);
+        JobView {
+            job_id: j.job_id,
+            kind: j.kind,
+            state,
+            params,
+            inputs: j.inputs,
+            attempts: j.attempts,
+            progress: j.progress,
+            error: some(j.error),
+            result_file_id: some(j.result_file_id),
+            created_ms: j.created_ms,
+            updated_ms: j.updated_ms,
+        }
+    }
+}
+
+fn desk(jobs: Option<JobDesk>) -> Result<JobDesk, ApiError> {
+    jobs.ok_or(ApiError::Unavailable("jobs are not enabled on this API"))
+}
+
+fn queueing_failed(e: anyhow::Error) -> ApiError {
+    tracing::warn!(error = %e, "cannot queue a job");
+    ApiError::Unavailable("the job queue is unavailable; retry with the same Idempotency-Key")
+}
+
+/// Queues a job for the workers.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = Submit,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~][ -~]{0,255}$",
+        description = "Names the job: a retry with the same key answers the same job")),
+    responses(
+        (status = 202, description = "Queued", body = JobView),
+        (status = 200, description = "The job this Idempotency-Key made before", body = JobView),
+        (status = 400, description = "A bad kind, parameter or input (`field` names it)", body = ErrorBody),
+        (status = 404, description = "An input is not a file of the tenant's (`field`: `inputs`)", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, description = "The Idempotency-Key made a different job", body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
+    ))]
+pub async fn submit(
+    State(jobs): State<Option<JobDesk>>,
+    Reader(caller): Reader,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let jobs = desk(jobs)?;
+    let submit: Submit = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_param("body", format!("not a job request: {e}")))?;
+    let kind = JobKind::parse(&submit.kind).ok_or_else(|| {
+        ApiError::bad_param(
+            "kind",
+            format!("unknown job kind '{}': use report", submit.kind),
+        )
+    })?;
+    let params = match kind {
+        JobKind::Report => ReportParams::parse(&submit.params)
+            .map_err(|e| ApiError::bad_param(e.field, e.reason))
+            .and_then(|p| serde_json::to_value(p).map_err(|_| ApiError::Unavailable("encoding")))?,
+    };
+    check_inputs(&jobs.files, &caller.tenant, kind, &submit.inputs).await?;
+    let key = idempotency_key(&headers)?;
+    let job_id = match &key {
+        Some(key) => FileId::for_key(&caller.tenant, &format!("job:{key}")),
+        None => FileId::random(),
+    };
+    let request = JobRequest {
+        job_id: job_id.as_str().to_string(),
+        tenant_id: caller.tenant.clone(),
+        kind: kind.as_str().to_string(),
+        params,
+        inputs: submit.inputs,
+        created_ms: pulse_common::clock::now_ms(),
+    };
+    if let Some(existing) = jobs.ledger.current(&caller.tenant, job_id.as_str()).await? {
+        let same = existing.kind == request.kind
+            && serde_json::from_str::<serde_json::Value>(&existing.params)
+                .ok()
+                .as_ref()
+                == Some(&request.params)
+            && existing.inputs == request.inputs;
+        if !same {
+            return Err(ApiError::Conflict {
+                field: "idempotency-key",
+                reason: "this Idempotency-Key made a job with another kind, parameters or inputs"
+                    .into(),
+            });
+        }
+        if existing.state() == JobState::Queued {
+            let again = JobRequest {
+                created_ms: existing.created_ms,
+                ..request
+            };
+            jobs.ledger.request(&again).await.map_err(queueing_failed)?;
+        }
+        return Ok((StatusCode::OK, Json(JobView::from(existing))).into_response());
+    }
+    jobs.ledger
+        .request(&request)
+        .await
+        .map_err(queueing_failed)?;
+    let queued = Job::queued(&request);
+    jobs.ledger.record(&queued).await.map_err(queueing_failed)?;
+    crate::metrics::JOBS_SUBMITTED
+        .with_label_values(&[kind.as_str()])
+        .inc();
+    let location = format!("/v1/jobs/{}", queued.job_id);
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(JobView::from(queued)),
+    )
+        .into_response())
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::bad_param(
+            "idempotency-key",
+            format!("must be 1 to {MAX_KEY_BYTES} visible ASCII characters"),
+        )
+    };
+    let key = value.to_str().map_err(|_| bad())?;
+    let visible = key.bytes().all(|b| b.is_ascii_graphic() || b == b' ');
+    if key.trim().is_empty() || key.len() > MAX_KEY_BYTES || !visible {
+        return Err(bad());
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// Every input must be a file of the caller's tenant (404 otherwise:
+/// another tenant's id reads as no file at all), and the kind must read
+/// files.
+async fn check_inputs(
+    files: &FileStore,
+    tenant: &str,
+    kind: JobKind,
+    inputs: &[String],
+) -> Result<(), ApiError> {
+    if inputs.len() > MAX_INPUTS {
+        let reason = format!("at most {MAX_INPUTS} input files");
+        return Err(ApiError::bad_param("inputs", reason));
+    }
+    for input in inputs {
+        let missing = || ApiError::NotFound {
+            field: "inputs",
+            reason: "an input is not one of the tenant's files",
+        };
+        let id = FileId::parse(input).ok_or_else(missing)?;
+        let found = files.meta(tenant, &id).await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot read a job input's metadata");
+            ApiError::Unavailable("object storage unavailable")
+        })?;
+        found.ok_or_else(missing)?;
+    }
+    if !kind.takes_inputs() && !inputs.is_empty() {
+        let reason = format!("a {} job reads no input files", kind.as_str());
+        return Err(ApiError::bad_param("inputs", reason));
+    }
+    Ok(())
+}
+
+/// The caller's tenant's job.
+#[utoipa::path(get, path = "/v1/jobs/{job_id}", tag = "jobs",
+    params(("job_id" = String, Path, description = "As `POST /v1/jobs` answered it")),
+    responses(
+        (status = 200, body = JobView),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "The tenant has no such job", body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
+    ))]
+pub async fn job(
+    State(jobs): State<Option<JobDesk>>,
+    Reader(caller): Reader,
+    Path(job_id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let jobs = desk(jobs)?;
+    Ok(Json(
+        find(&jobs.ledger, &caller.tenant, &job_id).await?.into(),
+    ))
+}
+
+async fn find(ledger: &JobLedger, tenant: &str, job_id: &str) -> Result<Job, ApiError> {
+    let not_found = ApiError::NotFound {
+        field: "job_id",
+        reason: "no such job",
+    };
+    if FileId::parse(job_id).is_none() {
+        return Err(not_found);
+    }
+    ledger.current(tenant, job_id).await?.ok_or(not_found)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only jobs in this state.
+    state: Option<JobState>,
+    /// Only jobs of this kind.
+    #[param(value_type = Option<Kind>)]
+    kind: Option<String>,
+    /// The `next` of the page before.
+    #[param(pattern = r"^[0-9]{1,19}\.[0-9a-f]{32}$")]
+    after: Option<String>,
+    /// Jobs per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u64>,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+    /// Pass as `after` for the next page; absent on the last.
+    pub next: Option<String>,
+}
+
+/// The caller's tenant's jobs, newest first, in pages.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
+    responses(
+        (status = 200, body = JobList),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
+    ))]
+pub async fn list(
+    State(jobs): State<Option<JobDesk>>,
+    Reader(caller): Reader,
+    Params(q): Params<ListQuery>,
+) -> Result<Json<JobList>, ApiError> {
+    let jobs = desk(jobs)?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_param("limit", "must be 1 to 1000"));
+    }
+    let after = match q.after.as_deref() {
+        None => None,
+        Some(a) => Some(
+            parse_after(a)
+                .ok_or_else(|| ApiError::bad_param("after", "not a `next` this API sent"))?,
+        ),
+    };
+    if let Some(kind) = q.kind.as_deref() {
+        if JobKind::parse(kind).is_none() {
+            return Err(ApiError::bad_param(
+                "kind",
+                format!("unknown job kind '{kind}'"),
+            ));
+        }
+    }
+    let page = JobPage {
+        state: q.state.map(|s| s.as_str().to_string()).unwrap_or_default(),
+        kind: q.kind.unwrap_or_default(),
+        after,
+        limit,
+    };
+    let found = jobs.ledger.page(&caller.tenant, &page).await?;
+    let next = (found.len() as u64 == limit)
+        .then(|| {
+            found
+                .last()
+                .map(|j| format!("{}.{}", j.created_ms, j.job_id))
+        })
+        .flatten();
+    Ok(Json(JobList {
+        jobs: found.into_iter().map(JobView::from).collect(),
+        next,
+    }))
+}
+
+fn parse_after(a: &str) -> Option<(i64, String)> {
+    let (ms, id) = a.split_once('.')?;
+    let ms = ms.parse().ok().filter(|ms| *ms >= 0)?;
+    FileId::parse(id).map(|id| (ms, id.as_str().to_string()))
+}
+
+/// Stops a job. A queued one is canceled at once; a running one is told to
+/// stop, and its worker removes what it had written and records it
+/// canceled within seconds (follow `GET /v1/jobs/{job_id}` or the stream).
+#[utoipa::path(post, path = "/v1/jobs/{job_id}/cancel", tag = "jobs",
+    params(("job_id" = String, Path, description = "As `POST /v1/jobs` answered it")),
+    responses(
+        (status = 202, description = "Canceled, or being canceled", body = JobView),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, description = "The tenant has no such job", body = ErrorBody),
+        (status = 409, description = "The job has ended already", body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
+    ))]
+pub async fn cancel(
+    State(jobs): State<Option<JobDesk>>,
+    Reader(caller): Reader,
+    Path(job_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let jobs = desk(jobs)?;
+    let job = find(&jobs.ledger, &caller.tenant, &job_id).await?;
+    let state = job.state();
+    if state.is_terminal() {
+        return Err(ApiError::Conflict {
+            field: "job_id",
+            reason: format!("the job has ended: {}", state.as_str()),
+        });
+    }
+    let control = Control {
+        job_id: job.job_id.clone(),
+        tenant_id: job.tenant_id.clone(),
+        action: ControlAction::Cancel,
+        at_ms: pulse_common::clock::now_ms(),
+    };
+    // The order first: a worker that takes the job from now on finds it.
+    jobs.ledger
+        .control(&control)
+        .await
+        .map_err(queueing_failed)?;
+    let shown = if state == JobState::Queued {
+        let canceled = Job {
+            error: "canceled before it started".into(),
+            ..job.moved_to(JobState::Canceled)
+        };
+        jobs.ledger
+            .record(&canceled)
+            .await
+            .map_err(queueing_failed)?;
+        canceled
+    } else {
+        job
+    };
+    Ok((StatusCode::ACCEPTED, Json(JobView::from(shown))).into_response())
+}

@@ -1,0 +1,424 @@
+//! Jobs end to end: submitted to the query API, run by `pulse-worker`
+//! processes, their reports downloaded as files. Checks the lifecycle and
+//! its idempotency, bad submissions refused with nothing queued, a report
+//! of a million events equal to `/v1/export` in the worker's bounded
+//! memory through three SIGKILLs, and a cancel of a running report. Run
+//! through `./dev test`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use futures::StreamExt;
+use pulse_common::files::{FileId, FileStore, StorageArgs, UploadLimits};
+use pulse_testkit::query_api::{self as support, Api};
+use pulse_testkit::{free_port, peak_rss_kib, poll_until, unique, Service, Stack};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// The end of the generated events' range.
+const END_MS: i64 = 1_764_000_000_000;
+
+async fn api_over(objects: &Path) -> Api {
+    let url = objects.display().to_string();
+    support::start_api_with(&[], &[("PULSE_OBJECT_STORE_URL", &url)]).await
+}
+
+/// A worker of `api`'s topics and database, in consumer group `group`.
+async fn worker(api: &Api, objects: &Path, group: &str) -> Service {
+    let stack = Stack::from_env();
+    let port = free_port();
+    let env = [
+        ("PULSE_WORKER_LISTEN", format!("127.0.0.1:{port}")),
+        ("PULSE_TOPIC_PREFIX", api.topic_prefix.clone()),
+        ("PULSE_CLICKHOUSE_DATABASE", api.database.clone()),
+        ("PULSE_OBJECT_STORE_URL", objects.display().to_string()),
+        ("PULSE_WORKER_GROUP", group.to_string()),
+        ("PULSE_WORKER_SESSION_TIMEOUT_MS", "6000".into()),
+        ("PULSE_JOB_PARTITIONS", "2".into()),
+    ];
+    Service::start(&stack, "pulse-worker", port, &[], &env).await
+}
+
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Client {
+    fn new(api: &Api, tenant: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            url: api.url.clone(),
+            token: support::hs256(tenant, "analyst"),
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+    }
+
+    async fn answer(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let r = req.send().await.expect("API answers");
+        (r.status(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn submit(&self, body: &Value, key: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self.request(reqwest::Method::POST, "/v1/jobs").json(body);
+        if let Some(k) = key {
+            req = req.header("Idempotency-Key", k);
+        }
+        Self::answer(req).await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        Self::answer(self.request(reqwest::Method::GET, path)).await
+    }
+
+    async fn cancel(&self, job_id: &str) -> (StatusCode, Value) {
+        let path = format!("/v1/jobs/{job_id}/cancel");
+        Self::answer(self.request(reqwest::Method::POST, &path)).await
+    }
+
+    /// The job once `done` holds of it.
+    async fn job_when(
+        &self,
+        job_id: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        poll_until("the job's state", within, || async {
+            let (status, job) = self.get(&format!("/v1/jobs/{job_id}")).await;
+            (status == StatusCode::OK && done(&job)).then_some(job)
+        })
+        .await
+    }
+
+    /// SHA-256 and length of the body at `path`, streamed.
+    async fn digest(&self, path: &str) -> (String, u64) {
+        let r = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .expect("API answers");
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        let mut body = r.bytes_stream();
+        let (mut sha, mut len) = (Sha256::new(), 0u64);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.expect("body streams");
+            len += chunk.len() as u64;
+            sha.update(&chunk);
+        }
+        (hex::encode(sha.finalize()), len)
+    }
+}
+
+fn report(format: &str, from_ms: i64, to_ms: i64) -> Value {
+    json!({"kind": "report", "params": {"format": format, "from_ms": from_ms, "to_ms": to_ms}})
+}
+
+fn state(job: &Value) -> &str {
+    job["state"].as_str().unwrap_or_default()
+}
+
+/// Files under `dir`, recursively, as paths relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(rel) = path.strip_prefix(dir) {
+                found.push(rel.display().to_string());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// `files` of acme's files stored, and nothing left staged.
+fn assert_stored(objects: &Path, files: usize) {
+    let stored = files_under(&objects.join("tenants/acme"));
+    let metadata = stored.iter().filter(|f| f.starts_with("files/")).count();
+    assert_eq!(metadata, files, "{stored:?}");
+    let staged = stored.iter().any(|f| f.starts_with("staging/"));
+    assert!(!staged, "{stored:?}");
+}
+
+async fn job_rows(api: &Api) -> u64 {
+    api.clickhouse
+        .query("SELECT count() FROM jobs")
+        .fetch_one()
+        .await
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_run_once_per_key_and_bad_jobs_are_refused_whole() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let objects = dir.path().join("objects");
+    let api = api_over(&objects).await;
+    api.generate_events("acme", 5_000, END_MS, 40).await;
+    api.generate_events("globex", 10, END_MS, 0).await;
+    let _worker = worker(&api, &objects, &unique("worker")).await;
+    let acme = Client::new(&api, "acme");
+
+    // Bad submissions: each refused with its field, none recorded.
+    let globex_file = FileStore::open(&StorageArgs {
+        object_store_url: objects.display().to_string(),
+    })
+    .expect("store");
+    let limits = UploadLimits {
+        max_bytes: 1 << 20,
+        tenant_quota_bytes: 1 << 20,
+    };
+    let id = FileId::random();
+    let bytes = futures::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(
+        b"a,b\n1,2\n",
+    ))]);
+    globex_file
+        .upload("globex", &id, "text/csv", bytes, limits)
+        .await
+        .expect("globex's file stored");
+    let range = |from: i64, to: i64| json!({"format": "csv", "from_ms": from, "to_ms": to});
+    let bad: Vec<(Value, &str)> = vec![
+        (json!({"kind": "transcode", "params": {}}), "kind"),
+        (
+            json!({"kind": "report", "params": {"format": "csv", "from_ms": 0, "to_ms": 1, "source_id": ""}}),
+            "params.source_id",
+        ),
+        (
+            json!({"kind": "report", "params": range(-1, 5)}),
+            "params.from_ms",
+        ),
+        (
+            json!({"kind": "report", "params": {"format": "xlsx", "from_ms": 0, "to_ms": 1}}),
+            "params",
+        ),
+        (
+            json!({"kind": "report", "params": range(0, 1), "extra": 1}),
+            "body",
+        ),
+        (json!("report"), "body"),
+    ];
+    for (body, field) in &bad {
+        let (status, answer) = acme.submit(body, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert_eq!(answer["field"], *field, "{body}: {answer}");
+    }
+    // Another tenant's file reads as no file at all, as does a malformed id.
+    for input in [id.as_str(), "../../globex"] {
+        let body = json!({"kind": "report", "params": range(0, 1), "inputs": [input]});
+        let (status, answer) = acme.submit(&body, None).await;
+        let refused = (status, answer["field"].as_str());
+        assert_eq!(refused, (StatusCode::NOT_FOUND, Some("inputs")), "{answer}");
+    }
+    let (status, answer) = acme.submit(&report("csv", 0, 1), Some("")).await;
+    assert_eq!(
+        (status, answer["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("idempotency-key"))
+    );
+    assert_eq!(job_rows(&api).await, 0, "a refused job was recorded");
+
+    // A report, retried with its key: one job, one file, the export's bytes.
+    let from_ms = END_MS - 4_000;
+    let body = report("csv", from_ms, END_MS + 1);
+    let (status, queued) = acme.submit(&body, Some("monthly-1")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    assert_eq!(state(&queued), "queued");
+    let job_id = queued["job_id"].as_str().expect("job id").to_string();
+    let (status, again) = acme.submit(&body, Some("monthly-1")).await;
+    assert!(
+        status == StatusCode::OK && again["job_id"] == job_id.as_str(),
+        "{again}"
+    );
+    let (status, other) = acme
+        .submit(&report("parquet", 0, 1), Some("monthly-1"))
+        .await;
+    assert_eq!(
+        (status, other["field"].as_str()),
+        (StatusCode::CONFLICT, Some("idempotency-key"))
+    );
+
+    let done = acme
+        .job_when(&job_id, Duration::from_secs(60), |j| {
+            state(j) == "succeeded"
+        })
+        .await;
+    assert_eq!(
+        (done["attempts"].as_u64(), done["progress"].as_f64()),
+        (Some(1), Some(1.0)),
+        "{done}"
+    );
+    let file = done["result_file_id"].as_str().expect("result file");
+    let report_digest = acme.digest(&format!("/v1/files/{file}")).await;
+    let export_digest = acme
+        .digest(&format!(
+            "/v1/export?format=csv&from_ms={from_ms}&to_ms={}",
+            END_MS + 1
+        ))
+        .await;
+    assert_eq!(report_digest, export_digest);
+    assert!(report_digest.1 > 4_000 * 100, "{report_digest:?}");
+
+    // Parquet too, and the job list pages by state and kind.
+    let (_, parquet) = acme
+        .submit(&report("parquet", from_ms, END_MS + 1), None)
+        .await;
+    let parquet_id = parquet["job_id"].as_str().expect("job id");
+    let done = acme
+        .job_when(parquet_id, Duration::from_secs(60), |j| {
+            state(j) == "succeeded"
+        })
+        .await;
+    let file = done["result_file_id"].as_str().expect("result file");
+    assert_eq!(
+        acme.digest(&format!("/v1/files/{file}")).await,
+        acme.digest(&format!(
+            "/v1/export?format=parquet&from_ms={from_ms}&to_ms={}",
+            END_MS + 1
+        ))
+        .await
+    );
+    let (_, page) = acme
+        .get("/v1/jobs?state=succeeded&kind=report&limit=1")
+        .await;
+    assert_eq!(page["jobs"][0]["job_id"], parquet_id, "{page}");
+    let next = page["next"].as_str().expect("a next page");
+    let (_, page) = acme
+        .get(&format!("/v1/jobs?state=succeeded&limit=1&after={next}"))
+        .await;
+    assert_eq!(page["jobs"][0]["job_id"], job_id.as_str(), "{page}");
+    let (status, _) = acme.get("/v1/jobs?state=paused").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Another tenant sees none of it; an ended job cannot be canceled.
+    let globex = Client::new(&api, "globex");
+    assert_eq!(
+        globex.get(&format!("/v1/jobs/{job_id}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(globex.cancel(&job_id).await.0, StatusCode::NOT_FOUND);
+    let (_, page) = globex.get("/v1/jobs").await;
+    assert_eq!(page["jobs"], json!([]));
+    assert_eq!(acme.cancel(&job_id).await.0, StatusCode::CONFLICT);
+    // Two jobs' files, and nothing left staged.
+    assert_stored(&objects, 2);
+}
+
+/// A million events of about 400 bytes of CSV each.
+const AT_SIZE: u64 = 1_000_000;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_at_size_survives_three_worker_kills_and_equals_the_export() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let objects = dir.path().join("objects");
+    let api = api_over(&objects).await;
+    api.generate_events("acme", AT_SIZE, END_MS, 160).await;
+    let group = unique("worker");
+    let mut worker_now = worker(&api, &objects, &group).await;
+    let acme = Client::new(&api, "acme");
+    let from_ms = END_MS - AT_SIZE as i64;
+    let (status, queued) = acme
+        .submit(&report("csv", from_ms, END_MS + 1), Some("big"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{queued}");
+    let job_id = queued["job_id"].as_str().expect("job id").to_string();
+
+    for kill in 1..=3u64 {
+        // Killed once its attempt has written some of the report.
+        acme.job_when(&job_id, Duration::from_secs(120), |j| {
+            state(j) == "running"
+                && j["attempts"].as_u64() == Some(kill)
+                && j["progress"].as_f64() > Some(0.0)
+        })
+        .await;
+        worker_now.kill();
+        worker_now = worker(&api, &objects, &group).await;
+    }
+    let done = acme
+        .job_when(&job_id, Duration::from_secs(300), |j| {
+            state(j) != "running" && state(j) != "queued"
+        })
+        .await;
+    assert_eq!(state(&done), "succeeded", "{done}");
+    assert_eq!(done["attempts"].as_u64(), Some(4), "{done}");
+    let peak_kib = peak_rss_kib(worker_now.pid()).expect("worker's peak memory");
+    println!(
+        "worker peak RSS over the last attempt: {} MB",
+        peak_kib / 1024
+    );
+    assert!(peak_kib < 200 * 1024, "worker peak RSS {peak_kib} KiB");
+
+    let file = done["result_file_id"].as_str().expect("result file");
+    let report_digest = acme.digest(&format!("/v1/files/{file}")).await;
+    let export_digest = acme
+        .digest(&format!(
+            "/v1/export?format=csv&from_ms={from_ms}&to_ms={}",
+            END_MS + 1
+        ))
+        .await;
+    println!("report of {AT_SIZE} events: {} bytes", report_digest.1);
+    assert_eq!(report_digest, export_digest);
+    assert!(report_digest.1 > 400_000_000, "{report_digest:?}");
+    // One job row standing, one file, one object, nothing staged.
+    let stored = files_under(&objects.join("tenants/acme"));
+    assert_eq!(
+        stored.iter().filter(|f| f.starts_with("files/")).count(),
+        1,
+        "{stored:?}"
+    );
+    assert_eq!(
+        stored.iter().filter(|f| f.starts_with("objects/")).count(),
+        1,
+        "{stored:?}"
+    );
+    assert!(
+        !stored.iter().any(|f| f.starts_with("staging/")),
+        "{stored:?}"
+    );
+    let ended: u64 = api
+        .clickhouse
+        .query("SELECT count() FROM jobs WHERE state = 'succeeded'")
+        .fetch_one()
+        .await
+        .expect("count");
+    assert_eq!(ended, 1);
+
+    // Canceled while it runs: canceled within 5 s, nothing left of it.
+    let (_, queued) = acme
+        .submit(&report("csv", from_ms, END_MS + 1), Some("to-cancel"))
+        .await;
+    let cancel_id = queued["job_id"].as_str().expect("job id").to_string();
+    acme.job_when(&cancel_id, Duration::from_secs(120), |j| {
+        state(j) == "running" && j["progress"].as_f64() > Some(0.0)
+    })
+    .await;
+    let asked = std::time::Instant::now();
+    let (status, _) = acme.cancel(&cancel_id).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let canceled = acme
+        .job_when(&cancel_id, Duration::from_secs(5), |j| {
+            state(j) == "canceled"
+        })
+        .await;
+    println!(
+        "canceled {} ms after the request",
+        asked.elapsed().as_millis()
+    );
+    assert!(canceled["result_file_id"].is_null(), "{canceled}");
+    assert_stored(&objects, 1);
+    // The worker goes on: a small report after the cancel succeeds.
+    let (_, queued) = acme
+        .submit(&report("csv", END_MS - 10, END_MS + 1), None)
+        .await;
+    let marker = queued["job_id"].as_str().expect("job id");
+    acme.job_when(marker, Duration::from_secs(60), |j| state(j) == "succeeded")
+        .await;
+}
