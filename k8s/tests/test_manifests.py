@@ -12,7 +12,7 @@ import yaml
 K8S = Path(__file__).resolve().parents[1]
 REPO = K8S.parent
 ENVIRONMENTS = ["dev", "uat", "prd"]
-SERVICES = ["pulse-registry", "pulse-ingest", "pulse-processor", "pulse-query-api"]
+SERVICES = ["pulse-registry", "pulse-ingest", "pulse-processor", "pulse-query-api", "pulse-worker"]
 
 
 def render(env, root=K8S):
@@ -203,6 +203,14 @@ def test_autoscaling(rendered):
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["type"] == "kafka" and trigger["metadata"]["consumerGroup"] == "pulse-processor"
     assert scaled["spec"]["minReplicaCount"] == (0 if env == "dev" else 2)
+    # Workers scale on the jobs waiting: to zero in dev, a floor in prd.
+    workers = by_name(objects, "ScaledObject", "pulse-worker")
+    assert workers["spec"]["scaleTargetRef"]["name"] == "pulse-worker"
+    trigger = workers["spec"]["triggers"][0]["metadata"]
+    prefix = settings(objects)["PULSE_TOPIC_PREFIX"]
+    group = from_code("worker/src/main.rs", r'env = "PULSE_WORKER_GROUP", default_value = "([^"]+)"')
+    assert (trigger["consumerGroup"], trigger["topic"]) == (group, prefix + "jobs")
+    assert workers["spec"]["minReplicaCount"] == {"dev": 0, "uat": 1, "prd": 2}[env]
 
 
 def kafka_topics(objects):
@@ -214,7 +222,8 @@ def test_topics_and_users(rendered):
     topics = kafka_topics(objects)
     assert set(topics) == {"pulse.telemetry", "pulse.app-events", "pulse.results", "pulse.alerts",
                            "pulse.dead-letter", "pulse-processor-state-telemetry", "pulse-processor-state-app",
-                           "_pulse_schemas"}
+                           "_pulse_schemas", "pulse.jobs", "pulse.job-control", "pulse.job-events"}
+    assert topics["pulse.job-control"]["partitions"] == 1, "every worker reads every cancel order"
     assert topics["_pulse_schemas"]["config"]["cleanup.policy"] == "compact"
     assert topics["_pulse_schemas"]["partitions"] == 1
     # Compacted topics keep each key's latest record however old; the others expire.
@@ -279,6 +288,15 @@ def secret_file(objects, deployment, env_name):
     raise AssertionError(f"{deployment}: {env_name}={path} lies in no mounted volume")
 
 
+def test_object_store_credentials_come_from_a_secret(rendered):
+    _, objects = rendered
+    assert settings(objects)["PULSE_OBJECT_STORE_URL"].startswith("s3://")
+    for deployment in ["pulse-ingest", "pulse-query-api", "pulse-worker"]:
+        c = container(objects, deployment)
+        for name in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]:
+            assert secret_env(objects, c, name)[0] == "pulse-object-store"
+
+
 def test_ingest_authenticates_with_a_credentials_file_from_a_secret(rendered):
     _, objects = rendered
     secret_file(objects, "pulse-ingest", "PULSE_INGEST_CREDENTIALS")
@@ -308,11 +326,14 @@ def grants(user):
     return out
 
 
+def table_of(ddl):
+    sql = (REPO / "schemas" / "clickhouse" / ddl).read_text()
+    return re.search(r"CREATE TABLE IF NOT EXISTS \{db\}\.(\w+)", sql)[1]
+
+
 def audit_table(objects):
-    sql = (REPO / "schemas" / "clickhouse" / "audit.sql").read_text()
-    table = re.search(r"CREATE TABLE IF NOT EXISTS \{db\}\.(\w+)", sql)[1]
     database = settings(objects)["PULSE_CLICKHOUSE_DATABASE"]
-    return f"{database}.{table}"
+    return f"{database}.{table_of('audit.sql')}"
 
 
 def test_clickhouse_users_match_what_each_service_does(rendered):
@@ -332,9 +353,17 @@ def test_clickhouse_users_match_what_each_service_does(rendered):
     assert auditor == "pulse_audit_writer", f"the query API writes its audit trail as {auditor}"
     assert auditor in users, f"ClickHouse has no user {auditor}"
     assert len({reader, writer, auditor}) == 3, "the API reads, the processor writes, the audit trail inserts: three users"
-    # The API creates its audit table (ON CLUSTER, hence CLUSTER) and inserts into it, nothing else.
-    assert grants(users[auditor]) == [({"INSERT", "CREATE TABLE"}, audit_table(objects)), ({"CLUSTER"}, "*.*")], \
-        f"{auditor} may only create and INSERT into the audit table"
+    # The API creates its audit and job tables (ON CLUSTER, hence CLUSTER) and inserts into them, nothing else.
+    database = settings(objects)["PULSE_CLICKHOUSE_DATABASE"]
+    jobs = f"{database}.{table_of('jobs.sql')}"
+    assert grants(users[auditor]) == [({"INSERT", "CREATE TABLE"}, audit_table(objects)),
+                                      ({"INSERT", "CREATE TABLE"}, jobs), ({"CLUSTER"}, "*.*")], \
+        f"{auditor} may only create and INSERT into the audit and job tables"
+    # The worker reads events and jobs, and writes jobs only.
+    worker = env_of(container(objects, "pulse-worker"))["PULSE_CLICKHOUSE_USER"]["value"]
+    assert worker not in {reader, writer, auditor}
+    assert grants(users[worker]) == [({"SELECT"}, f"{database}.events"), ({"SELECT", "INSERT", "CREATE TABLE"}, jobs),
+                                     ({"CLUSTER"}, "*.*")], f"{worker} may do more than reports need"
     assert users[auditor].get("profile", "default") not in {p for p, s in profiles.items() if str(s.get("readonly")) in {"1", "2"}}
 
     # Each service's password is the one its ClickHouse user is given.
@@ -342,6 +371,7 @@ def test_clickhouse_users_match_what_each_service_does(rendered):
         ("pulse-processor", "PULSE_CLICKHOUSE_USER", "PULSE_CLICKHOUSE_PASSWORD"),
         ("pulse-query-api", "PULSE_CLICKHOUSE_USER", "PULSE_CLICKHOUSE_PASSWORD"),
         ("pulse-query-api", "PULSE_AUDIT_CLICKHOUSE_USER", "PULSE_AUDIT_CLICKHOUSE_PASSWORD"),
+        ("pulse-worker", "PULSE_CLICKHOUSE_USER", "PULSE_CLICKHOUSE_PASSWORD"),
     ]:
         c = container(objects, deployment)
         user = env_of(c)[user_env]["value"]
@@ -382,6 +412,9 @@ def needed_acls(objects):
     topic = lambda fn: prefix + from_code("common/src/config.rs", r"fn " + fn + r'\(&self\) -> String \{\s*format!\("\{\}([a-z.-]+)", self\.prefix\)')
     events = [prefix + s for s in kind_names("topic_suffix")]
     results, alerts, dead_letter = topic("results"), topic("alerts"), topic("dead_letter")
+    jobs, job_control, job_events = topic("jobs"), topic("job_control"), topic("job_events")
+    worker_group = from_code("worker/src/main.rs", r'env = "PULSE_WORKER_GROUP", default_value = "([^"]+)"')
+    control_group = from_code("worker/src/cancels.rs", r'"group\.id", "([^"]+)"')
 
     processor_env = env_of(container(objects, "pulse-processor"))
     group = processor_env.get("PULSE_PROCESSOR_GROUP", {}).get("value") or \
@@ -415,6 +448,17 @@ def needed_acls(objects):
     # The query API reads results with assigned partitions and creates the topic if missing.
     add("pulse-query-api", "topic", [results], ["Describe", "Read", "Create"])
     add("pulse-query-api", "group", [api_group], ["Describe"])
+    # It queues jobs and cancel orders and records what it changes of them
+    # (pulse_common::jobs), creating the topics if missing.
+    add("pulse-query-api", "topic", [jobs, job_control, job_events], ["Describe", "Write", "Create"])
+    add("pulse-query-api", "cluster", ["kafka-cluster"], ["IdempotentWrite"])
+    # The worker takes jobs in its group, reads every cancel order with
+    # assigned partitions, and records transitions.
+    add("pulse-worker", "topic", [jobs, job_control], ["Describe", "Read", "Create"])
+    add("pulse-worker", "group", [worker_group], ["Read"])
+    add("pulse-worker", "group", [control_group], ["Describe"])
+    add("pulse-worker", "topic", [job_events], ["Describe", "Write", "Create"])
+    add("pulse-worker", "cluster", ["kafka-cluster"], ["IdempotentWrite"])
     # The registry keeps its state in its topic, written in transactions.
     add("pulse-registry", "topic", [registry_topic], ["Describe", "Read", "Write", "Create"])
     add("pulse-registry", "group", [registry_group], ["Describe"])
