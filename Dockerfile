@@ -30,7 +30,8 @@ FROM debian:12.8-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin pulse
+ && useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin pulse \
+ && mkdir -p /var/lib/pulse/objects && chown 10001:10001 /var/lib/pulse/objects
 USER 10001:10001
 ENV PULSE_LOG_FORMAT=json
 
