@@ -15,6 +15,7 @@ pub mod export;
 pub mod extract;
 pub mod fanout;
 pub mod files;
+pub mod job_feed;
 pub mod jobs;
 pub mod jwks;
 pub mod limits;

@@ -16,10 +16,11 @@ use pulse_query_api::auth::{AuthArgs, Authenticator};
 use pulse_query_api::budget::BudgetArgs;
 use pulse_query_api::cache::{CacheArgs, ResponseCache};
 use pulse_query_api::fanout::Feed;
+use pulse_query_api::job_feed::JobFeed;
 use pulse_query_api::jobs::JobDesk;
 use pulse_query_api::limits::{LimitArgs, Limiter};
 use pulse_query_api::redact;
-use pulse_query_api::startup::StartUp;
+use pulse_query_api::startup::{JobsStartUp, StartUp};
 use pulse_query_api::state::AppState;
 use pulse_query_api::store::EventStore;
 use pulse_query_api::stream::Live;
@@ -107,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
         args.budget.export_idle(),
     );
     let feed = Feed::new(args.ws_buffer, args.ws_resume_window);
+    let job_feed = JobFeed::new(args.ws_buffer);
     let files = FileStore::open(&args.storage)?;
     let topics = args.kafka.topics();
     let ledger = JobLedger::new(
@@ -125,7 +127,13 @@ async fn main() -> anyhow::Result<()> {
                 )
             }),
             kafka: args.kafka.client.clone(),
-            jobs: Some((job_topics, ledger.clone(), args.clickhouse.clone())),
+            jobs: Some(JobsStartUp {
+                topics: job_topics,
+                ledger: ledger.clone(),
+                clickhouse: args.clickhouse.clone(),
+                events: topics.job_events(),
+                feed: job_feed.clone(),
+            }),
             results: TopicSpec::new(
                 args.kafka.topics().results(),
                 args.result_partitions,
@@ -144,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
         store,
         live: Live {
             feed,
+            jobs: job_feed,
             heartbeat: Duration::from_secs(args.ws_heartbeat_s.max(1)),
             max_message_bytes: args.ws_max_message_bytes.max(1),
             slots: StreamSlots::new(args.ws_max_streams_per_tenant),

@@ -21,6 +21,7 @@ use pulse_common::retry::until_done;
 use pulse_common::shutdown::Shutdown;
 
 use crate::fanout::{self, Feed};
+use crate::job_feed::{self, JobFeed};
 use crate::jwks::RemoteKeys;
 use crate::store::EventStore;
 
@@ -30,13 +31,23 @@ pub struct StartUp {
     pub jwks: Option<(Arc<RemoteKeys>, Duration)>,
     pub kafka: KafkaClient,
     pub results: TopicSpec,
-    /// The job topics, and where jobs are recorded with the database and
-    /// cluster of their table; None without jobs.
-    pub jobs: Option<(Vec<TopicSpec>, JobLedger, ClickHouseArgs)>,
+    /// What jobs need; None without jobs.
+    pub jobs: Option<JobsStartUp>,
     pub store: EventStore,
     pub feed: Feed,
     pub readiness: Readiness,
     pub shutdown: Shutdown,
+}
+
+/// The job topics and table, created if missing, and the live feed of
+/// transitions read from the job-events topic's end.
+pub struct JobsStartUp {
+    pub topics: Vec<TopicSpec>,
+    pub ledger: JobLedger,
+    /// The database and cluster of the job table.
+    pub clickhouse: ClickHouseArgs,
+    pub events: String,
+    pub feed: JobFeed,
 }
 
 /// `step`, or an error as soon as shutdown is requested, after which
@@ -110,18 +121,30 @@ impl StartUp {
         if tables.is_none() {
             return;
         }
-        if let Some((specs, ledger, clickhouse)) = jobs {
+        if let Some(jobs) = jobs {
             let made = until_done("the job topics and table", &readiness, &shutdown, || {
                 or_shutdown(&shutdown, async {
-                    ensure_topics(&kafka, &specs, Duration::from_secs(10)).await?;
-                    let cluster = clickhouse.cluster.as_deref();
-                    Ok(ledger.create_table(&clickhouse.database, cluster).await?)
+                    ensure_topics(&kafka, &jobs.topics, Duration::from_secs(10)).await?;
+                    let cluster = jobs.clickhouse.cluster.as_deref();
+                    let database = &jobs.clickhouse.database;
+                    Ok(jobs.ledger.create_table(database, cluster).await?)
                 })
             })
             .await;
             if made.is_none() {
                 return;
             }
+            let following = until_done(
+                "the job-events topic's leaders",
+                &readiness,
+                &shutdown,
+                || or_shutdown(&shutdown, fanout::consumer_from_now(&kafka, &jobs.events)),
+            )
+            .await;
+            let Some((consumer, _)) = following else {
+                return;
+            };
+            tokio::spawn(job_feed::follow(consumer, jobs.feed, shutdown.clone()));
         }
         readiness.set(true);
         tracing::info!(

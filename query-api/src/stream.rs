@@ -24,6 +24,7 @@ use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::Params;
 use crate::fanout::{Feed, Position, Positioned};
+use crate::job_feed::{JobFeed, JobNote};
 use crate::metrics;
 use crate::stream_slots::{Slot, StreamSlots};
 
@@ -55,6 +56,9 @@ pub struct Filter {
     /// results after it that are still in the instance's window come first.
     #[param(pattern = r"^([0-9]{1,9}\.[0-9]{1,18}(_[0-9]{1,9}\.[0-9]{1,18})*)?$")]
     pub resume: Option<String>,
+    /// Also the tenant's job transitions, as `{"type":"job","job":{...}}`
+    /// (the job as `GET /v1/jobs/{job_id}` shows it), from the connection on.
+    pub jobs: Option<bool>,
 }
 
 impl Filter {
@@ -123,7 +127,9 @@ pub async fn upgrade(
         );
         return ApiError::TooMany(reason).into_response();
     };
+    let jobs = filter.jobs.unwrap_or(false).then(|| live.jobs.subscribe());
     let client = Client {
+        jobs,
         filter,
         position: resumed.position,
         heartbeat: live.heartbeat,
@@ -155,6 +161,8 @@ async fn until(at: Option<tokio::time::Instant>) {
 #[derive(Clone)]
 pub struct Live {
     pub feed: Feed,
+    /// Job transitions, for clients that ask for them.
+    pub jobs: JobFeed,
     pub heartbeat: Duration,
     /// The largest message (and frame) a client may send.
     pub max_message_bytes: usize,
@@ -163,6 +171,7 @@ pub struct Live {
 
 struct Client {
     filter: Filter,
+    jobs: Option<broadcast::Receiver<Arc<JobNote>>>,
     position: Position,
     heartbeat: Duration,
     /// When the caller's token expires, if it does.
@@ -233,6 +242,15 @@ impl Client {
                     }
                     Err(broadcast::error::RecvError::Closed) => return Err(Gone),
                 },
+                note = next_job(&mut self.jobs) => match note {
+                    Ok(note) if note.tenant == self.filter.tenant_id => send(socket, note.json.clone()).await?,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let note = serde_json::json!({"type": "jobs_lagged", "skipped": n});
+                        send(socket, note.to_string()).await?;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => self.jobs = None,
+                },
                 incoming = socket.recv() => match incoming {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Err(Gone),
                     Some(Ok(_)) => last_heard = tokio::time::Instant::now(),
@@ -256,6 +274,16 @@ impl Client {
         };
         let text = format!("{{\"cursor\":\"{}\"{sep}{rest}", self.position.encode());
         send(socket, text).await
+    }
+}
+
+/// The next job transition; never, for a client that did not ask for them.
+async fn next_job(
+    jobs: &mut Option<broadcast::Receiver<Arc<JobNote>>>,
+) -> Result<Arc<JobNote>, broadcast::error::RecvError> {
+    match jobs {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -289,6 +317,7 @@ mod tests {
             event_type: event_type.map(Into::into),
             min_score,
             resume: None,
+            jobs: None,
         }
     }
 

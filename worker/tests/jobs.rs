@@ -226,6 +226,16 @@ async fn reports_run_once_per_key_and_bad_jobs_are_refused_whole() {
     );
     assert_eq!(job_rows(&api).await, 0, "a refused job was recorded");
 
+    // A dashboard's live stream, with job transitions.
+    let stream = format!(
+        "{}/v1/stream?jobs=true&access_token={}",
+        api.url.replacen("http://", "ws://", 1),
+        support::hs256("acme", "dashboard")
+    );
+    let (mut live, _) = tokio_tungstenite::connect_async(stream)
+        .await
+        .expect("stream opens");
+
     // A report, retried with its key: one job, one file, the export's bytes.
     let from_ms = END_MS - 4_000;
     let body = report("csv", from_ms, END_MS + 1);
@@ -255,6 +265,36 @@ async fn reports_run_once_per_key_and_bad_jobs_are_refused_whole() {
         (done["attempts"].as_u64(), done["progress"].as_f64()),
         (Some(1), Some(1.0)),
         "{done}"
+    );
+    // Every transition was pushed, in order.
+    let pushed = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut states = Vec::new();
+        while let Some(Ok(message)) = live.next().await {
+            let Ok(text) = message.into_text() else {
+                continue;
+            };
+            let note: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if note["type"] == "job" && note["job"]["job_id"] == job_id.as_str() {
+                states.push(state(&note["job"]).to_string());
+                if states.last().map(String::as_str) == Some("succeeded") {
+                    return states;
+                }
+            }
+        }
+        states
+    })
+    .await
+    .expect("the transitions within 30 s");
+    assert_eq!(
+        pushed.first().map(String::as_str),
+        Some("queued"),
+        "{pushed:?}"
+    );
+    assert!(pushed.iter().any(|s| s == "running"), "{pushed:?}");
+    assert_eq!(
+        pushed.last().map(String::as_str),
+        Some("succeeded"),
+        "{pushed:?}"
     );
     let file = done["result_file_id"].as_str().expect("result file");
     let report_digest = acme.digest(&format!("/v1/files/{file}")).await;

@@ -36,6 +36,7 @@ fn router(rate_burst: u32) -> Router {
         store: EventStore::new(client.clone(), client, Duration::from_secs(1)),
         live: Live {
             feed: Feed::new(16, 16),
+            jobs: crate::job_feed::JobFeed::new(16),
             heartbeat: Duration::from_secs(15),
             max_message_bytes: 1024,
             slots: StreamSlots::new(1),
