@@ -15,6 +15,7 @@ const state = {
   cursor: null,
   retryMs: 500,
   devices: new Map(),   // source_id -> { scores: [], anomalous, card, canvas, last }
+  jobs: new Map(),      // job_id -> its table row
   recent: [],           // { at, anomaly, lagMs } of received events
   seen: 0,
 };
@@ -33,6 +34,8 @@ function start() {
   });
   $('signout').addEventListener('click', signOut);
   $('dd-close').addEventListener('click', () => { $('drilldown').hidden = true; });
+  $('report-form').addEventListener('submit', (e) => { e.preventDefault(); requestReport(); });
+  $('audit-form').addEventListener('submit', (e) => { e.preventDefault(); searchAudit(); });
   const saved = sessionStorage.getItem('pulse-token');
   if (saved) signIn(saved); else showSignIn('');
 }
@@ -62,6 +65,11 @@ async function signIn(token) {
   for (const d of devices) device(d.source_id);
   $('device-count').textContent = state.devices.size;
   await loadAnomalies();
+  await loadJobs();
+  if (claims(token).role === 'admin') {
+    $('audit-panel').hidden = false;
+    searchAudit();
+  }
   connect();
 }
 
@@ -81,15 +89,16 @@ function claims(token) {
   }
 }
 
-function api(path) {
-  return fetch(path, { headers: { Authorization: `Bearer ${state.token}` } });
+function api(path, init = {}) {
+  const headers = { Authorization: `Bearer ${state.token}`, ...(init.headers || {}) };
+  return fetch(path, { ...init, headers });
 }
 
 // ---- live stream -----------------------------------------------------------
 
 function connect() {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  let url = `${proto}//${location.host}/v1/stream?access_token=${encodeURIComponent(state.token)}`;
+  let url = `${proto}//${location.host}/v1/stream?jobs=true&access_token=${encodeURIComponent(state.token)}`;
   // After a drop, resume where this page left off: nothing missed.
   if (state.cursor) url += `&resume=${encodeURIComponent(state.cursor)}`;
   const socket = new WebSocket(url);
@@ -112,7 +121,8 @@ function setLink(on) {
 
 function received(msg) {
   if (msg.cursor) state.cursor = msg.cursor;
-  if (msg.type === 'lagged' || msg.type === 'gap') return;
+  if (msg.type === 'job') { showJob(msg.job); return; }
+  if (msg.type === 'lagged' || msg.type === 'gap' || msg.type === 'jobs_lagged') return;
   if (!msg.event_id) return;
   state.seen += 1;
   const now = Date.now();
@@ -216,6 +226,106 @@ function addAnomaly(e, live) {
   li.addEventListener('click', () => drillDown(e.source_id));
   feed.prepend(li);
   while (feed.children.length > FEED_MAX) feed.lastChild.remove();
+}
+
+// ---- jobs ------------------------------------------------------------------
+
+async function loadJobs() {
+  const r = await api('/v1/jobs?limit=20');
+  if (!r.ok) return;
+  const { jobs } = await r.json();
+  for (const j of jobs.reverse()) showJob(j);
+}
+
+async function requestReport() {
+  const to = Date.now();
+  const from = to - Number($('report-hours').value) * 3600 * 1000;
+  const body = { kind: 'report', params: { format: $('report-format').value, from_ms: from, to_ms: to } };
+  const r = await api('/v1/jobs', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const answer = await r.json().catch(() => ({}));
+  $('report-error').textContent = r.ok ? '' : `Refused: ${answer.error || r.status}`;
+  if (r.ok) showJob(answer);
+}
+
+// A job's row, created or brought up to date; a transition older than the
+// one shown (a list read racing the stream) is ignored.
+function showJob(j) {
+  let tr = state.jobs.get(j.job_id);
+  if (!tr) {
+    tr = document.createElement('tr');
+    tr.dataset.job = j.job_id;
+    tr.dataset.states = '';
+    for (let i = 0; i < 7; i += 1) tr.appendChild(document.createElement('td'));
+    state.jobs.set(j.job_id, tr);
+    $('jobs-table').prepend(tr);
+  }
+  if (Number(tr.dataset.updated || 0) > j.updated_ms) return;
+  tr.dataset.updated = j.updated_ms;
+  tr.dataset.state = j.state;
+  const states = tr.dataset.states ? tr.dataset.states.split(',') : [];
+  if (states[states.length - 1] !== j.state) tr.dataset.states = [...states, j.state].join(',');
+  const cells = tr.children;
+  cells[0].textContent = j.job_id.slice(0, 8);
+  cells[1].textContent = `${j.kind} ${j.params && j.params.format ? j.params.format : ''}`;
+  cells[2].textContent = j.state + (j.error ? ` (${j.error})` : '');
+  cells[2].className = `state ${j.state}`;
+  cells[3].textContent = `${Math.round(j.progress * 100)} %`;
+  cells[4].textContent = j.attempts;
+  cells[5].textContent = new Date(j.updated_ms).toLocaleTimeString();
+  cells[6].replaceChildren();
+  if (j.state === 'succeeded' && j.result_file_id) {
+    const a = document.createElement('a');
+    a.href = '#';
+    a.textContent = 'download';
+    a.dataset.testid = 'download';
+    a.addEventListener('click', (e) => { e.preventDefault(); download(j); });
+    cells[6].appendChild(a);
+  }
+}
+
+// Files need the Bearer header, which a plain link cannot send: fetched,
+// then handed to the browser as a download.
+async function download(j) {
+  const r = await api(`/v1/files/${encodeURIComponent(j.result_file_id)}`);
+  if (!r.ok) return;
+  const blob = await r.blob();
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = `report-${j.job_id}.${j.params && j.params.format === 'parquet' ? 'parquet' : 'csv'}`;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
+
+// ---- audit trail -----------------------------------------------------------
+
+async function searchAudit() {
+  const q = new URLSearchParams({ limit: '200' });
+  const minutes = Number($('audit-minutes').value) || 60;
+  q.set('from_ms', String(Date.now() - minutes * 60000));
+  for (const [id, key] of [['audit-caller', 'caller'], ['audit-route', 'route'], ['audit-status', 'status']]) {
+    const v = $(id).value.trim();
+    if (v) q.set(key, v);
+  }
+  const r = await api(`/v1/audit?${q}`);
+  const answer = await r.json().catch(() => ({}));
+  $('audit-error').textContent = r.ok ? '' : `${answer.field || ''}: ${answer.error || r.status}`;
+  if (!r.ok) return;
+  $('audit-table').replaceChildren(...answer.records.map((a) => {
+    const tr = document.createElement('tr');
+    tr.dataset.route = a.route;
+    tr.dataset.status = a.status;
+    const cells = [new Date(a.time_ms).toLocaleTimeString(), a.caller, a.role, a.method, a.route, a.params, a.status, a.rows, a.latency_ms.toFixed(1)];
+    for (const text of cells) {
+      const td = document.createElement('td');
+      td.textContent = text;
+      tr.appendChild(td);
+    }
+    return tr;
+  }));
 }
 
 // ---- overview --------------------------------------------------------------

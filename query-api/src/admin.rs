@@ -9,7 +9,7 @@ use crate::audit::AuditRecord;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Admin, Params};
 use crate::routes::{limit_of, range_of, with_rows};
-use crate::store::EventStore;
+use crate::store::{AuditFilter, EventStore};
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +23,11 @@ pub struct AuditQuery {
     to_ms: Option<i64>,
     /// Only this caller (a token's subject or an API key's name).
     caller: Option<String>,
+    /// Only this route, as the API names it (e.g. `/v1/files/{file_id}`).
+    route: Option<String>,
+    /// Only this status.
+    #[param(minimum = 100, maximum = 599)]
+    status: Option<u16>,
     /// Most records, 1..10000 (default 100).
     #[param(minimum = 1, maximum = 10000)]
     limit: Option<u64>,
@@ -47,8 +52,22 @@ pub async fn audit(
 ) -> Result<Response, ApiError> {
     let limit = limit_of(q.limit, 100)?;
     let range = range_of(q.from_ms, q.to_ms)?;
-    let who = q.caller.as_deref().unwrap_or_default();
-    let records = store.audit(&caller.tenant, range, who, limit).await?;
+    let status = match q.status {
+        Some(s) if !(100..=599).contains(&s) => {
+            return Err(ApiError::bad_param(
+                "status",
+                "must be an HTTP status, 100 to 599",
+            ));
+        }
+        Some(s) => s,
+        None => 0,
+    };
+    let filter = AuditFilter {
+        caller: q.caller.as_deref().unwrap_or_default(),
+        route: q.route.as_deref().unwrap_or_default(),
+        status,
+    };
+    let records = store.audit(&caller.tenant, range, &filter, limit).await?;
     let rows = records.len();
     Ok(with_rows(AuditTrail { records }, rows))
 }

@@ -5,8 +5,9 @@
 //! A submit is checked whole before anything is written: the kind, its
 //! parameters and every input file (which must be the caller's tenant's).
 //! Then the request goes to the jobs topic, and only then is the job
-//! recorded as queued, so a job never shows as queued without a request a
-//! worker will see. An `Idempotency-Key` names the job: the same key again
+//! stored as queued, so a job never reads as queued without a request a
+//! worker will see (live streams are told first, so that they see it
+//! queued before any worker's transition). An `Idempotency-Key` names the job: the same key again
 //! answers the job it made (and sends its request again while it is still
 //! queued, in case the first answer was lost with it), and the same key
 //! with another request is refused with 409.
@@ -184,12 +185,16 @@ pub async fn submit(
         }
         return Ok((StatusCode::OK, Json(JobView::from(existing))).into_response());
     }
+    // Announced before the request exists, so that live streams see it
+    // queued before any worker's transition; stored once the request is
+    // on Kafka, so that a stored job always has a request.
+    let queued = Job::queued(&request);
+    jobs.ledger.announce(&queued).await;
     jobs.ledger
         .request(&request)
         .await
         .map_err(queueing_failed)?;
-    let queued = Job::queued(&request);
-    jobs.ledger.record(&queued).await.map_err(queueing_failed)?;
+    jobs.ledger.store(&queued).await.map_err(queueing_failed)?;
     crate::metrics::JOBS_SUBMITTED
         .with_label_values(&[kind.as_str()])
         .inc();

@@ -137,6 +137,13 @@ impl EventStore {
     }
 }
 
+/// Which audit records a search returns (empty, 0: any).
+pub struct AuditFilter<'a> {
+    pub caller: &'a str,
+    pub route: &'a str,
+    pub status: u16,
+}
+
 /// What an aggregates request measures and how it groups.
 pub struct AggregateSpec<'a> {
     /// `device`, `event_type`, `kind` or `none`.
@@ -179,12 +186,12 @@ impl EventStore {
 
 impl EventStore {
     /// A tenant's audit records in `[from_ms, to_ms)`, newest first,
-    /// optionally of one caller (empty: all).
+    /// optionally of one caller, route and status (empty, 0: all).
     pub async fn audit(
         &self,
         tenant: &str,
         (from_ms, to_ms): (i64, i64),
-        caller: &str,
+        filter: &AuditFilter<'_>,
         limit: u64,
     ) -> clickhouse::error::Result<Vec<AuditRecord>> {
         self.client
@@ -192,8 +199,12 @@ impl EventStore {
             .bind(tenant)
             .bind(from_ms)
             .bind(to_ms)
-            .bind(caller)
-            .bind(caller)
+            .bind(filter.caller)
+            .bind(filter.caller)
+            .bind(filter.route)
+            .bind(filter.route)
+            .bind(filter.status)
+            .bind(filter.status)
             .bind(limit)
             .fetch_all()
             .await

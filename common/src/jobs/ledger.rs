@@ -116,14 +116,25 @@ impl JobLedger {
     /// Records `job`'s transition: in ClickHouse first, which is what
     /// readers trust, then on the job-events topic for live streams.
     pub async fn record(&self, job: &Job) -> anyhow::Result<()> {
+        self.store(job).await?;
+        self.announce(job).await;
+        Ok(())
+    }
+
+    /// Stores `job`'s transition in ClickHouse only.
+    pub async fn store(&self, job: &Job) -> anyhow::Result<()> {
         let mut insert = self.writes.insert::<Job>("jobs").await?;
         insert.write(job).await?;
         insert.end().await?;
+        Ok(())
+    }
+
+    /// Sends `job`'s transition to live streams only.
+    pub async fn announce(&self, job: &Job) {
         if let Err(e) = self.send(&self.topics.job_events(), &job.job_id, job).await {
             // The state is stored; only live viewers miss this transition.
             tracing::warn!(job_id = %job.job_id, error = %e, "job transition not sent to live streams");
         }
-        Ok(())
     }
 
     /// Queues `request` for the workers.

@@ -50,16 +50,17 @@ async fn upload(
     body: Body,
 ) -> Response {
     let mut stream = body.into_data_stream();
-    match handle(&uploads, query, &headers, &mut stream).await {
+    let answer = match handle(&uploads, query, &headers, &mut stream).await {
         Ok(r) => r,
-        Err(rejected) => {
-            drain(&mut stream).await;
-            rejected.counted_in(&metrics::FILES_REJECTED)
-        }
-    }
+        Err(rejected) => rejected.counted_in(&metrics::FILES_REJECTED),
+    };
+    // A refused upload, and a retry answered with the file stored before,
+    // leave their body unread.
+    drain(&mut stream).await;
+    answer
 }
 
-/// Most of a refused upload's body read and dropped, and for how long:
+/// Most of an unread upload body read and dropped, and for how long:
 /// a client still sending when the answer comes and the connection closes
 /// sees a broken connection instead of the answer. A larger rest is left
 /// unread, and that client sees the connection close.
