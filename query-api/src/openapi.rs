@@ -318,6 +318,7 @@ mod tests {
                 "event_type",
                 "min_score",
                 "resume",
+                "jobs",
                 "Connection",
                 "Upgrade",
                 "Sec-WebSocket-Version",
