@@ -25,6 +25,14 @@ INGEST_PORT="${PULSE_INGEST_PORT:-18080}"
 PROCESSOR_PORT="${PULSE_PROCESSOR_PORT:-18082}"
 QUERY_API_PORT="${PULSE_QUERY_API_PORT:-18090}"
 WORKER_PORT="${PULSE_WORKER_PORT:-18095}"
+# The S3-compatible test server: versitygw (Apache-2.0) over a directory,
+# built from the Go module proxy into the cache.
+S3_PORT="${PULSE_S3_PORT:-19100}"
+VERSITYGW_VERSION="v1.8.0"
+VERSITYGW="$PULSE_CACHE/versitygw-$VERSITYGW_VERSION/versitygw"
+S3_BUCKET="pulse-test"
+S3_ACCESS_KEY="pulse-test-access"
+S3_SECRET_KEY="pulse-test-secret-key"
 
 RUN_DIR="$PULSE_HOME/run"
 LOG_DIR="$PULSE_HOME/logs"
@@ -104,4 +112,8 @@ export_stack_env() {
   ORT_DYLIB_PATH="$(ort_dylib)"
   export ORT_DYLIB_PATH
   export PULSE_BIN_DIR="$CARGO_TARGET_DIR/debug"
+  export PULSE_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
+  export PULSE_S3_BUCKET="$S3_BUCKET"
+  export PULSE_S3_ACCESS_KEY="$S3_ACCESS_KEY"
+  export PULSE_S3_SECRET_KEY="$S3_SECRET_KEY"
 }

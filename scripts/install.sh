@@ -3,7 +3,8 @@
 # ClickHouse, Mosquitto, kcat and Chromium from Debian's packages, the Apache
 # Kafka jars from Maven Central (stack/kafka/pom.xml), a Python environment
 # with ONNX Runtime and the test clients from PyPI (scripts/requirements.txt),
-# and playwright-core from npm for the dashboard's browser test.
+# playwright-core from npm for the dashboard's browser test, and versitygw
+# (the S3-compatible test server) built from the Go module proxy.
 source "$(dirname "$0")/common.sh"
 
 install_debian_packages() {
@@ -17,6 +18,7 @@ install_debian_packages() {
   command -v mvn >/dev/null || missing+=(maven)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v npm >/dev/null || missing+=(nodejs npm)
+  command -v go >/dev/null || missing+=(golang-go)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing Debian packages: ${missing[*]}"
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -55,8 +57,20 @@ install_browser_test() {
   cp "$dir/package-lock.json" "$stamp"
 }
 
+# Go fetches the toolchain versitygw's go.mod asks for from the module
+# proxy when the installed one is older (GOTOOLCHAIN=auto).
+install_versitygw() {
+  [ -x "$VERSITYGW" ] && return 0
+  log "building versitygw $VERSITYGW_VERSION from the Go module proxy"
+  local dir; dir=$(dirname "$VERSITYGW")
+  GOPATH="$PULSE_CACHE/gopath" GOBIN="$dir.tmp" GOFLAGS=-mod=mod GOTOOLCHAIN=auto \
+    go install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION"
+  rm -rf "$dir" && mv "$dir.tmp" "$dir"
+}
+
 install_debian_packages
 install_kafka
+install_versitygw
 install_python
 install_browser_test
 [ -n "$(ort_dylib)" ] || die "ONNX Runtime's shared library is missing from $VENV"

@@ -98,6 +98,10 @@ struct Args {
     /// Most bytes one tenant's files may take together; an upload beyond it gets 507.
     #[arg(long, env = "PULSE_INGEST_TENANT_QUOTA_BYTES", default_value_t = 100 << 30)]
     tenant_quota_bytes: u64,
+    /// How long the part URLs of an upload `POST /v1/uploads` grants work,
+    /// in seconds (S3 stores only).
+    #[arg(long, env = "PULSE_INGEST_UPLOAD_URL_TTL_S", default_value_t = 3600)]
+    upload_url_ttl_s: u64,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -138,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
             max_bytes: args.max_file_bytes,
             tenant_quota_bytes: args.tenant_quota_bytes,
         },
+        url_ttl: Duration::from_secs(args.upload_url_ttl_s),
         credentials: credentials.clone(),
     });
     let app = http::router(slot.clone(), args.max_body_bytes, window)

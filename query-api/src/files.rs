@@ -7,6 +7,11 @@
 //! may be kept for a year (`immutable`), though only by the caller's own
 //! cache (`private`: the file is the tenant's). A single `Range` gets 206
 //! with just those bytes; one that lies past the end gets 416.
+//!
+//! With an S3 store and `PULSE_FILES_REDIRECT_TTL_S` set, a download the
+//! caller may make is answered 307 with a presigned URL instead, short-lived
+//! and never cached, and the store serves the bytes (with Range and ETag).
+//! The tenant check and the audit record come first either way.
 
 use std::ops::Range;
 
@@ -22,6 +27,10 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::Reader;
 
 const CACHE_CONTROL: &str = "private, max-age=31536000, immutable";
+
+/// How long a download's presigned URL works, if downloads redirect.
+#[derive(Debug, Clone, Copy)]
+pub struct Redirects(pub Option<std::time::Duration>);
 
 /// A file of the caller's tenant.
 #[utoipa::path(get, path = "/v1/files/{file_id}", tag = "files",
@@ -41,6 +50,7 @@ const CACHE_CONTROL: &str = "private, max-age=31536000, immutable";
                 (String = "application/json"), (String = "text/csv"),
             )),
         (status = 304, description = "The file is the one the `If-None-Match` ETag names"),
+        (status = 307, description = "Fetch the bytes from the presigned URL in `Location` (S3 stores with redirects on)"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "The tenant has no such file", body = ErrorBody),
         (status = 416, description = "The `Range` lies past the file's end", body = ErrorBody),
@@ -48,6 +58,7 @@ const CACHE_CONTROL: &str = "private, max-age=31536000, immutable";
     ))]
 pub async fn file(
     State(files): State<FileStore>,
+    State(Redirects(redirect)): State<Redirects>,
     Reader(caller): Reader,
     Path(file_id): Path<String>,
     headers: HeaderMap,
@@ -69,6 +80,11 @@ pub async fn file(
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         set_validators(&mut response, &etag);
         return Ok(response);
+    }
+    if let Some(ttl) = redirect {
+        if let Some(signed) = files.presigned_get(&meta, ttl).await {
+            return redirected(signed.map_err(unavailable)?);
+        }
     }
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         Some(r) => match parse_range(r, meta.size) {
@@ -102,6 +118,21 @@ pub async fn file(
         }
     }
     set_validators(&mut response, &etag);
+    response.extensions_mut().insert(RowsReturned(1));
+    Ok(response)
+}
+
+fn redirected(url: url::Url) -> Result<Response, ApiError> {
+    let location = HeaderValue::from_str(url.as_str())
+        .map_err(|_| ApiError::Unavailable("file storage signed an unusable URL"))?;
+    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+    let h = response.headers_mut();
+    h.insert(header::LOCATION, location);
+    // The URL is a short-lived credential of its own.
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
     response.extensions_mut().insert(RowsReturned(1));
     Ok(response)
 }

@@ -16,6 +16,7 @@ use pulse_query_api::auth::{AuthArgs, Authenticator};
 use pulse_query_api::budget::BudgetArgs;
 use pulse_query_api::cache::{CacheArgs, ResponseCache};
 use pulse_query_api::fanout::Feed;
+use pulse_query_api::files::Redirects;
 use pulse_query_api::job_feed::JobFeed;
 use pulse_query_api::jobs::JobDesk;
 use pulse_query_api::limits::{LimitArgs, Limiter};
@@ -76,6 +77,11 @@ struct Args {
     cache: CacheArgs,
     #[command(flatten)]
     storage: StorageArgs,
+    /// With an S3 store: answer a download with a redirect to a presigned
+    /// URL that works this many seconds, so the bytes come from the store
+    /// itself; 0 streams them through the API.
+    #[arg(long, env = "PULSE_FILES_REDIRECT_TTL_S", default_value_t = 0)]
+    files_redirect_ttl_s: u64,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -159,6 +165,9 @@ async fn main() -> anyhow::Result<()> {
         },
         auth: auth.clone(),
         files: files.clone(),
+        redirects: Redirects(
+            (args.files_redirect_ttl_s > 0).then(|| Duration::from_secs(args.files_redirect_ttl_s)),
+        ),
         jobs: Some(JobDesk { ledger, files }),
     };
     let layers = Layers {

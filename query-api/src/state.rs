@@ -6,6 +6,7 @@ use axum::extract::FromRef;
 use pulse_common::files::FileStore;
 
 use crate::auth::Authenticator;
+use crate::files::Redirects;
 use crate::jobs::JobDesk;
 use crate::store::EventStore;
 use crate::stream::Live;
@@ -18,6 +19,7 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Tenants' files, as ingest stores them.
     pub files: FileStore,
+    pub redirects: Redirects,
     /// Jobs, where the API has Kafka for them.
     pub jobs: Option<JobDesk>,
 }
@@ -31,6 +33,12 @@ impl FromRef<AppState> for Option<JobDesk> {
 impl FromRef<AppState> for FileStore {
     fn from_ref(s: &AppState) -> Self {
         s.files.clone()
+    }
+}
+
+impl FromRef<AppState> for Redirects {
+    fn from_ref(s: &AppState) -> Self {
+        s.redirects
     }
 }
 

@@ -1,8 +1,10 @@
-//! Files end to end on the filesystem backend: uploaded to ingest (streamed,
-//! checked by size, content and credential, stored once per idempotency
-//! key) and downloaded from the query API (tenant-scoped, Range, ETag and
-//! 304), every bad upload refused whole with nothing stored, and a
-//! gigabyte uploaded with the gateway's memory bounded. Run through
+//! Files end to end on both backends, the filesystem and the stack's S3
+//! server: uploaded to ingest (streamed, checked by size, content and
+//! credential, stored once per idempotency key) and downloaded from the
+//! query API (tenant-scoped, Range, ETag and 304), every bad upload
+//! refused whole with nothing stored, and a gigabyte uploaded with the
+//! gateway's memory bounded. On S3 also: uploads a client sends itself to
+//! presigned URLs, and downloads redirected to one. Run through
 //! `./dev test`.
 
 use pulse_testkit::query_api as support;
@@ -11,7 +13,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use pulse_testkit::{
-    peak_rss_kib, poll_until, start_ingest, start_registry, unique, Service, Stack,
+    peak_rss_kib, poll_until, start_ingest, start_registry, unique, Backend, Objects, Service,
+    Stack,
 };
 use reqwest::{header, StatusCode};
 use serde_json::{json, Value};
@@ -32,8 +35,8 @@ const ACME_KEY: &str = "acme-ingest-key-0001";
 const GLOBEX_KEY: &str = "globex-ingest-key-0001";
 
 /// A directory of the test's own, removed with what it holds when the
-/// guard is dropped: the object store in it, and ingest's credentials.
-fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+/// guard is dropped: ingest's credentials, and a filesystem store.
+fn setup(backend: Backend) -> (tempfile::TempDir, Objects, PathBuf) {
     let guard = tempfile::Builder::new()
         .prefix("pulse-files-")
         .tempdir()
@@ -51,53 +54,41 @@ fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
         ),
     )
     .expect("credentials written");
-    let objects = dir.join("objects");
+    let objects = Objects::new(backend, &dir.join("objects"));
     (guard, objects, credentials)
 }
 
 /// A registry and an ingest gateway storing files in `objects`.
 async fn ingest_over(
     stack: &Stack,
-    objects: &Path,
+    objects: &Objects,
     credentials: &Path,
     max_file: u64,
 ) -> (Service, Service) {
     let prefix = unique("files") + ".";
     let registry = start_registry(stack, &prefix).await;
-    let ingest = start_ingest(
-        stack,
-        &prefix,
-        &registry.url,
-        &[
-            (
-                "PULSE_INGEST_CREDENTIALS",
-                credentials.display().to_string(),
-            ),
-            ("PULSE_OBJECT_STORE_URL", objects.display().to_string()),
-            ("PULSE_INGEST_MAX_FILE_BYTES", max_file.to_string()),
-            ("PULSE_EVENT_PARTITIONS", "1".into()),
-        ],
-    )
-    .await;
+    let mut env = objects.env();
+    env.extend([
+        (
+            "PULSE_INGEST_CREDENTIALS",
+            credentials.display().to_string(),
+        ),
+        ("PULSE_INGEST_MAX_FILE_BYTES", max_file.to_string()),
+        ("PULSE_EVENT_PARTITIONS", "1".into()),
+    ]);
+    let ingest = start_ingest(stack, &prefix, &registry.url, &env).await;
     (registry, ingest)
 }
 
-/// Every file under `dir`, as paths relative to it.
-fn stored(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else if let Ok(rel) = path.strip_prefix(root) {
-                out.push(rel.display().to_string());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
+/// The query API over `objects`, with `extra` settings.
+async fn api_over(objects: &Objects, extra: &[(&'static str, String)]) -> support::Api {
+    let env: Vec<(&str, String)> = objects
+        .env()
+        .into_iter()
+        .chain(extra.iter().cloned())
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    support::start_api_with(&[], &env).await
 }
 
 async fn upload(
@@ -143,8 +134,18 @@ fn csv(n: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the local stack: run through ./dev test"]
 async fn files_are_stored_once_checked_whole_and_served_to_their_tenant_only() {
+    files_flow(Backend::Filesystem).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: run through ./dev test"]
+async fn files_on_s3_are_stored_once_checked_whole_and_served_to_their_tenant_only() {
+    files_flow(Backend::S3).await;
+}
+
+async fn files_flow(backend: Backend) {
     let stack = Stack::from_env();
-    let (_dir, objects, credentials) = setup();
+    let (_dir, objects, credentials) = setup(backend);
     let (_registry, ingest) = ingest_over(&stack, &objects, &credentials, 4 << 20).await;
     let http = reqwest::Client::new();
     let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01".to_vec();
@@ -245,7 +246,7 @@ async fn files_are_stored_once_checked_whole_and_served_to_their_tenant_only() {
             "{what}: {body}"
         );
         assert_eq!(
-            stored(&objects),
+            objects.keys().await,
             Vec::<String>::new(),
             "{what}: something was stored"
         );
@@ -293,7 +294,7 @@ async fn files_are_stored_once_checked_whole_and_served_to_their_tenant_only() {
     assert_eq!(again, first);
     let id = first["file_id"].as_str().expect("an id").to_string();
     assert_eq!(
-        stored(&objects),
+        objects.keys().await,
         [
             format!("tenants/acme/files/{id}.json"),
             format!("tenants/acme/objects/{sha}")
@@ -315,11 +316,7 @@ async fn files_are_stored_once_checked_whole_and_served_to_their_tenant_only() {
     assert_ne!(other["file_id"], first["file_id"]);
 
     // Downloads from the query API over the same store.
-    let api = support::start_api_with(
-        &[],
-        &[("PULSE_OBJECT_STORE_URL", &objects.display().to_string())],
-    )
-    .await;
+    let api = api_over(&objects, &[]).await;
     let acme = support::hs256("acme", "analyst");
     let get = |path: String, token: String, headers: Vec<(&'static str, String)>| {
         let mut request = http.get(format!("{}{path}", api.url)).bearer_auth(token);
@@ -422,11 +419,21 @@ async fn files_are_stored_once_checked_whole_and_served_to_their_tenant_only() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the local stack: run through ./dev test"]
 async fn a_gigabyte_upload_streams_through_the_gateway_in_bounded_memory() {
+    a_gigabyte_upload(Backend::Filesystem).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: run through ./dev test"]
+async fn a_gigabyte_upload_streams_to_s3_in_bounded_memory() {
+    a_gigabyte_upload(Backend::S3).await;
+}
+
+async fn a_gigabyte_upload(backend: Backend) {
     const SIZE: usize = 1 << 30;
     const CHUNK: usize = 1 << 20;
     const MAX_RSS_KIB: u64 = 100 * 1024;
     let stack = Stack::from_env();
-    let (_dir, objects, credentials) = setup();
+    let (_dir, objects, credentials) = setup(backend);
     let (_registry, ingest) = ingest_over(&stack, &objects, &credentials, 2 << 30).await;
     // The same 1 MiB of CSV again and again, hashed as it is sent.
     let block = axum::body::Bytes::from(csv(CHUNK));
@@ -457,14 +464,13 @@ async fn a_gigabyte_upload_streams_through_the_gateway_in_bounded_memory() {
     assert_eq!(meta["sha256"].as_str(), Some(sha.as_str()));
     let peak = peak_rss_kib(ingest.pid()).unwrap_or(u64::MAX);
     eprintln!(
-        "1 GiB upload in {seconds:.1} s ({:.0} MiB/s), ingest peak RSS {} MiB",
+        "{backend:?}: 1 GiB upload in {seconds:.1} s ({:.0} MiB/s), ingest peak RSS {} MiB",
         1024.0 / seconds,
         peak / 1024
     );
     assert!(peak < MAX_RSS_KIB, "peak RSS {peak} KiB");
-    let object = objects.join("tenants/acme/objects").join(&sha);
     assert_eq!(
-        std::fs::metadata(object).map(|m| m.len()).ok(),
+        objects.size(&format!("tenants/acme/objects/{sha}")).await,
         Some(SIZE as u64)
     );
 }

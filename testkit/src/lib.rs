@@ -7,6 +7,7 @@
 //! - [`start`]: a registry, an ingest gateway and a processor of a test's own;
 //! - [`scripted`]: Kafka and ClickHouse servers of a test's own, for faults;
 //! - [`kafka`], [`store`], [`mqtt`]: producing, reading and publishing;
+//! - [`objects`]: object storage of a test's own, on the filesystem or S3;
 //! - [`query_api`]: the query API over a database of its own, and tokens;
 //! - [`pipeline`]: the whole pipeline of one test.
 //!
@@ -14,6 +15,7 @@
 
 pub mod kafka;
 pub mod mqtt;
+pub mod objects;
 pub mod pipeline;
 pub mod query_api;
 pub mod scripted;
@@ -24,6 +26,7 @@ pub mod store;
 
 pub use kafka::*;
 pub use mqtt::*;
+pub use objects::*;
 pub use scripted::*;
 pub use service::*;
 pub use stack::*;

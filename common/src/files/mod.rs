@@ -8,9 +8,12 @@
 //! SHA-256 (`tenants/<tenant>/objects/<sha256>`), and a file is its
 //! metadata (`tenants/<tenant>/files/<id>.json`), written last and only
 //! if absent: an upload cut short leaves no file, two uploads of one id
-//! leave one, and a retry finds the first.
+//! leave one, and a retry finds the first. With S3, clients may also move
+//! the bytes themselves with presigned URLs (`direct`).
 
+mod direct;
 pub mod sniff;
 mod store;
 
+pub use direct::{Granted, PartUrl, UploadGrant};
 pub use store::{FileId, FileMeta, FileStore, StorageArgs, UploadError, UploadLimits};

@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use object_store::aws::AmazonS3Builder;
 use object_store::buffered::BufWriter;
 use object_store::path::{Path, PathPart};
 use object_store::{
@@ -12,11 +13,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::direct::Direct;
 use super::sniff::{Kind, SNIFF_BYTES};
 
 /// Upload parts of this size, at most this many in flight: an upload holds
 /// about their product in memory, whatever the file's size.
-const PART_BYTES: usize = 8 << 20;
+pub(super) const PART_BYTES: usize = 8 << 20;
 const PARTS_IN_FLIGHT: usize = 2;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -34,10 +36,13 @@ pub struct StorageArgs {
 
 #[derive(Clone)]
 pub struct FileStore {
-    store: Arc<dyn ObjectStore>,
+    pub(super) store: Arc<dyn ObjectStore>,
     /// The directory of a local store: an upload cut short by a crash
     /// leaves its part file there, which only the filesystem lists.
     local_root: Option<std::path::PathBuf>,
+    /// An S3 store's own API, for what clients send and fetch themselves
+    /// with presigned URLs.
+    pub(super) direct: Option<Direct>,
 }
 
 /// A file's id: 32 hex digits. Made from the client's idempotency key when
@@ -110,6 +115,14 @@ pub enum UploadError {
     },
     #[error("the body could not be read: {0}")]
     Body(String),
+    #[error("this store takes no presigned uploads (it is not S3): upload through POST /v1/files")]
+    NotPresigned,
+    #[error("no such upload: it was completed, aborted or refused, or never granted")]
+    UnknownUpload,
+    #[error("the parts were refused: {0}")]
+    Parts(String),
+    #[error("the parts hold {stored} bytes, not the {declared} declared")]
+    SizeMismatch { declared: u64, stored: u64 },
     #[error("object storage: {0}")]
     Storage(#[from] object_store::Error),
 }
@@ -117,18 +130,8 @@ pub enum UploadError {
 impl FileStore {
     /// The store `args` name. A directory is created if missing.
     pub fn open(args: &StorageArgs) -> anyhow::Result<Self> {
-        let store: Arc<dyn ObjectStore> = match url::Url::parse(&args.object_store_url) {
-            Ok(url) if url.scheme() != "file" && url.scheme().len() > 1 => {
-                let (store, prefix) = object_store::parse_url_opts(
-                    &url,
-                    std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v)),
-                )?;
-                if prefix.as_ref().is_empty() {
-                    Arc::from(store)
-                } else {
-                    Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
-                }
-            }
+        let url = match url::Url::parse(&args.object_store_url) {
+            Ok(url) if url.scheme() != "file" && url.scheme().len() > 1 => url,
             parsed => {
                 let dir = match parsed {
                     Ok(url) => url.to_file_path().map_err(|()| {
@@ -142,12 +145,31 @@ impl FileStore {
                 return Ok(FileStore {
                     store: Arc::new(store),
                     local_root: Some(dir),
+                    direct: None,
                 });
             }
+        };
+        let prefix = Path::from_url_path(url.path())?;
+        let (store, direct): (Arc<dyn ObjectStore>, _) = if url.scheme() == "s3" {
+            let s3 = Arc::new(AmazonS3Builder::from_env().with_url(url.as_str()).build()?);
+            let direct = Direct::new(s3.clone(), prefix.clone());
+            (s3, Some(direct))
+        } else {
+            let (store, _) = object_store::parse_url_opts(
+                &url,
+                std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v)),
+            )?;
+            (Arc::from(store), None)
+        };
+        let store = if prefix.as_ref().is_empty() {
+            store
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
         };
         Ok(FileStore {
             store,
             local_root: None,
+            direct,
         })
     }
 
@@ -156,6 +178,7 @@ impl FileStore {
         FileStore {
             store,
             local_root: None,
+            direct: None,
         }
     }
 
@@ -252,14 +275,12 @@ impl FileStore {
         if let Some(meta) = self.meta(tenant, id).await? {
             return Ok((meta, false));
         }
-        let used = self.usage(tenant).await?;
-        // Named for the file, so that what a crash leaves is found again.
-        let staged = format!("{}.{}", id.as_str(), uuid::Uuid::new_v4().simple());
-        let staging = tenant_path(tenant, "staging").join(staged);
+        let mut checker = Checker::new(kind, self.usage(tenant).await?, limits);
+        let staging = staging_key(tenant, id);
         let mut writer = BufWriter::with_capacity(self.store.clone(), staging.clone(), PART_BYTES)
             .with_max_concurrency(PARTS_IN_FLIGHT);
-        let streamed = stream_into(&mut writer, body, kind, used, limits).await;
-        let (size, sha256) = match streamed {
+        let streamed = stream_into(&mut writer, body, &mut checker).await;
+        let (size, sha256) = match streamed.and_then(|()| checker.finish()) {
             Ok(done) => done,
             Err(e) => {
                 if let Err(abort) = writer.abort().await {
@@ -272,10 +293,24 @@ impl FileStore {
             .shutdown()
             .await
             .map_err(|e| UploadError::Body(e.to_string()))?;
+        self.commit(tenant, id, kind, &staging, size, sha256).await
+    }
+
+    /// Makes the checked bytes at `staging` `tenant`'s file `id`: moved to
+    /// their content's key, then the metadata written only if absent.
+    pub(super) async fn commit(
+        &self,
+        tenant: &str,
+        id: &FileId,
+        kind: Kind,
+        staging: &Path,
+        size: u64,
+        sha256: String,
+    ) -> Result<(FileMeta, bool), UploadError> {
         // Content-addressed: whatever is at the object's key already holds
         // these same bytes, so moving over it changes nothing.
         self.store
-            .rename(&staging, &object_key(tenant, &sha256))
+            .rename(staging, &object_key(tenant, &sha256))
             .await?;
         let meta = FileMeta {
             file_id: id.as_str().to_string(),
@@ -310,50 +345,88 @@ impl FileStore {
 async fn stream_into<S, E>(
     writer: &mut BufWriter,
     mut body: S,
-    kind: Kind,
-    used: u64,
-    limits: UploadLimits,
-) -> Result<(u64, String), UploadError>
+    checker: &mut Checker,
+) -> Result<(), UploadError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let room = limits.tenant_quota_bytes.saturating_sub(used);
-    let mut hasher = Sha256::new();
-    let mut size: u64 = 0;
-    let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
-    let mut checked = false;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| UploadError::Body(e.to_string()))?;
-        size += chunk.len() as u64;
-        if size > limits.max_bytes {
-            return Err(UploadError::TooLarge {
-                limit: limits.max_bytes,
-            });
-        }
-        if size > room {
-            return Err(UploadError::OverQuota {
-                quota: limits.tenant_quota_bytes,
-            });
-        }
-        if !checked {
-            let wanted = SNIFF_BYTES - head.len();
-            head.extend_from_slice(&chunk[..chunk.len().min(wanted)]);
-            if head.len() == SNIFF_BYTES {
-                check(kind, &head)?;
-                checked = true;
-            }
-        }
-        hasher.update(&chunk);
+        checker.feed(&chunk)?;
         writer.put(chunk).await?;
     }
-    if size == 0 {
-        return Err(UploadError::Empty);
+    Ok(())
+}
+
+/// What a file's bytes must pass as they stream by, wherever they go: the
+/// size limit, the tenant's room, and the claimed type by the first bytes.
+/// Also hashes them.
+pub(super) struct Checker {
+    kind: Kind,
+    limits: UploadLimits,
+    room: u64,
+    hasher: Sha256,
+    size: u64,
+    head: Vec<u8>,
+    checked: bool,
+}
+
+impl Checker {
+    /// For a file of `kind`, when the tenant's stored files take `used`.
+    pub(super) fn new(kind: Kind, used: u64, limits: UploadLimits) -> Self {
+        Checker {
+            kind,
+            limits,
+            room: limits.tenant_quota_bytes.saturating_sub(used),
+            hasher: Sha256::new(),
+            size: 0,
+            head: Vec::with_capacity(SNIFF_BYTES),
+            checked: false,
+        }
     }
-    if !checked {
-        check(kind, &head)?;
+
+    pub(super) fn feed(&mut self, chunk: &[u8]) -> Result<(), UploadError> {
+        self.size += chunk.len() as u64;
+        self.within(self.size)?;
+        if !self.checked {
+            let wanted = SNIFF_BYTES - self.head.len();
+            self.head
+                .extend_from_slice(&chunk[..chunk.len().min(wanted)]);
+            if self.head.len() == SNIFF_BYTES {
+                check(self.kind, &self.head)?;
+                self.checked = true;
+            }
+        }
+        self.hasher.update(chunk);
+        Ok(())
     }
-    Ok((size, hex::encode(hasher.finalize())))
+
+    /// Whether a file of `size` bytes fits the limit and the tenant's room.
+    pub(super) fn within(&self, size: u64) -> Result<(), UploadError> {
+        if size > self.limits.max_bytes {
+            return Err(UploadError::TooLarge {
+                limit: self.limits.max_bytes,
+            });
+        }
+        if size > self.room {
+            return Err(UploadError::OverQuota {
+                quota: self.limits.tenant_quota_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// The file's size and SHA-256, once every byte has passed.
+    pub(super) fn finish(self) -> Result<(u64, String), UploadError> {
+        if self.size == 0 {
+            return Err(UploadError::Empty);
+        }
+        if !self.checked {
+            check(self.kind, &self.head)?;
+        }
+        Ok((self.size, hex::encode(self.hasher.finalize())))
+    }
 }
 
 fn check(claimed: Kind, head: &[u8]) -> Result<(), UploadError> {
@@ -368,7 +441,7 @@ fn check(claimed: Kind, head: &[u8]) -> Result<(), UploadError> {
 }
 
 /// `tenants/<tenant>/<area>`, the tenant escaped as one part.
-fn tenant_path(tenant: &str, area: &str) -> Path {
+pub(super) fn tenant_path(tenant: &str, area: &str) -> Path {
     Path::from_iter([
         PathPart::from("tenants"),
         PathPart::from(tenant),
@@ -376,11 +449,18 @@ fn tenant_path(tenant: &str, area: &str) -> Path {
     ])
 }
 
-fn object_key(tenant: &str, sha256: &str) -> Path {
+/// Where an upload of `tenant`'s file `id` is written before it is a
+/// file, named for the file so that what a crash leaves is found again.
+pub(super) fn staging_key(tenant: &str, id: &FileId) -> Path {
+    let staged = format!("{}.{}", id.as_str(), uuid::Uuid::new_v4().simple());
+    tenant_path(tenant, "staging").join(staged)
+}
+
+pub(super) fn object_key(tenant: &str, sha256: &str) -> Path {
     tenant_path(tenant, "objects").join(sha256)
 }
 
-fn meta_key(tenant: &str, id: &FileId) -> Path {
+pub(super) fn meta_key(tenant: &str, id: &FileId) -> Path {
     tenant_path(tenant, "files").join(format!("{}.json", id.as_str()))
 }
 

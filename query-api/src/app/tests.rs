@@ -45,6 +45,7 @@ fn router(rate_burst: u32) -> Router {
         files: pulse_common::files::FileStore::new(std::sync::Arc::new(
             object_store::memory::InMemory::new(),
         )),
+        redirects: crate::files::Redirects(None),
         jobs: None,
     };
     let layers = Layers {
