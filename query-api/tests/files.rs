@@ -474,3 +474,304 @@ async fn a_gigabyte_upload(backend: Backend) {
         Some(SIZE as u64)
     );
 }
+
+/// A JSON request to ingest as acme (or `key`), answered with its status
+/// and body.
+async fn ask(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    key: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = http.request(method, url).bearer_auth(key);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("ingest answers");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Sends `bytes` to a grant's part URLs, as a client does, and answers
+/// the parts' ETags in part order.
+async fn send_parts(http: &reqwest::Client, grant: &Value, bytes: &[u8]) -> Vec<String> {
+    let part_bytes = grant["part_bytes"].as_u64().expect("part size") as usize;
+    let parts = grant["parts"].as_array().expect("parts");
+    let mut etags = Vec::new();
+    for (part, chunk) in parts.iter().zip(bytes.chunks(part_bytes)) {
+        let url = part["url"].as_str().expect("a part URL");
+        let response = http
+            .put(url)
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .expect("the store answers");
+        assert!(response.status().is_success(), "{:?}", response.status());
+        let etag = response.headers()[header::ETAG]
+            .to_str()
+            .expect("an ETag")
+            .to_string();
+        etags.push(etag);
+    }
+    etags
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: run through ./dev test"]
+async fn presigned_uploads_become_files_only_when_their_bytes_pass() {
+    let stack = Stack::from_env();
+    let http = reqwest::Client::new();
+    // A filesystem store signs no URLs: the client is told where to go.
+    let (_fs_dir, fs_objects, fs_credentials) = setup(Backend::Filesystem);
+    let (_fs_registry, fs_ingest) =
+        ingest_over(&stack, &fs_objects, &fs_credentials, 64 << 20).await;
+    let (status, body) = ask(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/v1/uploads", fs_ingest.url),
+        ACME_KEY,
+        &[],
+        Some(json!({"content_type": "text/csv", "size": 100})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
+    assert_eq!(body["error"], "presigned_uploads_unavailable");
+    drop((fs_ingest, _fs_registry));
+
+    let (_dir, objects, credentials) = setup(Backend::S3);
+    let (_registry, ingest) = ingest_over(&stack, &objects, &credentials, 64 << 20).await;
+    let uploads = format!("{}/v1/uploads", ingest.url);
+    let grant = |key: &'static str, headers: Vec<(&'static str, &'static str)>, body: Value| {
+        let http = http.clone();
+        let url = uploads.clone();
+        async move { ask(&http, reqwest::Method::POST, url, key, &headers, Some(body)).await }
+    };
+    let complete = |key: &'static str, upload_id: String, etags: Vec<String>| {
+        let http = http.clone();
+        let url = format!("{uploads}/{upload_id}/complete");
+        async move {
+            ask(
+                &http,
+                reqwest::Method::POST,
+                url,
+                key,
+                &[],
+                Some(json!({"parts": etags})),
+            )
+            .await
+        }
+    };
+
+    // Grants refused whole: nothing started, nothing stored.
+    let refused: [(Value, StatusCode, &str); 5] = [
+        (
+            json!({"content_type": "text/csv", "size": 0}),
+            StatusCode::BAD_REQUEST,
+            "empty_file",
+        ),
+        (
+            json!({"content_type": "text/csv", "size": (64u64 << 20) + 1}),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "file_too_large",
+        ),
+        (
+            json!({"content_type": "application/x-msdownload", "size": 10}),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            json!({"content_type": "text/csv"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_upload",
+        ),
+        (
+            json!({"content_type": "text/csv", "size": -1}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad_upload",
+        ),
+    ];
+    for (body, status, error) in refused {
+        let (got, answer) = grant(ACME_KEY, vec![], body.clone()).await;
+        assert_eq!(
+            (got, answer["error"].as_str()),
+            (status, Some(error)),
+            "{body}: {answer}"
+        );
+        assert_eq!(objects.keys().await, Vec::<String>::new(), "{body}");
+    }
+
+    // 20 MiB of CSV in three parts, sent straight to the store.
+    let bytes = csv(20 << 20);
+    let sha = hex::encode(Sha256::digest(&bytes));
+    let keyed = vec![("idempotency-key", "camera-7-2026-12-03")];
+    let body = json!({"content_type": "text/csv", "size": bytes.len()});
+    let (status, granted) = grant(ACME_KEY, keyed.clone(), body.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{granted}");
+    assert_eq!(
+        granted["parts"].as_array().map(Vec::len),
+        Some(3),
+        "{granted}"
+    );
+    let upload_id = granted["upload_id"].as_str().expect("an id").to_string();
+    let file_id = granted["file_id"].as_str().expect("an id").to_string();
+    let etags = send_parts(&http, &granted, &bytes).await;
+    // Not a file before it is completed.
+    assert!(
+        !objects.keys().await.iter().any(|k| k.contains("/files/")),
+        "{:?}",
+        objects.keys().await
+    );
+    // Another tenant cannot complete it; wrong ETags leave it to try again.
+    let (status, _) = complete(GLOBEX_KEY, upload_id.clone(), etags.clone()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, answer) = complete(ACME_KEY, upload_id.clone(), etags[..2].to_vec()).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_parts"))
+    );
+    let wrong = vec!["\"0\"".to_string(); 3];
+    let (status, answer) = complete(ACME_KEY, upload_id.clone(), wrong).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_parts")),
+        "{answer}"
+    );
+    let (status, meta) = complete(ACME_KEY, upload_id.clone(), etags.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{meta}");
+    assert_eq!(
+        (
+            meta["file_id"].as_str(),
+            meta["sha256"].as_str(),
+            meta["size"].as_u64()
+        ),
+        (Some(file_id.as_str()), Some(sha.as_str()), Some(20 << 20))
+    );
+    // A retried completion and a retried grant find the same file.
+    let (status, again) = complete(ACME_KEY, upload_id.clone(), etags.clone()).await;
+    assert_eq!((status, &again), (StatusCode::OK, &meta));
+    let (status, again) = grant(ACME_KEY, keyed.clone(), body).await;
+    assert_eq!((status, &again), (StatusCode::OK, &meta));
+    let expected = vec![
+        format!("tenants/acme/files/{file_id}.json"),
+        format!("tenants/acme/objects/{sha}"),
+        format!("tenants/acme/uploads/{upload_id}.json"),
+    ];
+    assert_eq!(objects.keys().await, expected);
+
+    // Bytes that are not what was granted are refused on completion, and
+    // neither they nor the grant stay.
+    let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01".to_vec();
+    let lies: [(&str, Vec<u8>, usize, &str); 2] = [
+        ("image/png", csv(4096), 4096, "content_mismatch"),
+        ("image/png", png.clone(), png.len() + 10, "size_mismatch"),
+    ];
+    for (content_type, sent, declared, error) in lies {
+        let (status, granted) = grant(
+            ACME_KEY,
+            vec![],
+            json!({"content_type": content_type, "size": declared}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{granted}");
+        let etags = send_parts(&http, &granted, &sent).await;
+        let id = granted["upload_id"].as_str().expect("an id").to_string();
+        let (status, answer) = complete(ACME_KEY, id.clone(), etags.clone()).await;
+        assert!(status.is_client_error(), "{error}: {status} {answer}");
+        assert_eq!(answer["error"], error, "{answer}");
+        let (status, _) = complete(ACME_KEY, id, etags).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{error}: the grant is gone");
+        assert_eq!(objects.keys().await, expected, "{error}");
+    }
+    // An abandoned upload, aborted: nothing of it stays.
+    let (_, granted) = grant(
+        ACME_KEY,
+        vec![],
+        json!({"content_type": "image/png", "size": 20}),
+    )
+    .await;
+    send_parts(&http, &granted, &[png.clone(), vec![0; 3]].concat()).await;
+    let id = granted["upload_id"].as_str().expect("an id");
+    let (status, _) = ask(
+        &http,
+        reqwest::Method::DELETE,
+        format!("{uploads}/{id}"),
+        ACME_KEY,
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(objects.keys().await, expected);
+
+    // Downloads redirected to the store: the API checks the tenant and
+    // audits, the store serves the bytes, Range included.
+    let api = api_over(&objects, &[("PULSE_FILES_REDIRECT_TTL_S", "60".into())]).await;
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let path = format!("{}/v1/files/{file_id}", api.url);
+    let acme = support::hs256("acme", "analyst");
+    let redirect = no_follow
+        .get(&path)
+        .bearer_auth(&acme)
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(redirect.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(
+        redirect.headers()[header::CACHE_CONTROL],
+        "private, no-store"
+    );
+    let location = redirect.headers()[header::LOCATION]
+        .to_str()
+        .expect("a location")
+        .to_string();
+    let part = http
+        .get(&location)
+        .header("range", "bytes=1000-1999")
+        .send()
+        .await
+        .expect("the store answers");
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.headers()[header::CONTENT_TYPE], "text/csv");
+    assert_eq!(part.bytes().await.expect("bytes"), &bytes[1000..2000]);
+    let cached = no_follow
+        .get(&path)
+        .bearer_auth(&acme)
+        .header("if-none-match", format!("\"{sha}\""))
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
+    let other = no_follow
+        .get(&path)
+        .bearer_auth(support::hs256("globex", "analyst"))
+        .send()
+        .await
+        .expect("the API answers");
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    let audited = poll_until("the redirect in the audit trail", Duration::from_secs(20), || async {
+        let rows: Vec<(String, u16)> = api
+            .clickhouse
+            .query("SELECT tenant, status FROM audit WHERE route = '/v1/files/{file_id}' ORDER BY time_ms")
+            .fetch_all()
+            .await
+            .ok()?;
+        (rows.len() >= 3).then_some(rows)
+    })
+    .await;
+    assert_eq!(
+        audited,
+        [
+            ("acme".to_string(), 307),
+            ("acme".to_string(), 304),
+            ("globex".to_string(), 404)
+        ]
+    );
+}
