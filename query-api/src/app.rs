@@ -20,7 +20,9 @@ use crate::budget::{self, Deadline};
 use crate::cache::{self, ResponseCache};
 use crate::limits::{self, Limiter};
 use crate::state::AppState;
-use crate::{admin, aggregates, dashboard, export, files, jobs, openapi, routes, stream};
+use crate::{
+    admin, aggregates, dashboard, export, files, jobs, openapi, routes, schedules, stream,
+};
 
 /// The layers of the API's routes.
 pub struct Layers {
@@ -48,6 +50,11 @@ pub fn app(state: AppState, layers: Layers) -> Router {
         .route("/v1/jobs", get(jobs::list).post(jobs::submit))
         .route("/v1/jobs/{job_id}", get(jobs::job))
         .route("/v1/jobs/{job_id}/cancel", post(jobs::cancel))
+        .route("/v1/schedules", get(schedules::list))
+        .route(
+            "/v1/schedules/{name}",
+            axum::routing::put(schedules::set).delete(schedules::remove),
+        )
         .route_layer(middleware::from_fn_with_state(
             layers.deadline,
             budget::deadline,

@@ -38,6 +38,8 @@ const MAX_KEY_BYTES: usize = 256;
 pub struct JobDesk {
     pub ledger: JobLedger,
     pub files: FileStore,
+    /// Closest two occurrences of one report schedule may be, in ms.
+    pub schedule_min_interval_ms: i64,
 }
 
 /// The kinds of job, as the document names them.
@@ -106,7 +108,7 @@ impl From<Job> for JobView {
     }
 }
 
-fn desk(jobs: Option<JobDesk>) -> Result<JobDesk, ApiError> {
+pub(crate) fn desk(jobs: Option<JobDesk>) -> Result<JobDesk, ApiError> {
     jobs.ok_or(ApiError::Unavailable("jobs are not enabled on this API"))
 }
 
@@ -162,49 +164,56 @@ pub async fn submit(
         inputs: submit.inputs,
         created_ms: pulse_common::clock::now_ms(),
     };
-    if let Some(existing) = jobs.ledger.current(&caller.tenant, job_id.as_str()).await? {
-        let same = existing.kind == request.kind
-            && serde_json::from_str::<serde_json::Value>(&existing.params)
-                .ok()
-                .as_ref()
-                == Some(&request.params)
-            && existing.inputs == request.inputs;
-        if !same {
-            return Err(ApiError::Conflict {
-                field: "idempotency-key",
-                reason: "this Idempotency-Key made a job with another kind, parameters or inputs"
-                    .into(),
-            });
+    let (status, job) = jobs.queue(request).await?;
+    let location = format!("/v1/jobs/{}", job.job_id);
+    Ok((status, [(header::LOCATION, location)], Json(job)).into_response())
+}
+
+impl JobDesk {
+    /// Queues `request`, checked already, unless its job exists: 202 with
+    /// the job queued now, 200 with the one queued before under the same
+    /// id, 409 if that one is another request.
+    pub async fn queue(&self, request: JobRequest) -> Result<(StatusCode, JobView), ApiError> {
+        let tenant = request.tenant_id.clone();
+        if let Some(existing) = self.ledger.current(&tenant, &request.job_id).await? {
+            let same = existing.kind == request.kind
+                && serde_json::from_str::<serde_json::Value>(&existing.params)
+                    .ok()
+                    .as_ref()
+                    == Some(&request.params)
+                && existing.inputs == request.inputs;
+            if !same {
+                return Err(ApiError::Conflict {
+                    field: "idempotency-key",
+                    reason:
+                        "this Idempotency-Key made a job with another kind, parameters or inputs"
+                            .into(),
+                });
+            }
+            if existing.state() == JobState::Queued {
+                let again = JobRequest {
+                    created_ms: existing.created_ms,
+                    ..request
+                };
+                self.ledger.request(&again).await.map_err(queueing_failed)?;
+            }
+            return Ok((StatusCode::OK, JobView::from(existing)));
         }
-        if existing.state() == JobState::Queued {
-            let again = JobRequest {
-                created_ms: existing.created_ms,
-                ..request
-            };
-            jobs.ledger.request(&again).await.map_err(queueing_failed)?;
-        }
-        return Ok((StatusCode::OK, Json(JobView::from(existing))).into_response());
+        // Announced before the request exists, so that live streams see it
+        // queued before any worker's transition; stored once the request is
+        // on Kafka, so that a stored job always has a request.
+        let queued = Job::queued(&request);
+        self.ledger.announce(&queued).await;
+        self.ledger
+            .request(&request)
+            .await
+            .map_err(queueing_failed)?;
+        self.ledger.store(&queued).await.map_err(queueing_failed)?;
+        crate::metrics::JOBS_SUBMITTED
+            .with_label_values(&[request.kind.as_str()])
+            .inc();
+        Ok((StatusCode::ACCEPTED, JobView::from(queued)))
     }
-    // Announced before the request exists, so that live streams see it
-    // queued before any worker's transition; stored once the request is
-    // on Kafka, so that a stored job always has a request.
-    let queued = Job::queued(&request);
-    jobs.ledger.announce(&queued).await;
-    jobs.ledger
-        .request(&request)
-        .await
-        .map_err(queueing_failed)?;
-    jobs.ledger.store(&queued).await.map_err(queueing_failed)?;
-    crate::metrics::JOBS_SUBMITTED
-        .with_label_values(&[kind.as_str()])
-        .inc();
-    let location = format!("/v1/jobs/{}", queued.job_id);
-    Ok((
-        StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        Json(JobView::from(queued)),
-    )
-        .into_response())
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

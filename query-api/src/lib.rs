@@ -24,6 +24,8 @@ pub mod openapi;
 pub mod parquet_export;
 pub mod redact;
 pub mod routes;
+pub mod scheduler;
+pub mod schedules;
 pub mod sql;
 pub mod startup;
 pub mod state;

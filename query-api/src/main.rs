@@ -21,6 +21,7 @@ use pulse_query_api::job_feed::JobFeed;
 use pulse_query_api::jobs::JobDesk;
 use pulse_query_api::limits::{LimitArgs, Limiter};
 use pulse_query_api::redact;
+use pulse_query_api::scheduler::Scheduler;
 use pulse_query_api::startup::{JobsStartUp, StartUp};
 use pulse_query_api::state::AppState;
 use pulse_query_api::store::EventStore;
@@ -82,6 +83,12 @@ struct Args {
     /// itself; 0 streams them through the API.
     #[arg(long, env = "PULSE_FILES_REDIRECT_TTL_S", default_value_t = 0)]
     files_redirect_ttl_s: u64,
+    /// How often report schedules are read and their due jobs queued, in seconds.
+    #[arg(long, env = "PULSE_SCHEDULE_TICK_S", default_value_t = 30)]
+    schedule_tick_s: u64,
+    /// Closest two occurrences of one report schedule may be, in seconds.
+    #[arg(long, env = "PULSE_SCHEDULE_MIN_INTERVAL_S", default_value_t = 3600)]
+    schedule_min_interval_s: u64,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -123,6 +130,20 @@ async fn main() -> anyhow::Result<()> {
         &args.kafka.client,
         topics.clone(),
     )?;
+    let desk = JobDesk {
+        ledger: ledger.clone(),
+        files: files.clone(),
+        schedule_min_interval_ms: i64::try_from(args.schedule_min_interval_s.saturating_mul(1000))
+            .unwrap_or(i64::MAX),
+    };
+    tokio::spawn(
+        Scheduler {
+            desk: desk.clone(),
+            tick: Duration::from_secs(args.schedule_tick_s.max(1)),
+            shutdown: shutdown.clone(),
+        }
+        .run(),
+    );
     let job_topics = jobs::topic_specs(&topics, args.job_partitions, args.replication);
     tokio::spawn(
         StartUp {
@@ -168,7 +189,7 @@ async fn main() -> anyhow::Result<()> {
         redirects: Redirects(
             (args.files_redirect_ttl_s > 0).then(|| Duration::from_secs(args.files_redirect_ttl_s)),
         ),
-        jobs: Some(JobDesk { ledger, files }),
+        jobs: Some(desk.clone()),
     };
     let layers = Layers {
         cache: ResponseCache::new(&args.cache),

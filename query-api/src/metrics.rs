@@ -37,10 +37,18 @@ pub static AUDIT_RECORDS_LOST: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static SCHEDULED_JOBS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "pulse_query_scheduled_jobs_total",
+        "Jobs of report schedules queued by this instance"
+    )
+    .expect("metric registers once")
+});
+
 pub static JOBS_SUBMITTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "pulse_query_jobs_submitted_total",
-        "Jobs queued through POST /v1/jobs, by kind",
+        "Jobs queued, through POST /v1/jobs or by a schedule, by kind",
         &["kind"]
     )
     .expect("metric registers once")

@@ -42,6 +42,9 @@ use crate::store::{Bucket, Device};
         crate::jobs::list,
         crate::jobs::job,
         crate::jobs::cancel,
+        crate::schedules::set,
+        crate::schedules::list,
+        crate::schedules::remove,
     ),
     components(schemas(
         ScoredEvent,
@@ -60,6 +63,10 @@ use crate::store::{Bucket, Device};
         crate::jobs::Submit,
         crate::jobs::JobView,
         crate::jobs::JobList,
+        crate::schedules::SetSchedule,
+        crate::schedules::ScheduleParams,
+        crate::schedules::ScheduleView,
+        crate::schedules::ScheduleList,
         pulse_common::jobs::JobState,
         pulse_common::jobs::ReportParams,
         pulse_common::jobs::ReportFormat
@@ -292,6 +299,8 @@ mod tests {
                 "/v1/jobs",
                 "/v1/jobs/{job_id}",
                 "/v1/jobs/{job_id}/cancel",
+                "/v1/schedules",
+                "/v1/schedules/{name}",
                 "/v1/stream",
             ]
         );

@@ -110,26 +110,7 @@ async fn upload(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// `n` bytes of CSV, the same every run.
-fn csv(n: usize) -> Vec<u8> {
-    let mut out = b"time_ms,source_id,temperature_c\n".to_vec();
-    let mut i = 0u64;
-    while out.len() < n {
-        out.extend_from_slice(
-            format!(
-                "{},device-{},{}.{}\n",
-                1_700_000_000_000 + i,
-                i % 97,
-                15 + i % 20,
-                i % 10
-            )
-            .as_bytes(),
-        );
-        i += 1;
-    }
-    out.truncate(n);
-    out
-}
+use pulse_testkit::sample_csv as csv;
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the local stack: run through ./dev test"]

@@ -136,6 +136,27 @@ impl Objects {
     }
 }
 
+/// `n` bytes of CSV readings, the same every run.
+pub fn sample_csv(n: usize) -> Vec<u8> {
+    let mut out = b"time_ms,source_id,temperature_c\n".to_vec();
+    let mut i = 0u64;
+    while out.len() < n {
+        out.extend_from_slice(
+            format!(
+                "{},device-{},{}.{}\n",
+                1_700_000_000_000 + i,
+                i % 97,
+                15 + i % 20,
+                i % 10
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    out.truncate(n);
+    out
+}
+
 fn walk(root: &Path) -> Vec<String> {
     fn visit(root: &Path, dir: &Path, out: &mut Vec<String>) {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {

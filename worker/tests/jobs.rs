@@ -462,3 +462,149 @@ async fn a_report_at_size_survives_three_worker_kills_and_equals_the_export() {
     acme.job_when(marker, Duration::from_secs(60), |j| state(j) == "succeeded")
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: run through ./dev test"]
+async fn a_schedule_queues_each_occurrence_once_across_api_instances() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let objects = dir.path().join("objects");
+    let url = objects.display().to_string();
+    // A tick a second and minutely schedules allowed, so an occurrence
+    // falls within the test.
+    let mut settings = vec![
+        ("PULSE_OBJECT_STORE_URL", url.as_str()),
+        ("PULSE_SCHEDULE_TICK_S", "1"),
+        ("PULSE_SCHEDULE_MIN_INTERVAL_S", "60"),
+    ];
+    let api = support::start_api_with(&[], &settings).await;
+    settings.extend([
+        ("PULSE_TOPIC_PREFIX", api.topic_prefix.as_str()),
+        ("PULSE_CLICKHOUSE_DATABASE", api.database.as_str()),
+    ]);
+    // A second instance over the same topics and tables: both schedule.
+    let twin = support::start_api_with(&[], &settings).await;
+    let _worker = worker(&api, &objects, &unique("worker")).await;
+    // One event a millisecond around now, so the minute a report covers is full.
+    let now = pulse_common::clock::now_ms();
+    api.generate_events("acme", 240_000, now + 120_000, 0).await;
+    let admin = Client {
+        token: support::hs256("acme", "admin"),
+        ..Client::new(&api, "acme")
+    };
+    let analyst = Client::new(&api, "acme");
+    let put = |client: &Client, name: &str, body: Value| {
+        let req = client
+            .request(reqwest::Method::PUT, &format!("/v1/schedules/{name}"))
+            .json(&body);
+        Client::answer(req)
+    };
+    let minutely = json!({"kind": "report", "cron": "* * * * *", "params": {"format": "csv"}});
+
+    // Refused whole, each naming its field; nothing stored.
+    let bad: [(&str, Value, StatusCode, &str); 6] = [
+        (
+            "m",
+            json!({"kind": "report", "cron": "* * * * * *", "params": {"format": "csv"}}),
+            StatusCode::BAD_REQUEST,
+            "cron",
+        ),
+        (
+            "m",
+            json!({"kind": "report", "cron": "nonsense", "params": {"format": "csv"}}),
+            StatusCode::BAD_REQUEST,
+            "cron",
+        ),
+        (
+            "m",
+            json!({"kind": "report", "cron": "* * * * *", "params": {"format": "csv", "from_ms": 0}}),
+            StatusCode::BAD_REQUEST,
+            "params.from_ms",
+        ),
+        (
+            "m",
+            json!({"kind": "ocr", "cron": "* * * * *", "params": {}}),
+            StatusCode::BAD_REQUEST,
+            "kind",
+        ),
+        ("a%20b", minutely.clone(), StatusCode::BAD_REQUEST, "name"),
+        (
+            "m",
+            json!({"kind": "report", "cron": "* * * * *"}),
+            StatusCode::BAD_REQUEST,
+            "body",
+        ),
+    ];
+    for (name, body, status, field) in bad {
+        let (got, answer) = put(&admin, name, body.clone()).await;
+        assert_eq!(
+            (got, answer["field"].as_str()),
+            (status, Some(field)),
+            "{body}: {answer}"
+        );
+    }
+    let (status, _) = put(&analyst, "minutely", minutely.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "only admins set schedules");
+    let (_, listed) = analyst.get("/v1/schedules").await;
+    assert_eq!(listed["schedules"], json!([]));
+
+    let (status, set) = put(&admin, "minutely", minutely.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{set}");
+    let next = set["next_ms"].as_i64().expect("a next time");
+    assert_eq!(next % 60_000, 0);
+    assert!(
+        next > set["updated_ms"].as_i64().unwrap_or(i64::MAX),
+        "{set}"
+    );
+    let (_, listed) = analyst.get("/v1/schedules").await;
+    assert_eq!(listed["schedules"][0]["cron"], "* * * * *", "{listed}");
+
+    // The occurrence at `next` covers the minute before it, once.
+    let (from_ms, to_ms) = (next - 60_000, next);
+    let done = poll_until("the scheduled report", Duration::from_secs(120), || async {
+        let (_, page) = analyst.get("/v1/jobs?kind=report&state=succeeded").await;
+        let jobs = page["jobs"].as_array()?.clone();
+        jobs.into_iter().find(|j| j["params"]["to_ms"] == to_ms)
+    })
+    .await;
+    assert_eq!(
+        done["params"],
+        json!({"format": "csv", "from_ms": from_ms, "to_ms": to_ms}),
+        "{done}"
+    );
+    assert_eq!(done["attempts"], 1, "{done}");
+    let file = done["result_file_id"].as_str().expect("result file");
+    let report_digest = analyst.digest(&format!("/v1/files/{file}")).await;
+    let export = format!("/v1/export?format=csv&from_ms={from_ms}&to_ms={to_ms}");
+    assert_eq!(report_digest, analyst.digest(&export).await);
+    assert!(report_digest.1 > 60_000 * 50, "{report_digest:?}");
+    // Both instances saw it due: one job, which ran once.
+    let of_occurrence: (u64, u64) = api
+        .clickhouse
+        .query(
+            "SELECT uniqExact(job_id), toUInt64(max(attempts)) FROM jobs \
+             WHERE visitParamExtractInt(params, 'to_ms') = ?",
+        )
+        .bind(to_ms)
+        .fetch_one()
+        .await
+        .expect("jobs counted");
+    assert_eq!(of_occurrence, (1, 1));
+    let mut queued = 0.0;
+    for instance in [api.service(), twin.service()] {
+        queued += instance
+            .metric("pulse_query_scheduled_jobs_total")
+            .await
+            .unwrap_or(0.0);
+    }
+    assert!(queued >= 1.0, "{queued}");
+
+    // Ended: listed no more, and a second end is 404.
+    let end = |client: &Client| {
+        Client::answer(client.request(reqwest::Method::DELETE, "/v1/schedules/minutely"))
+    };
+    assert_eq!(end(&analyst).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(end(&admin).await.0, StatusCode::NO_CONTENT);
+    let (_, listed) = analyst.get("/v1/schedules").await;
+    assert_eq!(listed["schedules"], json!([]));
+    assert_eq!(end(&admin).await.0, StatusCode::NOT_FOUND);
+}

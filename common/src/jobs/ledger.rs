@@ -7,13 +7,15 @@ use clickhouse::Client;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 
-use super::{Control, Job, JobRequest};
+use super::{Control, Job, JobRequest, Schedule};
 use crate::clickhouse::{for_cluster, in_database};
 use crate::config::{KafkaClient, Topics};
 use crate::kafka::durable_producer_config;
 
 /// The job table, created by whichever service starts first.
 const JOBS_TABLE: &str = include_str!("../../../schemas/clickhouse/jobs.sql");
+/// Report schedules, created with it.
+const SCHEDULES_TABLE: &str = include_str!("../../../schemas/clickhouse/schedules.sql");
 
 macro_rules! statement {
     ($name:literal) => {
@@ -27,6 +29,8 @@ macro_rules! statement {
 
 const JOB_BY_ID: &str = statement!("job_by_id");
 const JOBS_PAGE: &str = statement!("jobs_page");
+const SCHEDULES_OF_TENANT: &str = statement!("schedules_of_tenant");
+const SCHEDULES_ALL: &str = statement!("schedules_all");
 
 /// How long a produce may wait for the brokers before it fails.
 const PRODUCE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,14 +75,47 @@ impl JobLedger {
         })
     }
 
-    /// Creates the job table unless it exists.
+    /// Creates the job and schedule tables unless they exist.
     pub async fn create_table(
         &self,
         database: &str,
         cluster: Option<&str>,
     ) -> clickhouse::error::Result<()> {
-        let ddl = for_cluster(&in_database(JOBS_TABLE, database), cluster);
-        self.writes.query(&ddl).execute().await
+        for table in [JOBS_TABLE, SCHEDULES_TABLE] {
+            let ddl = for_cluster(&in_database(table, database), cluster);
+            self.writes.query(&ddl).execute().await?;
+        }
+        Ok(())
+    }
+
+    /// `tenant`'s schedules by name (only `name`'s, if not empty), at most `limit`.
+    pub async fn schedules_of(
+        &self,
+        tenant: &str,
+        name: &str,
+        limit: u64,
+    ) -> clickhouse::error::Result<Vec<Schedule>> {
+        self.reads
+            .query(SCHEDULES_OF_TENANT)
+            .bind(tenant)
+            .bind(name)
+            .bind(name)
+            .bind(limit)
+            .fetch_all()
+            .await
+    }
+
+    /// Every tenant's schedules.
+    pub async fn all_schedules(&self) -> clickhouse::error::Result<Vec<Schedule>> {
+        self.reads.query(SCHEDULES_ALL).fetch_all().await
+    }
+
+    /// Stores a change of a schedule (a deletion too).
+    pub async fn store_schedule(&self, schedule: &Schedule) -> anyhow::Result<()> {
+        let mut insert = self.writes.insert::<Schedule>("schedules").await?;
+        insert.write(schedule).await?;
+        insert.end().await?;
+        Ok(())
     }
 
     /// The newest transition of `tenant`'s job `job_id`.

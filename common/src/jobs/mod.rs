@@ -11,6 +11,7 @@
 
 mod kinds;
 mod ledger;
+mod schedule;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +20,7 @@ use crate::kafka::TopicSpec;
 
 pub use kinds::{Invalid, JobKind, ReportFormat, ReportParams, MAX_TIME_MS};
 pub use ledger::{JobLedger, JobPage};
+pub use schedule::{Cadence, Occurrence, Schedule};
 
 /// The job topics: requests in `partitions` (the most workers that share
 /// the work), cancel orders in one (every worker reads them all), and
