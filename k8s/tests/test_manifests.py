@@ -353,12 +353,14 @@ def test_clickhouse_users_match_what_each_service_does(rendered):
     assert auditor == "pulse_audit_writer", f"the query API writes its audit trail as {auditor}"
     assert auditor in users, f"ClickHouse has no user {auditor}"
     assert len({reader, writer, auditor}) == 3, "the API reads, the processor writes, the audit trail inserts: three users"
-    # The API creates its audit and job tables (ON CLUSTER, hence CLUSTER) and inserts into them, nothing else.
+    # The API creates its audit, job and schedule tables (ON CLUSTER, hence CLUSTER) and inserts into them, nothing else.
     database = settings(objects)["PULSE_CLICKHOUSE_DATABASE"]
     jobs = f"{database}.{table_of('jobs.sql')}"
+    schedules = f"{database}.{table_of('schedules.sql')}"
     assert grants(users[auditor]) == [({"INSERT", "CREATE TABLE"}, audit_table(objects)),
-                                      ({"INSERT", "CREATE TABLE"}, jobs), ({"CLUSTER"}, "*.*")], \
-        f"{auditor} may only create and INSERT into the audit and job tables"
+                                      ({"INSERT", "CREATE TABLE"}, jobs),
+                                      ({"INSERT", "CREATE TABLE"}, schedules), ({"CLUSTER"}, "*.*")], \
+        f"{auditor} may only create and INSERT into the audit, job and schedule tables"
     # The worker reads events and jobs, and writes jobs only.
     worker = env_of(container(objects, "pulse-worker"))["PULSE_CLICKHOUSE_USER"]["value"]
     assert worker not in {reader, writer, auditor}

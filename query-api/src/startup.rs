@@ -122,12 +122,13 @@ impl StartUp {
             return;
         }
         if let Some(jobs) = jobs {
-            let made = until_done("the job topics and table", &readiness, &shutdown, || {
+            let made = until_done("the job topics and tables", &readiness, &shutdown, || {
                 or_shutdown(&shutdown, async {
                     ensure_topics(&kafka, &jobs.topics, Duration::from_secs(10)).await?;
                     let cluster = jobs.clickhouse.cluster.as_deref();
                     let database = &jobs.clickhouse.database;
-                    Ok(jobs.ledger.create_table(database, cluster).await?)
+                    jobs.ledger.create_table(database, cluster).await?;
+                    Ok(jobs.ledger.create_schedule_table(database, cluster).await?)
                 })
             })
             .await;

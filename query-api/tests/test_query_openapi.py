@@ -96,7 +96,10 @@ def test_schemathesis_finds_nothing(api_url, schemathesis):
     # An HTTP fuzzer cannot complete a WebSocket handshake (it takes the
     # 101 for a failure); the stream's answers are tested in
     # stream_guards.rs and live.rs.
-    schemathesis(f"{api_url}/openapi.json", KEY, exclude_paths=["/v1/stream"])
+    # A schedule's crontab expression means more than JSON Schema can say
+    # (a sixth field, a 31st of February, two occurrences a minute apart):
+    # worker/tests/jobs.rs covers its refusals field by field.
+    schemathesis(f"{api_url}/openapi.json", KEY, exclude_paths=["/v1/stream", "/v1/schedules/{name}"])
 
     r = requests.get(
         f"{api_url}/v1/events/evt-7", headers={"Authorization": f"Bearer {KEY}"}, timeout=10

@@ -14,7 +14,7 @@ use crate::kafka::durable_producer_config;
 
 /// The job table, created by whichever service starts first.
 const JOBS_TABLE: &str = include_str!("../../../schemas/clickhouse/jobs.sql");
-/// Report schedules, created with it.
+/// Report schedules, created by the query API.
 const SCHEDULES_TABLE: &str = include_str!("../../../schemas/clickhouse/schedules.sql");
 
 macro_rules! statement {
@@ -75,17 +75,24 @@ impl JobLedger {
         })
     }
 
-    /// Creates the job and schedule tables unless they exist.
+    /// Creates the job table unless it exists.
     pub async fn create_table(
         &self,
         database: &str,
         cluster: Option<&str>,
     ) -> clickhouse::error::Result<()> {
-        for table in [JOBS_TABLE, SCHEDULES_TABLE] {
-            let ddl = for_cluster(&in_database(table, database), cluster);
-            self.writes.query(&ddl).execute().await?;
-        }
-        Ok(())
+        let ddl = for_cluster(&in_database(JOBS_TABLE, database), cluster);
+        self.writes.query(&ddl).execute().await
+    }
+
+    /// Creates the schedule table unless it exists (the query API's alone).
+    pub async fn create_schedule_table(
+        &self,
+        database: &str,
+        cluster: Option<&str>,
+    ) -> clickhouse::error::Result<()> {
+        let ddl = for_cluster(&in_database(SCHEDULES_TABLE, database), cluster);
+        self.writes.query(&ddl).execute().await
     }
 
     /// `tenant`'s schedules by name (only `name`'s, if not empty), at most `limit`.
