@@ -4,11 +4,7 @@
 //! stands for a database name, `?` for a bound value and `?fields` for the
 //! columns of the row type fetched.
 
-macro_rules! statement {
-    ($name:literal) => {
-        include_str!(concat!("../../schemas/clickhouse/queries/", $name, ".sql"))
-    };
-}
+use pulse_common::statement;
 
 /// The API's own table, created before the audit writer's first insert.
 pub const AUDIT_TABLE: &str = include_str!("../../schemas/clickhouse/audit.sql");

@@ -360,16 +360,7 @@ async fn files_flow(backend: Backend) {
         let r = get(format!("/v1/files/{bad}"), acme.clone(), vec![]).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{bad}");
     }
-    let audited = poll_until("the file reads in the audit trail", Duration::from_secs(20), || async {
-        let rows: Vec<(String, u16)> = api
-            .clickhouse
-            .query("SELECT tenant, status FROM audit WHERE route = '/v1/files/{file_id}' ORDER BY time_ms")
-            .fetch_all()
-            .await
-            .ok()?;
-        (rows.len() >= 8).then_some(rows)
-    })
-    .await;
+    let audited = file_reads(&api, 8).await;
     assert!(
         audited.contains(&("globex".to_string(), 404)),
         "{audited:?}"
@@ -454,6 +445,21 @@ async fn a_gigabyte_upload(backend: Backend) {
         objects.size(&format!("tenants/acme/objects/{sha}")).await,
         Some(SIZE as u64)
     );
+}
+
+/// The file reads in `api`'s audit trail (tenant, status), oldest first,
+/// once there are at least `count`.
+async fn file_reads(api: &support::Api, count: usize) -> Vec<(String, u16)> {
+    poll_until("the file reads in the audit trail", Duration::from_secs(20), || async {
+        let rows: Vec<(String, u16)> = api
+            .clickhouse
+            .query("SELECT tenant, status FROM audit WHERE route = '/v1/files/{file_id}' ORDER BY time_ms")
+            .fetch_all()
+            .await
+            .ok()?;
+        (rows.len() >= count).then_some(rows)
+    })
+    .await
 }
 
 /// A JSON request to ingest as acme (or `key`), answered with its status
@@ -737,16 +743,7 @@ async fn presigned_uploads_become_files_only_when_their_bytes_pass() {
         .await
         .expect("the API answers");
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
-    let audited = poll_until("the redirect in the audit trail", Duration::from_secs(20), || async {
-        let rows: Vec<(String, u16)> = api
-            .clickhouse
-            .query("SELECT tenant, status FROM audit WHERE route = '/v1/files/{file_id}' ORDER BY time_ms")
-            .fetch_all()
-            .await
-            .ok()?;
-        (rows.len() >= 3).then_some(rows)
-    })
-    .await;
+    let audited = file_reads(&api, 3).await;
     assert_eq!(
         audited,
         [

@@ -107,7 +107,7 @@ impl Objects {
     /// which the store's listing skips, are seen too.
     pub async fn keys(&self) -> Vec<String> {
         let mut keys = match &self.dir {
-            Some(dir) => walk(dir),
+            Some(dir) => files_under(dir),
             None => {
                 let mut listing = self.store.list(None);
                 let mut keys = Vec::new();
@@ -157,7 +157,8 @@ pub fn sample_csv(n: usize) -> Vec<u8> {
     out
 }
 
-fn walk(root: &Path) -> Vec<String> {
+/// Every file under `root`, as sorted paths relative to it.
+pub fn files_under(root: &Path) -> Vec<String> {
     fn visit(root: &Path, dir: &Path, out: &mut Vec<String>) {
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let path = entry.path();
@@ -170,5 +171,6 @@ fn walk(root: &Path) -> Vec<String> {
     }
     let mut out = Vec::new();
     visit(root, root, &mut out);
+    out.sort();
     out
 }

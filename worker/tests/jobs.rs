@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use pulse_common::files::{FileId, FileStore, StorageArgs, UploadLimits};
 use pulse_testkit::query_api::{self as support, Api};
-use pulse_testkit::{free_port, peak_rss_kib, poll_until, unique, Service, Stack};
+use pulse_testkit::{files_under, free_port, peak_rss_kib, poll_until, unique, Service, Stack};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -122,24 +122,6 @@ fn report(format: &str, from_ms: i64, to_ms: i64) -> Value {
 
 fn state(job: &Value) -> &str {
     job["state"].as_str().unwrap_or_default()
-}
-
-/// Files under `dir`, recursively, as paths relative to it.
-fn files_under(dir: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(rel) = path.strip_prefix(dir) {
-                found.push(rel.display().to_string());
-            }
-        }
-    }
-    found.sort();
-    found
 }
 
 /// `files` of acme's files stored, and nothing left staged.

@@ -332,11 +332,6 @@ mod tests {
     use super::*;
     use object_store::memory::InMemory;
 
-    const LIMITS: UploadLimits = UploadLimits {
-        max_bytes: 1 << 20,
-        tenant_quota_bytes: 4 << 20,
-    };
-
     #[tokio::test]
     async fn a_store_that_signs_nothing_grants_no_upload() {
         let store = FileStore::new(Arc::new(InMemory::new()));
@@ -347,7 +342,10 @@ mod tests {
                 &FileId::random(),
                 "text/csv",
                 10,
-                LIMITS,
+                UploadLimits {
+                    max_bytes: 100,
+                    tenant_quota_bytes: 100,
+                },
                 Duration::from_secs(60),
             )
             .await;

@@ -17,16 +17,6 @@ const JOBS_TABLE: &str = include_str!("../../../schemas/clickhouse/jobs.sql");
 /// Report schedules, created by the query API.
 const SCHEDULES_TABLE: &str = include_str!("../../../schemas/clickhouse/schedules.sql");
 
-macro_rules! statement {
-    ($name:literal) => {
-        include_str!(concat!(
-            "../../../schemas/clickhouse/queries/",
-            $name,
-            ".sql"
-        ))
-    };
-}
-
 const JOB_BY_ID: &str = statement!("job_by_id");
 const JOBS_PAGE: &str = statement!("jobs_page");
 const SCHEDULES_OF_TENANT: &str = statement!("schedules_of_tenant");
