@@ -11,7 +11,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use pulse_common::files::{FileId, FileStore, StorageArgs, UploadLimits};
 use pulse_testkit::query_api::{self as support, Api};
-use pulse_testkit::{files_under, free_port, peak_rss_kib, poll_until, unique, Service, Stack};
+use pulse_testkit::{
+    files_under, free_port, peak_rss_kib, poll_until, unique, Backend, Objects, Service, Stack,
+};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -26,17 +28,23 @@ async fn api_over(objects: &Path) -> Api {
 
 /// A worker of `api`'s topics and database, in consumer group `group`.
 async fn worker(api: &Api, objects: &Path, group: &str) -> Service {
+    let store = ("PULSE_OBJECT_STORE_URL", objects.display().to_string());
+    worker_with(api, group, vec![store]).await
+}
+
+/// As [`worker`], with the store and any other settings in `settings`.
+async fn worker_with(api: &Api, group: &str, settings: Vec<(&'static str, String)>) -> Service {
     let stack = Stack::from_env();
     let port = free_port();
-    let env = [
+    let mut env = vec![
         ("PULSE_WORKER_LISTEN", format!("127.0.0.1:{port}")),
         ("PULSE_TOPIC_PREFIX", api.topic_prefix.clone()),
         ("PULSE_CLICKHOUSE_DATABASE", api.database.clone()),
-        ("PULSE_OBJECT_STORE_URL", objects.display().to_string()),
         ("PULSE_WORKER_GROUP", group.to_string()),
         ("PULSE_WORKER_SESSION_TIMEOUT_MS", "6000".into()),
         ("PULSE_JOB_PARTITIONS", "2".into()),
     ];
+    env.extend(settings);
     Service::start(&stack, "pulse-worker", port, &[], &env).await
 }
 
@@ -589,4 +597,49 @@ async fn a_schedule_queues_each_occurrence_once_across_api_instances() {
     let (_, listed) = analyst.get("/v1/schedules").await;
     assert_eq!(listed["schedules"], json!([]));
     assert_eq!(end(&admin).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the local stack: run through ./dev test"]
+async fn a_store_that_refuses_every_attempt_fails_the_job_after_its_attempts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let objects = Objects::new(Backend::S3, &dir.path().join("objects"));
+    let api = api_over(&dir.path().join("unused")).await;
+    api.generate_events("acme", 1_000, END_MS, 0).await;
+    // The right store with the wrong secret: every upload is refused.
+    let mut settings = objects.env();
+    settings.retain(|(k, _)| *k != "AWS_SECRET_ACCESS_KEY");
+    settings.extend([
+        ("AWS_SECRET_ACCESS_KEY", "not-the-secret".to_string()),
+        ("PULSE_WORKER_MAX_ATTEMPTS", "2".to_string()),
+    ]);
+    let worker = worker_with(&api, &unique("worker"), settings).await;
+    let acme = Client::new(&api, "acme");
+    let (status, job) = acme.submit(&report("csv", 0, END_MS + 1), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let job_id = job["job_id"].as_str().expect("job id");
+    let failed = acme
+        .job_when(job_id, Duration::from_secs(60), |j| state(j) == "failed")
+        .await;
+    assert_eq!(failed["attempts"], 2, "{failed}");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("gave up after 2 attempts: object storage"),
+        "{error}"
+    );
+    assert!(failed["result_file_id"].is_null(), "{failed}");
+    assert_eq!(objects.keys().await, Vec::<String>::new());
+    assert_eq!(
+        worker
+            .metric("pulse_worker_attempts_total{kind=\"report\",outcome=\"error\"}")
+            .await,
+        Some(2.0)
+    );
+    // The worker is still there for the next job, which fails alike, not stuck.
+    let (_, next) = acme.submit(&report("csv", 0, 10), None).await;
+    let next_id = next["job_id"].as_str().expect("job id");
+    let next = acme
+        .job_when(next_id, Duration::from_secs(60), |j| state(j) == "failed")
+        .await;
+    assert_eq!(next["attempts"], 2, "{next}");
 }
