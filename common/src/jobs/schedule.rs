@@ -8,8 +8,6 @@
 //! id is made from the schedule's name and the occurrence's time, so that
 //! however many query API instances see it due, it is queued once.
 
-use std::str::FromStr;
-
 use chrono::{DateTime, TimeZone, Utc};
 use croner::parser::{CronParser, Seconds};
 use croner::Cron;
@@ -49,7 +47,8 @@ const SPACING_CHECKED: usize = 400;
 
 impl Cadence {
     /// `expr` if it is a five-field expression (or a nickname) whose
-    /// occurrences are never closer than `min_interval_ms`.
+    /// occurrences are never closer than `min_interval_ms` (0: not checked,
+    /// for expressions checked when they were stored).
     pub fn parse(expr: &str, min_interval_ms: i64) -> Result<Self, String> {
         if expr.len() > 100 || expr.contains('\0') {
             return Err("must be a crontab expression of at most 100 characters".into());
@@ -63,7 +62,12 @@ impl Cadence {
         let mut previous = cadence
             .next_after(crate::clock::now_ms())
             .ok_or("never occurs")?;
-        for _ in 0..SPACING_CHECKED {
+        let checked = if min_interval_ms > 0 {
+            SPACING_CHECKED
+        } else {
+            0
+        };
+        for _ in 0..checked {
             let Some(next) = cadence.next_after(previous) else {
                 break;
             };
@@ -108,14 +112,6 @@ impl Cadence {
         }
         due.reverse();
         due
-    }
-}
-
-impl FromStr for Cadence {
-    type Err = String;
-
-    fn from_str(expr: &str) -> Result<Self, String> {
-        Cadence::parse(expr, 0)
     }
 }
 
