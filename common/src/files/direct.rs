@@ -13,12 +13,10 @@
 //! It stays once completed, so a retried completion answers the file; a
 //! refused or aborted upload's grant goes with it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use object_store::aws::AmazonS3;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::{Method, SignedUrlOptions, Signer};
@@ -33,25 +31,6 @@ use super::store::{
 
 /// S3 allows at most this many parts an upload.
 const MAX_PARTS: u64 = 10_000;
-
-/// An S3 store's own API, beside the `ObjectStore` view of it.
-#[derive(Clone)]
-pub(super) struct Direct {
-    s3: Arc<AmazonS3>,
-    /// The prefix of the store's URL, which the `ObjectStore` view adds
-    /// itself and signed requests must name.
-    prefix: Path,
-}
-
-impl Direct {
-    pub(super) fn new(s3: Arc<AmazonS3>, prefix: Path) -> Self {
-        Direct { s3, prefix }
-    }
-
-    fn full(&self, key: &Path) -> Path {
-        Path::from_iter(self.prefix.parts().chain(key.parts()))
-    }
-}
 
 /// What a client is given to upload a file itself.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -331,6 +310,7 @@ fn pending_key(tenant: &str, upload_id: &FileId) -> Path {
 mod tests {
     use super::*;
     use object_store::memory::InMemory;
+    use std::sync::Arc;
 
     #[tokio::test]
     async fn a_store_that_signs_nothing_grants_no_upload() {

@@ -12,6 +12,7 @@
 //! the bytes themselves with presigned URLs (`direct`).
 
 mod direct;
+mod s3;
 pub mod sniff;
 mod store;
 

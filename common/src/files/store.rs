@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::direct::Direct;
+use super::s3::Direct;
 use super::sniff::{Kind, SNIFF_BYTES};
 
 /// Upload parts of this size, at most this many in flight: an upload holds
