@@ -44,8 +44,12 @@ pub struct SetSchedule {
 #[allow(dead_code)]
 pub struct ScheduleParams {
     pub format: pulse_common::jobs::ReportFormat,
-    /// Only this source (device).
-    #[schema(min_length = 1, max_length = 256)]
+    /// Only this source (device); no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"
+    )]
     pub source_id: Option<String>,
 }
 

@@ -528,6 +528,20 @@ async fn presigned_uploads_become_files_only_when_their_bytes_pass() {
     .await;
     assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{body}");
     assert_eq!(body["error"], "presigned_uploads_unavailable");
+    let upload = format!("{}/v1/uploads/{}", fs_ingest.url, "0".repeat(32));
+    for (method, url, body) in [
+        (
+            reqwest::Method::POST,
+            format!("{upload}/complete"),
+            Some(json!({"parts": []})),
+        ),
+        (reqwest::Method::DELETE, upload.clone(), None),
+    ] {
+        let (status, answer) = ask(&http, method, url, ACME_KEY, &[], body).await;
+        assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{answer}");
+        assert_eq!(answer["error"], "presigned_uploads_unavailable");
+    }
+    assert_eq!(fs_objects.keys().await, Vec::<String>::new());
     drop((fs_ingest, _fs_registry));
 
     let (_dir, objects, credentials) = setup(Backend::S3);

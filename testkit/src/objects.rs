@@ -64,25 +64,27 @@ impl Objects {
                     store: Arc::new(store),
                 }
             }
-            Backend::S3 => {
-                let server = s3_server();
-                let prefix = unique("files-");
-                let s3 = AmazonS3Builder::new()
-                    .with_endpoint(&server.endpoint)
-                    .with_bucket_name(&server.bucket)
-                    .with_access_key_id(&server.access_key)
-                    .with_secret_access_key(&server.secret_key)
-                    .with_region("us-east-1")
-                    .with_allow_http(true)
-                    .build()
-                    .expect("S3 client");
-                Objects {
-                    backend,
-                    url: format!("s3://{}/{prefix}", server.bucket),
-                    dir: None,
-                    store: Arc::new(PrefixStore::new(s3, prefix.as_str())),
-                }
-            }
+            Backend::S3 => Self::at_s3_prefix(&unique("files-")),
+        }
+    }
+
+    /// The store at `prefix` in the bucket of the stack's S3 server.
+    pub fn at_s3_prefix(prefix: &str) -> Self {
+        let server = s3_server();
+        let s3 = AmazonS3Builder::new()
+            .with_endpoint(&server.endpoint)
+            .with_bucket_name(&server.bucket)
+            .with_access_key_id(&server.access_key)
+            .with_secret_access_key(&server.secret_key)
+            .with_region("us-east-1")
+            .with_allow_http(true)
+            .build()
+            .expect("S3 client");
+        Objects {
+            backend: Backend::S3,
+            url: format!("s3://{}/{prefix}", server.bucket),
+            dir: None,
+            store: Arc::new(PrefixStore::new(s3, prefix)),
         }
     }
 

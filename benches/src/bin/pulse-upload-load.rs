@@ -20,26 +20,19 @@ use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
+use pulse_testkit::Objects;
 use tokio::io::AsyncWriteExt;
 
 #[derive(Parser)]
 struct Args {
-    /// Ingest, with authentication off and an S3 store in the same bucket.
+    /// Ingest, with authentication off and an S3 store in the stack's
+    /// bucket (`PULSE_S3_*`), whose objects are removed after each round.
     #[arg(long)]
     ingest: String,
-    #[arg(long, env = "PULSE_S3_ENDPOINT")]
-    endpoint: String,
-    #[arg(long, env = "PULSE_S3_BUCKET")]
-    bucket: String,
-    #[arg(long, env = "PULSE_S3_ACCESS_KEY")]
-    access_key: String,
-    #[arg(long, env = "PULSE_S3_SECRET_KEY")]
-    secret_key: String,
-    /// Where this run's objects go in the bucket; removed after each round.
+    /// The prefix of ingest's store in the bucket.
     #[arg(long)]
     prefix: String,
     /// Size of each upload in MiB.
@@ -59,22 +52,14 @@ const WAYS: [&str; 4] = [
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let s3: Arc<AmazonS3> = Arc::new(
-        AmazonS3Builder::new()
-            .with_endpoint(&args.endpoint)
-            .with_bucket_name(&args.bucket)
-            .with_access_key_id(&args.access_key)
-            .with_secret_access_key(&args.secret_key)
-            .with_region("us-east-1")
-            .with_allow_http(true)
-            .build()?,
-    );
+    // The direct ways write beside ingest's objects, under the same prefix.
+    let s3 = Objects::at_s3_prefix(&args.prefix).store();
     let body = Bytes::from(pulse_testkit::sample_csv(args.mib << 20));
     let http = reqwest::Client::new();
     let mut seconds: Vec<Vec<f64>> = vec![Vec::new(); WAYS.len()];
     for round in 0..args.rounds {
         for (way, times) in seconds.iter_mut().enumerate() {
-            let key = Path::from(format!("{}/direct/{round}-{way}", args.prefix));
+            let key = Path::from(format!("direct/{round}-{way}"));
             let started = Instant::now();
             match way {
                 0 => {
@@ -93,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
             }
             times.push(started.elapsed().as_secs_f64());
         }
-        clear(&s3, &args.prefix).await?;
+        clear(&s3).await?;
         eprintln!("round {} of {} done", round + 1, args.rounds);
     }
     let mb = body.len() as f64 / 1e6;
@@ -177,13 +162,9 @@ async fn presigned(http: &reqwest::Client, ingest: &str, body: &Bytes) -> anyhow
     Ok(())
 }
 
-/// Removes every object under `prefix`.
-async fn clear(s3: &Arc<AmazonS3>, prefix: &str) -> anyhow::Result<()> {
-    let keys: Vec<Path> = s3
-        .list(Some(&Path::from(prefix)))
-        .map_ok(|o| o.location)
-        .try_collect()
-        .await?;
+/// Removes every object of the run.
+async fn clear(s3: &Arc<dyn ObjectStore>) -> anyhow::Result<()> {
+    let keys: Vec<Path> = s3.list(None).map_ok(|o| o.location).try_collect().await?;
     for key in keys {
         s3.delete(&key).await?;
     }

@@ -71,9 +71,13 @@ pub struct ReportParams {
     /// empty, as `/v1/export`'s is.
     #[schema(minimum = 0, maximum = 4294967295999_i64)]
     pub to_ms: i64,
-    /// Only this source (device).
+    /// Only this source (device); no control characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 256)]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]+$"
+    )]
     pub source_id: Option<String>,
 }
 
@@ -104,14 +108,22 @@ impl ReportParams {
                 });
             }
         }
-        if p.source_id
-            .as_deref()
-            .is_some_and(|s| s.is_empty() || s.len() > 256)
-        {
-            return Err(Invalid {
-                field: "params.source_id",
-                reason: "must be 1 to 256 bytes".into(),
-            });
+        if let Some(source) = p.source_id.as_deref() {
+            // Ingest takes no such id, so a filter on one could only match
+            // nothing; a NUL would also end the id in C clients' hands.
+            let why = if source.is_empty() || source.len() > 256 {
+                Some("must be 1 to 256 bytes")
+            } else if source.chars().any(char::is_control) {
+                Some("must not hold control characters (NUL among them)")
+            } else {
+                None
+            };
+            if let Some(reason) = why {
+                return Err(Invalid {
+                    field: "params.source_id",
+                    reason: reason.into(),
+                });
+            }
         }
         Ok(p)
     }
@@ -150,6 +162,10 @@ mod tests {
         assert_eq!(field_of(huge), "params.to_ms");
         let blank = json!({"format": "parquet", "from_ms": 0, "to_ms": 1, "source_id": ""});
         assert_eq!(field_of(blank), "params.source_id");
+        for control in ["a\u{0}b", "line\nbreak", "\u{7f}", "\u{9f}"] {
+            let bad = json!({"format": "csv", "from_ms": 0, "to_ms": 1, "source_id": control});
+            assert_eq!(field_of(bad), "params.source_id", "{control:?}");
+        }
         assert_eq!(field_of(json!("csv")), "params");
         assert_eq!(JobKind::parse("report"), Some(JobKind::Report));
         assert_eq!(JobKind::parse("ocr"), None);

@@ -61,10 +61,7 @@ async fn upload(
     body: Body,
 ) -> Response {
     let mut stream = body.into_data_stream();
-    let answer = match handle(&uploads, query, &headers, &mut stream).await {
-        Ok(r) => r,
-        Err(rejected) => rejected.counted_in(&metrics::FILES_REJECTED),
-    };
+    let answer = answered(handle(&uploads, query, &headers, &mut stream).await);
     // A refused upload, and a retry answered with the file stored before,
     // leave their body unread.
     drain(&mut stream).await;
@@ -223,9 +220,7 @@ async fn grant(
             Granted::Upload(grant) => (StatusCode::CREATED, Json(grant)).into_response(),
         })
     };
-    granted
-        .await
-        .unwrap_or_else(|r: Rejected| r.counted_in(&metrics::FILES_REJECTED))
+    answered(granted.await)
 }
 
 async fn complete(
@@ -246,9 +241,7 @@ async fn complete(
             .map_err(refusal)?;
         Ok(stored(meta, created))
     };
-    completed
-        .await
-        .unwrap_or_else(|r: Rejected| r.counted_in(&metrics::FILES_REJECTED))
+    answered(completed.await)
 }
 
 async fn abort(
@@ -266,9 +259,12 @@ async fn abort(
             .map_err(refusal)?;
         Ok(StatusCode::NO_CONTENT.into_response())
     };
-    aborted
-        .await
-        .unwrap_or_else(|r: Rejected| r.counted_in(&metrics::FILES_REJECTED))
+    answered(aborted.await)
+}
+
+/// The answer, or the refusal counted by its reason.
+fn answered(result: Result<Response, Rejected>) -> Response {
+    result.unwrap_or_else(|r| r.counted_in(&metrics::FILES_REJECTED))
 }
 
 fn bad(field: &str, reason: impl Into<String>) -> Rejected {
