@@ -5,6 +5,8 @@
 #   docker build --target processor -t pulse/processor .
 #   docker build --target processor-gpu -t pulse/processor-gpu .
 #   docker build --target query-api -t pulse/query-api .
+#   docker build --target worker    -t pulse/worker .
+#   docker build --target worker-gpu -t pulse/worker-gpu .
 # Runtime images are Debian slim with only the binary (and, for the
 # processor, ONNX Runtime and the model), running as an unprivileged user.
 
@@ -36,6 +38,10 @@ USER 10001:10001
 ENV PULSE_LOG_FORMAT=json
 
 FROM runtime AS ingest
+# The font the simulator's cameras draw their meters in.
+USER root
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-dejavu-core && rm -rf /var/lib/apt/lists/*
+USER 10001:10001
 COPY --from=build /out/pulse-ingest /out/pulse-simulate /usr/local/bin/
 ENV PULSE_INGEST_LISTEN=0.0.0.0:8080
 EXPOSE 8080
@@ -64,11 +70,13 @@ FROM python:3.12.8-slim-bookworm AS onnxruntime-gpu
 RUN pip install --no-cache-dir --target /opt/ort "onnxruntime-gpu[cuda,cudnn]==1.31.1" \
  && find /opt/ort/nvidia -type d -name lib > /opt/ort/ld.so.conf
 
-FROM runtime AS processor-gpu
+FROM runtime AS runtime-gpu
 USER root
 COPY --from=onnxruntime-gpu /opt/ort /opt/ort
 RUN cp /opt/ort/ld.so.conf /etc/ld.so.conf.d/nvidia-wheels.conf && ldconfig
 USER 10001:10001
+
+FROM runtime-gpu AS processor-gpu
 COPY --from=build /out/pulse-processor /usr/local/bin/
 COPY processor/model/anomaly.onnx /opt/pulse/model/anomaly.onnx
 ENV PULSE_PROCESSOR_LISTEN=0.0.0.0:8082 \
@@ -83,8 +91,30 @@ ENV PULSE_QUERY_LISTEN=0.0.0.0:8090
 EXPOSE 8090
 ENTRYPOINT ["/usr/local/bin/pulse-query-api"]
 
+# The OCR models, out of RapidOCR's wheel (pinned by hash, as install.sh takes them).
+FROM python:3.12.8-slim-bookworm AS ocr-models
+COPY scripts/ocr-models.txt /ocr-models.txt
+RUN pip download --no-cache-dir --no-deps --require-hashes -r /ocr-models.txt -d /wheel \
+ && mkdir /models && cd /models && python -m zipfile -e /wheel/rapidocr-*.whl /unpacked \
+ && cp /unpacked/rapidocr/models/*.onnx /unpacked/rapidocr-*.dist-info/licenses/MODEL_LICENSES.md /models/
+
 FROM runtime AS worker
 COPY --from=build /out/pulse-worker /usr/local/bin/
-ENV PULSE_WORKER_LISTEN=0.0.0.0:8095
+COPY --from=onnxruntime /libonnxruntime.so /opt/onnxruntime/libonnxruntime.so
+COPY --from=ocr-models /models /opt/pulse/ocr-models
+ENV PULSE_WORKER_LISTEN=0.0.0.0:8095 \
+    ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so \
+    PULSE_OCR_MODEL_DIR=/opt/pulse/ocr-models
+EXPOSE 8095
+ENTRYPOINT ["/usr/local/bin/pulse-worker"]
+
+# The worker for NVIDIA GPU nodes, on the processor-gpu's ONNX Runtime. It
+# runs on CPU too; PULSE_OCR_EXECUTION_PROVIDER=cuda selects the GPU.
+FROM runtime-gpu AS worker-gpu
+COPY --from=build /out/pulse-worker /usr/local/bin/
+COPY --from=ocr-models /models /opt/pulse/ocr-models
+ENV PULSE_WORKER_LISTEN=0.0.0.0:8095 \
+    ORT_DYLIB_PATH=/opt/ort/onnxruntime/capi/libonnxruntime.so.1.31.1 \
+    PULSE_OCR_MODEL_DIR=/opt/pulse/ocr-models
 EXPOSE 8095
 ENTRYPOINT ["/usr/local/bin/pulse-worker"]

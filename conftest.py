@@ -68,11 +68,14 @@ def schemathesis():
     OpenAPI document at `url`, authenticated with `credential`, and asserts
     that it found nothing."""
 
-    def run(url, credential, max_examples=150, seed=20261201, exclude_paths=()):
+    def run(url, credential, max_examples=150, seed=20261201, exclude_paths=(), config=None):
+        """`config`, if given, is the path of a schemathesis.toml (known ids
+        for path parameters, so that the fuzzer reaches more than 404s)."""
         binary = Path(sys.executable).with_name("schemathesis")
         done = subprocess.run(
             [
-                str(binary), "run", url, "--checks", "all",
+                str(binary), *(("--config-file", str(config)) if config else ()),
+                "run", url, "--checks", "all",
                 "--max-examples", str(max_examples), "--seed", str(seed),
                 "-H", f"Authorization: Bearer {credential}",
                 *(arg for path in exclude_paths for arg in ("--exclude-path", path)),

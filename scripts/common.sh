@@ -33,6 +33,12 @@ VERSITYGW="$PULSE_CACHE/versitygw-$VERSITYGW_VERSION/versitygw"
 S3_BUCKET="pulse-test"
 S3_ACCESS_KEY="pulse-test-access"
 S3_SECRET_KEY="pulse-test-secret-key"
+# The OCR models (PP-OCRv6 detection and recognition, the orientation
+# classifier), taken out of RapidOCR's wheel, pinned by hash in
+# scripts/ocr-models.txt.
+OCR_MODELS="$PULSE_CACHE/ocr-models-rapidocr-3.10.0"
+# The font the meter snapshots are drawn in (Debian's fonts-dejavu-core).
+OCR_FONT="/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 
 RUN_DIR="$PULSE_HOME/run"
 LOG_DIR="$PULSE_HOME/logs"
@@ -116,4 +122,6 @@ export_stack_env() {
   export PULSE_S3_BUCKET="$S3_BUCKET"
   export PULSE_S3_ACCESS_KEY="$S3_ACCESS_KEY"
   export PULSE_S3_SECRET_KEY="$S3_SECRET_KEY"
+  export PULSE_OCR_MODEL_DIR="$OCR_MODELS"
+  export PULSE_OCR_FONT="$OCR_FONT"
 }

@@ -4,7 +4,8 @@
 # Kafka jars from Maven Central (stack/kafka/pom.xml), a Python environment
 # with ONNX Runtime and the test clients from PyPI (scripts/requirements.txt),
 # playwright-core from npm for the dashboard's browser test, and versitygw
-# (the S3-compatible test server) built from the Go module proxy.
+# (the S3-compatible test server) built from the Go module proxy, and the OCR
+# models out of RapidOCR's wheel on PyPI.
 source "$(dirname "$0")/common.sh"
 
 install_debian_packages() {
@@ -19,6 +20,7 @@ install_debian_packages() {
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v npm >/dev/null || missing+=(nodejs npm)
   command -v go >/dev/null || missing+=(golang-go)
+  [ -f "$OCR_FONT" ] || missing+=(fonts-dejavu-core)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing Debian packages: ${missing[*]}"
   local sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -68,10 +70,31 @@ install_versitygw() {
   rm -rf "$dir" && mv "$dir.tmp" "$dir"
 }
 
+# The wheel is fetched by its pinned hash and only its .onnx files are kept.
+install_ocr_models() {
+  [ -f "$OCR_MODELS/PP-OCRv6_rec_small.onnx" ] && return 0
+  log "taking the OCR models out of RapidOCR's wheel (PyPI)"
+  local tmp="$OCR_MODELS.tmp"
+  rm -rf "$tmp" && mkdir -p "$tmp/wheel"
+  "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --require-hashes \
+    -r "$ROOT/scripts/ocr-models.txt" -d "$tmp/wheel"
+  "$VENV/bin/python" - "$tmp" <<'PY'
+import pathlib, sys, zipfile
+out = pathlib.Path(sys.argv[1])
+wheel = next((out / "wheel").glob("rapidocr-*.whl"))
+with zipfile.ZipFile(wheel) as z:
+    for name in z.namelist():
+        if name.endswith(".onnx") or name.endswith("MODEL_LICENSES.md"):
+            (out / pathlib.Path(name).name).write_bytes(z.read(name))
+PY
+  rm -rf "$tmp/wheel" "$OCR_MODELS" && mv "$tmp" "$OCR_MODELS"
+}
+
 install_debian_packages
 install_kafka
 install_versitygw
 install_python
+install_ocr_models
 install_browser_test
 [ -n "$(ort_dylib)" ] || die "ONNX Runtime's shared library is missing from $VENV"
 log "install complete"

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CRATES = ["common", "ingest", "registry", "processor", "query-api", "testkit", "benches"]
+CRATES = ["common", "ingest", "registry", "processor", "query-api", "worker", "testkit", "benches"]
 
 USE_PATH = re.compile(r"\b(crate|super|self)((?:::[A-Za-z_][A-Za-z0-9_]*)+|::\{)")
 USE_GROUP = re.compile(r"\buse\s+(crate|super|self)::\{([^;]*)\};", re.S)

@@ -29,6 +29,7 @@ pub mod jobs;
 pub mod json_avro;
 pub mod kafka;
 pub mod logging;
+pub mod onnx;
 pub mod ops;
 pub mod retry;
 pub mod schemas;

@@ -104,21 +104,29 @@ def test_every_deployment_has_a_matching_pdb_and_selector(rendered):
         assert targets, f'Service {s["metadata"]["name"]} selects no Deployment'
 
 
-def test_processor_requests_a_gpu_in_production_only(rendered):
+@pytest.mark.parametrize("deployment, provider_var", [
+    ("pulse-processor", "PULSE_EXECUTION_PROVIDER"),
+    ("pulse-worker", "PULSE_OCR_EXECUTION_PROVIDER"),
+])
+def test_models_run_on_a_gpu_in_production_only(rendered, deployment, provider_var):
     env, objects = rendered
-    spec = by_name(objects, "Deployment", "pulse-processor")["spec"]["template"]["spec"]
-    resources = spec["containers"][0]["resources"]
-    env_vars = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    spec = by_name(objects, "Deployment", deployment)["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    resources = container["resources"]
+    env_vars = {e["name"]: e.get("value") for e in container["env"]}
+    # One image in every environment, so that what PRD runs is what UAT
+    # certified; it runs on CPU where no GPU is requested.
+    assert container["image"].startswith(f"ghcr.io/pulse-pipeline/{deployment.removeprefix('pulse-')}-gpu@sha256:")
     if env == "prd":
         assert resources["limits"]["nvidia.com/gpu"] >= 1
         assert resources["requests"]["nvidia.com/gpu"] >= 1
         assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
         assert any(t["key"] == "nvidia.com/gpu" for t in spec["tolerations"])
-        assert env_vars["PULSE_EXECUTION_PROVIDER"] == "cuda"
+        assert env_vars[provider_var] == "cuda"
     else:
         assert "nvidia.com/gpu" not in resources.get("limits", {})
         assert "nodeSelector" not in spec
-        assert "PULSE_EXECUTION_PROVIDER" not in env_vars
+        assert provider_var not in env_vars
 
 
 def produced_secrets(objects):
@@ -357,15 +365,18 @@ def test_clickhouse_users_match_what_each_service_does(rendered):
     database = settings(objects)["PULSE_CLICKHOUSE_DATABASE"]
     jobs = f"{database}.{table_of('jobs.sql')}"
     schedules = f"{database}.{table_of('schedules.sql')}"
+    reads = f"{database}.{table_of('ocr_reads.sql')}"
     assert grants(users[auditor]) == [({"INSERT", "CREATE TABLE"}, audit_table(objects)),
                                       ({"INSERT", "CREATE TABLE"}, jobs),
-                                      ({"INSERT", "CREATE TABLE"}, schedules), ({"CLUSTER"}, "*.*")], \
-        f"{auditor} may only create and INSERT into the audit, job and schedule tables"
+                                      ({"INSERT", "CREATE TABLE"}, schedules),
+                                      ({"CREATE TABLE"}, reads), ({"CLUSTER"}, "*.*")], \
+        f"{auditor} may only create and INSERT into the audit, job and schedule tables (and create the reads')"
     # The worker reads events and jobs, and writes jobs only.
     worker = env_of(container(objects, "pulse-worker"))["PULSE_CLICKHOUSE_USER"]["value"]
     assert worker not in {reader, writer, auditor}
     assert grants(users[worker]) == [({"SELECT"}, f"{database}.events"), ({"SELECT", "INSERT", "CREATE TABLE"}, jobs),
-                                     ({"CLUSTER"}, "*.*")], f"{worker} may do more than reports need"
+                                     ({"SELECT", "INSERT", "CREATE TABLE"}, reads),
+                                     ({"CLUSTER"}, "*.*")], f"{worker} may do more than its jobs need"
     assert users[auditor].get("profile", "default") not in {p for p, s in profiles.items() if str(s.get("readonly")) in {"1", "2"}}
 
     # Each service's password is the one its ClickHouse user is given.
@@ -460,6 +471,8 @@ def needed_acls(objects):
     add("pulse-worker", "group", [worker_group], ["Read"])
     add("pulse-worker", "group", [control_group], ["Describe"])
     add("pulse-worker", "topic", [job_events], ["Describe", "Write", "Create"])
+    # It publishes meter values read by OCR jobs as telemetry (worker/src/telemetry.rs).
+    add("pulse-worker", "topic", [e for e in events if e.endswith(".telemetry")], ["Describe", "Write"])
     add("pulse-worker", "cluster", ["kafka-cluster"], ["IdempotentWrite"])
     # The registry keeps its state in its topic, written in transactions.
     add("pulse-registry", "topic", [registry_topic], ["Describe", "Read", "Write", "Create"])

@@ -16,6 +16,7 @@ const state = {
   retryMs: 500,
   devices: new Map(),   // source_id -> { scores: [], anomalous, card, canvas, last }
   jobs: new Map(),      // job_id -> its table row
+  cameras: new Map(),   // source_id -> { card, shown (file_id), values: [{ at, value }] }
   recent: [],           // { at, anomaly, lagMs } of received events
   seen: 0,
 };
@@ -66,6 +67,7 @@ async function signIn(token) {
   $('device-count').textContent = state.devices.size;
   await loadAnomalies();
   await loadJobs();
+  await loadSnapshots();
   if (claims(token).role === 'admin') {
     $('audit-panel').hidden = false;
     searchAudit();
@@ -121,7 +123,11 @@ function setLink(on) {
 
 function received(msg) {
   if (msg.cursor) state.cursor = msg.cursor;
-  if (msg.type === 'job') { showJob(msg.job); return; }
+  if (msg.type === 'job') {
+    showJob(msg.job);
+    if (msg.job.kind === 'ocr' && msg.job.state === 'succeeded') snapshotsSoon();
+    return;
+  }
   if (msg.type === 'lagged' || msg.type === 'gap' || msg.type === 'jobs_lagged') return;
   if (!msg.event_id) return;
   state.seen += 1;
@@ -134,6 +140,8 @@ function received(msg) {
   d.anomalous = anomaly;
   d.last = msg;
   d.dirty = true;
+  const m = (msg.reading_names || []).indexOf('meter_value');
+  if (m >= 0 && state.cameras.has(msg.source_id)) addValue(state.cameras.get(msg.source_id), msg.event_time_ms, msg.reading_values[m]);
   if (anomaly) addAnomaly(msg, true);
 }
 
@@ -142,19 +150,26 @@ function received(msg) {
 function device(id) {
   let d = state.devices.get(id);
   if (d) return d;
-  const card = document.createElement('div');
-  card.className = 'device-card';
-  card.dataset.device = id;
-  card.innerHTML = '<div class="name"><span></span><span class="value"></span></div><canvas width="150" height="40"></canvas>';
-  card.querySelector('.name span').textContent = id;
+  const card = newCard($('device-grid'), 'device-card', id,
+    '<div class="name"><span></span><span class="value"></span></div><canvas width="150" height="40"></canvas>');
   card.addEventListener('click', () => drillDown(id));
   d = { scores: [], anomalous: false, card, canvas: card.querySelector('canvas'), last: null, dirty: true };
   state.devices.set(id, d);
-  const grid = $('device-grid');
-  const after = [...grid.children].find((c) => c.dataset.device > id);
-  grid.insertBefore(card, after || null);
   $('device-count').textContent = state.devices.size;
   return d;
+}
+
+// A card of `className` for source `id`, its name in its first <span> or
+// <strong>, placed in `grid` in order of id.
+function newCard(grid, className, id, html) {
+  const card = document.createElement('div');
+  card.className = className;
+  card.dataset.source = id;
+  card.innerHTML = html;
+  card.querySelector('.name span, .name strong').textContent = id;
+  const after = [...grid.querySelectorAll(`.${className}`)].find((c) => c.dataset.source > id);
+  grid.insertBefore(card, after || null);
+  return card;
 }
 
 function renderDevices() {
@@ -162,10 +177,19 @@ function renderDevices() {
     if (!d.dirty) continue;
     d.dirty = false;
     d.card.classList.toggle('anomalous', d.anomalous);
-    const t = d.last && d.last.reading_names ? d.last.reading_names.indexOf('temperature_c') : -1;
-    d.card.querySelector('.value').textContent = t >= 0 ? `${d.last.reading_values[t].toFixed(1)} °C` : '';
+    d.card.querySelector('.value').textContent = headline(d.last);
     line(d.canvas, d.scores, { max: 1, color: d.anomalous ? '#ff5d5d' : '#4fb3ff'});
   }
+}
+
+// A device's headline reading: a sensor's temperature, a camera's meter value.
+function headline(e) {
+  const names = (e && e.reading_names) || [];
+  const t = names.indexOf('temperature_c');
+  if (t >= 0) return `${e.reading_values[t].toFixed(1)} °C`;
+  const m = names.indexOf('meter_value');
+  if (m >= 0) return `${e.reading_values[m].toFixed(2)}`;
+  return '';
 }
 
 // Draws `values` as a line scaled to [0, max] across the canvas.
@@ -298,6 +322,106 @@ async function download(j) {
   a.download = `report-${j.job_id}.${j.params && j.params.format === 'parquet' ? 'parquet' : 'csv'}`;
   a.click();
   setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+}
+
+// ---- cameras ---------------------------------------------------------------
+
+// Each camera's newest read; called at sign-in and after an OCR job
+// succeeds (coalesced, since a camera fleet finishes many jobs a second).
+async function loadSnapshots() {
+  const r = await api('/v1/snapshots?limit=100');
+  if (!r.ok) return;
+  const { snapshots } = await r.json();
+  await Promise.all(snapshots.map(showSnapshot));
+}
+
+let snapshotsTimer = null;
+function snapshotsSoon() {
+  if (snapshotsTimer) return;
+  snapshotsTimer = setTimeout(() => { snapshotsTimer = null; loadSnapshots(); }, 500);
+}
+
+function camera(id) {
+  let c = state.cameras.get(id);
+  if (c) return c;
+  const card = newCard($('camera-grid'), 'camera-card', id,
+    '<div class="name"><strong></strong><span class="value"></span></div>'
+    + '<canvas class="snapshot" width="480" height="270"></canvas>'
+    + '<canvas class="values" width="320" height="40"></canvas><div class="meta"></div>');
+  $('camera-none').hidden = true;
+  c = { card, shown: null, values: [] };
+  state.cameras.set(id, c);
+  cameraHistory(id, c);
+  return c;
+}
+
+// The camera's meter values so far: the telemetry events the worker
+// published, as the processor stored them.
+async function cameraHistory(id, c) {
+  const r = await api(`/v1/events?source_id=${encodeURIComponent(id)}&limit=${HISTORY}`);
+  if (!r.ok) return;
+  const { events } = await r.json();
+  for (const e of events) {
+    const m = (e.reading_names || []).indexOf('meter_value');
+    if (m >= 0) addValue(c, e.event_time_ms, e.reading_values[m]);
+  }
+}
+
+// One meter value on the camera's chart, once per snapshot time.
+function addValue(c, at, value) {
+  if (c.values.some((v) => v.at === at)) return;
+  c.values.push({ at, value });
+  c.values.sort((a, b) => a.at - b.at);
+  if (c.values.length > HISTORY) c.values.shift();
+  c.card.dataset.values = c.values.length;
+  // Drawn as the growth since the lowest value shown, so that a meter's
+  // climb shows whatever its counter's size.
+  const low = Math.min(...c.values.map((v) => v.value));
+  line(c.card.querySelector('canvas.values'), c.values.map((v) => v.value - low), { color: '#5dd39e' });
+}
+
+// A read's snapshot drawn with its boxes and text, and its value added to
+// the camera's chart. The image needs the Bearer header, so it is fetched
+// and drawn rather than linked.
+async function showSnapshot(read) {
+  if (!read.source_id) return;
+  const c = camera(read.source_id);
+  if (read.value !== undefined) addValue(c, read.taken_ms, read.value);
+  if (c.shown === read.file_id || Number(c.card.dataset.taken || 0) > read.taken_ms) return;
+  const r = await api(`/v1/files/${encodeURIComponent(read.file_id)}`);
+  if (!r.ok) return;
+  const image = await createImageBitmap(await r.blob()).catch(() => null);
+  if (!image) return;
+  c.shown = read.file_id;
+  const canvas = c.card.querySelector('canvas.snapshot');
+  canvas.height = Math.round((canvas.width * image.height) / image.width);
+  const g = canvas.getContext('2d');
+  const k = canvas.width / image.width;
+  g.drawImage(image, 0, 0, canvas.width, canvas.height);
+  g.lineWidth = 2;
+  g.font = '12px system-ui, sans-serif';
+  for (const l of read.lines) {
+    g.strokeStyle = '#4fb3ff';
+    g.beginPath();
+    l.box.forEach(([x, y], i) => (i ? g.lineTo(x * k, y * k) : g.moveTo(x * k, y * k)));
+    g.closePath();
+    g.stroke();
+    const [x, y] = l.box[0];
+    const label = `${l.text} ${(l.confidence * 100).toFixed(0)}%`;
+    g.fillStyle = 'rgba(15, 20, 25, .8)';
+    g.fillRect(x * k, Math.max(y * k - 15, 0), g.measureText(label).width + 6, 15);
+    g.fillStyle = '#e6e9ed';
+    g.fillText(label, x * k + 3, Math.max(y * k - 3, 12));
+  }
+  const card = c.card;
+  card.dataset.taken = read.taken_ms;
+  card.dataset.file = read.file_id;
+  card.dataset.boxes = read.lines.length;
+  card.dataset.texts = read.lines.map((l) => l.text).join('|');
+  if (read.value !== undefined) card.dataset.value = read.value;
+  card.querySelector('.value').textContent = read.value !== undefined ? read.value.toFixed(2) : '';
+  card.querySelector('.meta').textContent = `${new Date(read.taken_ms).toLocaleTimeString()} · `
+    + `${read.lines.length} lines · job ${read.job_id.slice(0, 8)}`;
 }
 
 // ---- audit trail -----------------------------------------------------------

@@ -21,7 +21,7 @@ use crate::cache::{self, ResponseCache};
 use crate::limits::{self, Limiter};
 use crate::state::AppState;
 use crate::{
-    admin, aggregates, dashboard, export, files, jobs, openapi, routes, schedules, stream,
+    admin, aggregates, dashboard, export, files, jobs, openapi, reads, routes, schedules, stream,
 };
 
 /// The layers of the API's routes.
@@ -50,6 +50,8 @@ pub fn app(state: AppState, layers: Layers) -> Router {
         .route("/v1/jobs", get(jobs::list).post(jobs::submit))
         .route("/v1/jobs/{job_id}", get(jobs::job))
         .route("/v1/jobs/{job_id}/cancel", post(jobs::cancel))
+        .route("/v1/jobs/{job_id}/reads", get(reads::of_job))
+        .route("/v1/snapshots", get(reads::snapshots))
         .route("/v1/schedules", get(schedules::list))
         .route(
             "/v1/schedules/{name}",

@@ -17,9 +17,11 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::StreamExt;
 use pulse_common::files::{FileId, FileStore};
 use pulse_common::jobs::{
-    Control, ControlAction, Job, JobKind, JobLedger, JobPage, JobRequest, JobState, ReportParams,
+    Control, ControlAction, Job, JobKind, JobLedger, JobPage, JobRequest, JobState, OcrParams,
+    ReadLedger, ReportParams,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -27,8 +29,8 @@ use utoipa::{IntoParams, ToSchema};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Params, Reader};
 
-/// Most input files of one job.
-const MAX_INPUTS: usize = 64;
+/// Input files whose metadata a submit reads at once.
+const INPUT_CHECKS_IN_FLIGHT: usize = 16;
 /// Longest `Idempotency-Key`.
 const MAX_KEY_BYTES: usize = 256;
 
@@ -37,6 +39,8 @@ const MAX_KEY_BYTES: usize = 256;
 #[derive(Clone)]
 pub struct JobDesk {
     pub ledger: JobLedger,
+    /// What OCR jobs read.
+    pub reads: ReadLedger,
     pub files: FileStore,
     /// Closest two occurrences of one report schedule may be, in ms.
     pub schedule_min_interval_ms: i64,
@@ -48,21 +52,77 @@ pub struct JobDesk {
 pub enum Kind {
     /// A tenant's events over a range as one CSV or Parquet file.
     Report,
+    /// The text on JPEG and PNG snapshots (the inputs), with each meter
+    /// value read published as the source's telemetry.
+    Ocr,
 }
 
-/// A job to queue.
-#[derive(Debug, Deserialize, ToSchema)]
+/// A job to queue, as the document states it: `kind` decides what
+/// `params` and `inputs` must be. The handler reads a [`Submit`] instead,
+/// so that a wrong kind is 400 `kind` and a wrong parameter names itself,
+/// where serde's tagged enum would say only that the body is bad.
+#[derive(ToSchema)]
+#[serde(untagged)]
+// Never built: it exists for the document alone.
+#[allow(dead_code)]
+pub enum SubmitDoc {
+    Report(SubmitReport),
+    Ocr(SubmitOcr),
+}
+
+/// A report: a tenant's events over a range as one CSV or Parquet file.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct SubmitReport {
+    #[schema(inline)]
+    kind: ReportKind,
+    params: ReportParams,
+    /// A report reads no input files.
+    #[serde(default)]
+    #[schema(max_items = 0)]
+    inputs: Vec<String>,
+}
+
+/// An OCR job: the text on JPEG and PNG snapshots, with each meter value
+/// read published as the source's telemetry.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct SubmitOcr {
+    #[schema(inline)]
+    kind: OcrKind,
+    /// May be left out: then nothing is published.
+    #[serde(default)]
+    params: Option<OcrParams>,
+    /// Ids of the tenant's snapshots (`POST /v1/files` on ingest).
+    #[schema(min_items = 1, max_items = 1000)]
+    inputs: Vec<String>,
+}
+
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum ReportKind {
+    Report,
+}
+
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum OcrKind {
+    Ocr,
+}
+
+/// A job to queue, as the handler reads it (see [`SubmitDoc`]).
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Submit {
     /// The job's kind; any other is 400 `kind`.
-    #[schema(value_type = Kind)]
     pub kind: String,
-    /// The kind's parameters: a report's.
-    #[schema(value_type = ReportParams)]
-    pub params: serde_json::Value,
-    /// Ids of the tenant's files the job reads (`POST /v1/files` on ingest).
     #[serde(default)]
-    #[schema(max_items = 64, value_type = Vec<String>)]
+    pub params: serde_json::Value,
+    #[serde(default)]
     pub inputs: Vec<String>,
 }
 
@@ -118,7 +178,7 @@ fn queueing_failed(e: anyhow::Error) -> ApiError {
 }
 
 /// Queues a job for the workers.
-#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = Submit,
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = SubmitDoc,
     params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~][ -~]{0,255}$",
         description = "Names the job: a retry with the same key answers the same job")),
     responses(
@@ -142,13 +202,17 @@ pub async fn submit(
     let kind = JobKind::parse(&submit.kind).ok_or_else(|| {
         ApiError::bad_param(
             "kind",
-            format!("unknown job kind '{}': use report", submit.kind),
+            format!("unknown job kind '{}': use report or ocr", submit.kind),
         )
     })?;
+    let encode = |v: Result<serde_json::Value, _>| v.map_err(|_| ApiError::Unavailable("encoding"));
     let params = match kind {
         JobKind::Report => ReportParams::parse(&submit.params)
             .map_err(|e| ApiError::bad_param(e.field, e.reason))
-            .and_then(|p| serde_json::to_value(p).map_err(|_| ApiError::Unavailable("encoding")))?,
+            .and_then(|p| encode(serde_json::to_value(p)))?,
+        JobKind::Ocr => OcrParams::parse(&submit.params)
+            .map_err(|e| ApiError::bad_param(e.field, e.reason))
+            .and_then(|p| encode(serde_json::to_value(p)))?,
     };
     check_inputs(&jobs.files, &caller.tenant, kind, &submit.inputs).await?;
     let key = idempotency_key(&headers)?;
@@ -243,27 +307,42 @@ async fn check_inputs(
     kind: JobKind,
     inputs: &[String],
 ) -> Result<(), ApiError> {
-    if inputs.len() > MAX_INPUTS {
-        let reason = format!("at most {MAX_INPUTS} input files");
-        return Err(ApiError::bad_param("inputs", reason));
-    }
-    for input in inputs {
-        let missing = || ApiError::NotFound {
-            field: "inputs",
-            reason: "an input is not one of the tenant's files",
-        };
-        let id = FileId::parse(input).ok_or_else(missing)?;
-        let found = files.meta(tenant, &id).await.map_err(|e| {
-            tracing::warn!(error = %e, "cannot read a job input's metadata");
-            ApiError::Unavailable("object storage unavailable")
-        })?;
-        found.ok_or_else(missing)?;
-    }
     if !kind.takes_inputs() && !inputs.is_empty() {
         let reason = format!("a {} job reads no input files", kind.as_str());
         return Err(ApiError::bad_param("inputs", reason));
     }
+    if kind.takes_inputs() && inputs.is_empty() {
+        let reason = format!("a {} job reads at least one input file", kind.as_str());
+        return Err(ApiError::bad_param("inputs", reason));
+    }
+    let most = kind.max_inputs();
+    if inputs.len() > most {
+        let reason = format!("at most {most} input files");
+        return Err(ApiError::bad_param("inputs", reason));
+    }
+    // Owned, so that the stream of checks is Send for any borrow.
+    let checks = inputs.iter().cloned().map(|input| {
+        let (files, tenant) = (files.clone(), tenant.to_string());
+        async move { check_input(&files, &tenant, &input).await }
+    });
+    let mut checks = futures::stream::iter(checks).buffer_unordered(INPUT_CHECKS_IN_FLIGHT);
+    while let Some(checked) = checks.next().await {
+        checked?;
+    }
     Ok(())
+}
+
+async fn check_input(files: &FileStore, tenant: &str, input: &str) -> Result<(), ApiError> {
+    let missing = || ApiError::NotFound {
+        field: "inputs",
+        reason: "an input is not one of the tenant's files",
+    };
+    let id = FileId::parse(input).ok_or_else(missing)?;
+    let found = files.meta(tenant, &id).await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot read a job input's metadata");
+        ApiError::Unavailable("object storage unavailable")
+    })?;
+    found.map(|_| ()).ok_or_else(missing)
 }
 
 /// The caller's tenant's job.
@@ -286,7 +365,7 @@ pub async fn job(
     ))
 }
 
-async fn find(ledger: &JobLedger, tenant: &str, job_id: &str) -> Result<Job, ApiError> {
+pub(crate) async fn find(ledger: &JobLedger, tenant: &str, job_id: &str) -> Result<Job, ApiError> {
     let not_found = ApiError::NotFound {
         field: "job_id",
         reason: "no such job",

@@ -22,6 +22,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod parquet_export;
+pub mod reads;
 pub mod redact;
 pub mod routes;
 pub mod scheduler;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use pulse_common::config::{ClickHouseArgs, KafkaArgs, LogArgs};
 use pulse_common::files::{FileStore, StorageArgs};
-use pulse_common::jobs::{self, JobLedger};
+use pulse_common::jobs::{self, JobLedger, ReadLedger};
 use pulse_common::kafka::TopicSpec;
 use pulse_common::ops;
 use pulse_query_api::app::{app, Layers};
@@ -130,8 +130,14 @@ async fn main() -> anyhow::Result<()> {
         &args.kafka.client,
         topics.clone(),
     )?;
+    let reads = ReadLedger::new(
+        args.budget
+            .reads(pulse_common::clickhouse::client(&args.clickhouse)),
+        pulse_common::clickhouse::client(&writer_args(&args)),
+    );
     let desk = JobDesk {
         ledger: ledger.clone(),
+        reads: reads.clone(),
         files: files.clone(),
         schedule_min_interval_ms: i64::try_from(args.schedule_min_interval_s.saturating_mul(1000))
             .unwrap_or(i64::MAX),
@@ -157,6 +163,7 @@ async fn main() -> anyhow::Result<()> {
             jobs: Some(JobsStartUp {
                 topics: job_topics,
                 ledger: ledger.clone(),
+                reads,
                 clickhouse: args.clickhouse.clone(),
                 events: topics.job_events(),
                 feed: job_feed.clone(),

@@ -42,6 +42,8 @@ use crate::store::{Bucket, Device};
         crate::jobs::list,
         crate::jobs::job,
         crate::jobs::cancel,
+        crate::reads::of_job,
+        crate::reads::snapshots,
         crate::schedules::set,
         crate::schedules::list,
         crate::schedules::remove,
@@ -60,7 +62,9 @@ use crate::store::{Bucket, Device};
         crate::admin::AuditTrail,
         crate::audit::AuditRecord,
         crate::export::Format,
-        crate::jobs::Submit,
+        crate::jobs::SubmitDoc,
+        crate::jobs::SubmitReport,
+        crate::jobs::SubmitOcr,
         crate::jobs::JobView,
         crate::jobs::JobList,
         crate::schedules::SetSchedule,
@@ -69,6 +73,13 @@ use crate::store::{Bucket, Device};
         crate::schedules::ScheduleList,
         pulse_common::jobs::JobState,
         pulse_common::jobs::ReportParams,
+        pulse_common::jobs::OcrParams,
+        pulse_common::jobs::Line,
+        crate::jobs::Kind,
+        crate::schedules::ScheduledKind,
+        crate::reads::ReadView,
+        crate::reads::ReadList,
+        crate::reads::SnapshotList,
         pulse_common::jobs::ReportFormat
     )),
     modifiers(&BearerAuth, &CommonAnswers, &WebSocketUpgrade),
@@ -299,11 +310,18 @@ mod tests {
                 "/v1/jobs",
                 "/v1/jobs/{job_id}",
                 "/v1/jobs/{job_id}/cancel",
+                "/v1/jobs/{job_id}/reads",
                 "/v1/schedules",
                 "/v1/schedules/{name}",
+                "/v1/snapshots",
                 "/v1/stream",
             ]
         );
+        assert_eq!(
+            param_names(&doc, "/v1/jobs/{job_id}/reads"),
+            ["job_id", "after", "limit"]
+        );
+        assert_eq!(param_names(&doc, "/v1/snapshots"), ["source_id", "limit"]);
         assert_eq!(
             param_names(&doc, "/v1/events"),
             ["source_id", "from_ms", "to_ms", "limit", "cursor"]

@@ -18,6 +18,14 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Admin, Reader};
 use crate::jobs::{desk, JobDesk};
 
+/// The kinds of job a schedule may queue.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduledKind {
+    /// A tenant's events over the range before each occurrence.
+    Report,
+}
+
 /// Most schedules of one tenant.
 pub const MAX_SCHEDULES: u64 = 100;
 
@@ -26,7 +34,7 @@ pub const MAX_SCHEDULES: u64 = 100;
 #[serde(deny_unknown_fields)]
 pub struct SetSchedule {
     /// The kind of job each occurrence queues; `report` only.
-    #[schema(value_type = crate::jobs::Kind)]
+    #[schema(value_type = ScheduledKind)]
     pub kind: String,
     /// Five crontab fields (minute hour day-of-month month day-of-week) in
     /// UTC, or a nickname (`@monthly`, `@weekly`, `@daily`); at most one
@@ -160,6 +168,10 @@ pub async fn set(
         JobKind::Report => {
             let p = report_params(&set.params)?;
             serde_json::json!({"format": p.format, "source_id": p.source_id})
+        }
+        JobKind::Ocr => {
+            let reason = "only report jobs are scheduled: an OCR job reads the files it is given";
+            return Err(ApiError::bad_param("kind", reason));
         }
     };
     let existing = jobs

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pulse_common::config::{ClickHouseArgs, KafkaClient};
-use pulse_common::jobs::JobLedger;
+use pulse_common::jobs::{JobLedger, ReadLedger};
 use pulse_common::kafka::{ensure_topics, TopicSpec};
 use pulse_common::ops::Readiness;
 use pulse_common::retry::until_done;
@@ -44,6 +44,7 @@ pub struct StartUp {
 pub struct JobsStartUp {
     pub topics: Vec<TopicSpec>,
     pub ledger: JobLedger,
+    pub reads: ReadLedger,
     /// The database and cluster of the job table.
     pub clickhouse: ClickHouseArgs,
     pub events: String,
@@ -128,6 +129,7 @@ impl StartUp {
                     let cluster = jobs.clickhouse.cluster.as_deref();
                     let database = &jobs.clickhouse.database;
                     jobs.ledger.create_table(database, cluster).await?;
+                    jobs.reads.create_table(database, cluster).await?;
                     Ok(jobs.ledger.create_schedule_table(database, cluster).await?)
                 })
             })

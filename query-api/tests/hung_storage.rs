@@ -61,7 +61,9 @@ async fn an_export_clickhouse_stops_sending_ends_as_failed() {
     let server = ScriptedServer::clickhouse();
     tokio::task::block_in_place(|| server.start());
     let url = format!("http://127.0.0.1:{}", server.port());
-    let api = start_api_on(&url, &[], &[("PULSE_EXPORT_IDLE_TIMEOUT_S", "2")]).await;
+    // 5 s without a byte: long enough that a busy machine's slow first
+    // bytes are not taken for the freeze.
+    let api = start_api_on(&url, &[], &[("PULSE_EXPORT_IDLE_TIMEOUT_S", "5")]).await;
     // About 110 MB of CSV: far more than the sockets between ClickHouse,
     // the API and this client hold, so most of it is still to be sent when
     // ClickHouse freezes.
@@ -73,7 +75,7 @@ async fn an_export_clickhouse_stops_sending_ends_as_failed() {
     assert!(first.is_some_and(|c| !c.is_empty()));
     tokio::task::block_in_place(|| server.freeze());
 
-    // Only a hang reaches this bound; the API's own is 2 s without a byte.
+    // Only a hang reaches this bound; the API's own is 5 s without a byte.
     let read_rest = async {
         let mut lines = 0u64;
         loop {

@@ -148,6 +148,7 @@ def set_up(engine, db):
     engine.run((SCHEMAS / "audit.sql").read_text().replace("{db}", db))
     engine.run((SCHEMAS / "jobs.sql").read_text().replace("{db}", db))
     engine.run((SCHEMAS / "schedules.sql").read_text().replace("{db}", db))
+    engine.run((SCHEMAS / "ocr_reads.sql").read_text().replace("{db}", db))
     rows = "\n".join(json.dumps(e) for e in SAMPLE_EVENTS)
     # Listing the columns, as the processor does, makes 18.16 compute the
     # DEFAULT ones (event_date) instead of zero-filling them.
@@ -173,6 +174,7 @@ CATALOGS = [
     "processor/src/sink/delivery.rs",
     "query-api/src/sql.rs",
     "common/src/jobs/ledger.rs",
+    "common/src/jobs/reads.rs",
     "worker/src/report.rs",
 ]
 
@@ -180,7 +182,7 @@ CATALOGS = [
 def test_every_statement_file_is_used_by_the_code():
     root = Path(__file__).resolve().parents[2]
     catalog = "".join((root / c).read_text() for c in CATALOGS)
-    for p in list(QUERIES.glob("*.sql")) + [SCHEMAS / "audit.sql", SCHEMAS / "jobs.sql", SCHEMAS / "schedules.sql"]:
+    for p in list(QUERIES.glob("*.sql")) + [SCHEMAS / "audit.sql", SCHEMAS / "jobs.sql", SCHEMAS / "schedules.sql", SCHEMAS / "ocr_reads.sql"]:
         assert f'statement!("{p.stem}")' in catalog or f'/{p.name}")' in catalog, f"{p.name} is in none of {CATALOGS}"
 
 

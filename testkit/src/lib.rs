@@ -14,6 +14,7 @@
 //! Their items are re-exported here.
 
 pub mod kafka;
+pub mod meters;
 pub mod mqtt;
 pub mod objects;
 pub mod pipeline;

@@ -4,17 +4,20 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use pulse_common::config::{ClickHouseArgs, KafkaArgs, LogArgs};
+use pulse_common::config::{ClickHouseArgs, KafkaArgs, LogArgs, RegistryArgs};
 use pulse_common::files::{FileStore, StorageArgs};
-use pulse_common::jobs::{self, JobLedger};
+use pulse_common::jobs::{self, JobLedger, ReadLedger};
 use pulse_common::kafka::ensure_topics;
 use pulse_common::ops;
 use pulse_common::retry::until_done;
 use pulse_query_api::store::EventStore;
 use pulse_worker::cancels::{self, Cancels};
 use pulse_worker::consume;
+use pulse_worker::ocr::{Engine, OcrArgs};
 use pulse_worker::report::Reports;
 use pulse_worker::run::Runner;
+use pulse_worker::telemetry::Telemetry;
+use pulse_worker::vision::Vision;
 
 #[derive(Parser, Debug)]
 #[command(version, about = "Runs Pulse's background jobs")]
@@ -28,6 +31,13 @@ struct Args {
     clickhouse: ClickHouseArgs,
     #[command(flatten)]
     storage: StorageArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    ocr: OcrArgs,
+    /// Snapshots of one OCR job read at once.
+    #[arg(long, env = "PULSE_OCR_IN_FLIGHT", default_value_t = 4)]
+    ocr_in_flight: usize,
     /// Consumer group of the workers that share the jobs.
     #[arg(long, env = "PULSE_WORKER_GROUP", default_value = "pulse-worker")]
     group: String,
@@ -67,7 +77,18 @@ async fn main() -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
+    let engine = match args.ocr.ocr_model_dir.is_some() {
+        true => {
+            let ocr = args.ocr.clone();
+            Some(tokio::task::spawn_blocking(move || Engine::load(&ocr)).await??)
+        }
+        false => {
+            tracing::warn!("PULSE_OCR_MODEL_DIR is not set: OCR jobs fail on this worker");
+            None
+        }
+    };
     let clickhouse = pulse_common::clickhouse::client(&args.clickhouse);
+    let reads = ReadLedger::new(clickhouse.clone(), clickhouse.clone());
     let topics = args.kafka.topics();
     let ledger = JobLedger::new(
         clickhouse.clone(),
@@ -87,12 +108,16 @@ async fn main() -> anyhow::Result<()> {
             ledger
                 .create_table(&args.clickhouse.database, cluster.as_deref())
                 .await?;
+            reads
+                .create_table(&args.clickhouse.database, cluster.as_deref())
+                .await?;
             anyhow::Ok(())
         },
     )
     .await;
+    let telemetry = Telemetry::new(&args.registry.url()?, &kafka, &topics)?;
     let control = match made {
-        Some(()) => {
+        Some(_) => {
             until_done("the control topic", &readiness, &shutdown, || async {
                 cancels::consumer(&kafka, &topics.job_control())
             })
@@ -110,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     if let (Some(control), Some(jobs)) = (control, jobs) {
+        let files = FileStore::open(&args.storage)?;
         let (cancels, orders) = Cancels::new();
         tokio::spawn(cancels::follow(control, orders, shutdown.clone()));
         let exports = clickhouse.clone().with_setting("max_execution_time", "0");
@@ -122,7 +148,14 @@ async fn main() -> anyhow::Result<()> {
                     Duration::from_secs(args.export_idle_timeout_s.max(1)),
                 ),
                 counts: clickhouse,
-                files: FileStore::open(&args.storage)?,
+                files: files.clone(),
+            },
+            vision: Vision {
+                engine,
+                files,
+                reads,
+                telemetry: std::sync::Arc::new(telemetry),
+                in_flight: args.ocr_in_flight.max(1),
             },
             cancels,
             max_attempts: args.max_attempts.max(1),

@@ -8,7 +8,6 @@
 //! staged parts of one cut short are removed before the next begins.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -19,7 +18,8 @@ use pulse_common::jobs::{Job, ReportFormat, ReportParams};
 use pulse_query_api::store::EventStore;
 use pulse_query_api::{csv_guard, parquet_export};
 
-use crate::run::Failure;
+use crate::failure::Failure;
+use crate::progress::Progress;
 
 const EXPORT_COUNT: &str = include_str!("../../schemas/clickhouse/queries/export_count.sql");
 
@@ -28,25 +28,6 @@ const UNLIMITED: UploadLimits = UploadLimits {
     max_bytes: u64::MAX,
     tenant_quota_bytes: u64::MAX,
 };
-
-/// Rows written so far, of how many.
-#[derive(Debug, Default)]
-pub struct Progress {
-    rows: AtomicU64,
-    total: AtomicU64,
-}
-
-impl Progress {
-    /// From 0 to 1; short of 1 until the job has ended.
-    pub fn fraction(&self) -> f32 {
-        let total = self.total.load(Ordering::Relaxed);
-        if total == 0 {
-            return 0.0;
-        }
-        let rows = self.rows.load(Ordering::Relaxed);
-        ((rows as f64 / total as f64).min(0.99)) as f32
-    }
-}
 
 #[derive(Clone)]
 pub struct Reports {
@@ -80,7 +61,7 @@ impl Reports {
             .fetch_one()
             .await
             .map_err(transient)?;
-        progress.total.store(total, Ordering::Relaxed);
+        progress.set_total(total);
         let id = file_of(job);
         self.files
             .discard_staged(tenant, &id)
@@ -138,13 +119,14 @@ struct Counted<S> {
     progress: Arc<Progress>,
 }
 
-fn count_rows(chunk: &[u8], header: &mut bool, rows: &AtomicU64) {
+/// Rows (line ends) in `chunk`, less the CSV header while `header` is due.
+fn count_rows(chunk: &[u8], header: &mut bool) -> u64 {
     let mut lines = chunk.iter().filter(|&&b| b == b'\n').count() as u64;
     if *header && lines > 0 {
         *header = false;
         lines -= 1;
     }
-    rows.fetch_add(lines, Ordering::Relaxed);
+    lines
 }
 
 impl<S> Stream for Counted<S>
@@ -157,7 +139,7 @@ where
         let me = &mut *self;
         match Pin::new(&mut me.inner).poll_next(cx) {
             Poll::Ready(Some(Ok(chunk))) => {
-                count_rows(&chunk, &mut me.header, &me.progress.rows);
+                me.progress.advance(count_rows(&chunk, &mut me.header));
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.to_string()))),
@@ -173,15 +155,9 @@ mod tests {
 
     #[test]
     fn rows_are_counted_without_the_csv_header() {
-        let rows = AtomicU64::new(0);
         let mut header = true;
-        count_rows(b"\"a\",\"b\"\n1,", &mut header, &rows);
-        count_rows(b"2\n3,4\n", &mut header, &rows);
-        assert_eq!(rows.load(Ordering::Relaxed), 2);
-        let progress = Progress::default();
-        assert_eq!(progress.fraction(), 0.0);
-        progress.total.store(4, Ordering::Relaxed);
-        progress.rows.store(4, Ordering::Relaxed);
-        assert_eq!(progress.fraction(), 0.99);
+        let rows =
+            count_rows(b"\"a\",\"b\"\n1,", &mut header) + count_rows(b"2\n3,4\n", &mut header);
+        assert_eq!(rows, 2);
     }
 }

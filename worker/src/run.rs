@@ -18,17 +18,11 @@ use pulse_common::retry::backoff;
 use pulse_common::shutdown::Shutdown;
 
 use crate::cancels::Cancels;
+use crate::failure::Failure;
 use crate::metrics;
-use crate::report::{self, Progress, Reports};
-
-/// Why an attempt failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Failure {
-    /// Another attempt may succeed: storage or ClickHouse failed.
-    Transient(String),
-    /// No attempt can: the job itself is wrong.
-    Permanent(String),
-}
+use crate::progress::Progress;
+use crate::report::{self, Reports};
+use crate::vision::{self, Vision};
 
 /// What became of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +37,7 @@ pub enum Handled {
 pub struct Runner {
     pub ledger: JobLedger,
     pub reports: Reports,
+    pub vision: Vision,
     pub cancels: Cancels,
     pub max_attempts: u32,
     /// How long a running attempt may go on after SIGTERM.
@@ -99,7 +94,7 @@ impl Runner {
             }
             tracing::info!(job_id = %job.job_id, attempt = job.attempts, "attempt started");
             let ended = match kind {
-                Some(JobKind::Report) => self.attempt(&mut job).await,
+                Some(kind) => self.attempt(&mut job, kind).await,
                 None => Ended::Finished(Err(Failure::Permanent(format!(
                     "unknown job kind '{}'",
                     job.kind
@@ -145,11 +140,14 @@ impl Runner {
         }
     }
 
-    /// Runs one attempt of a report, recording its progress each second.
-    async fn attempt(&self, job: &mut Job) -> Ended {
+    /// Runs one attempt, recording its progress each second.
+    async fn attempt(&self, job: &mut Job, kind: JobKind) -> Ended {
         let progress = Arc::new(Progress::default());
         let running = job.clone();
-        let work = self.reports.run(&running, &progress);
+        let work: std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send + '_>> = match kind {
+            JobKind::Report => Box::pin(self.reports.run(&running, &progress)),
+            JobKind::Ocr => Box::pin(self.vision.run(&running, &progress)),
+        };
         tokio::pin!(work);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.tick().await;
@@ -192,7 +190,7 @@ impl Runner {
         if let Err(e) = self
             .reports
             .files
-            .discard_staged(&job.tenant_id, &report::file_of(job))
+            .discard_staged(&job.tenant_id, &result_file_of(job))
             .await
         {
             tracing::warn!(error = %e, "staged parts of a canceled job not removed");
@@ -205,6 +203,9 @@ impl Runner {
     }
 
     async fn end(&self, job: Job) -> Handled {
+        if job.state() == JobState::Failed {
+            tracing::warn!(job_id = %job.job_id, error = %job.error, "job failed");
+        }
         if !self.record(&job).await {
             return Handled::Left;
         }
@@ -252,5 +253,13 @@ impl Runner {
                 }
             }
         }
+    }
+}
+
+/// The file `job` makes, by its kind.
+fn result_file_of(job: &Job) -> pulse_common::files::FileId {
+    match JobKind::parse(&job.kind) {
+        Some(JobKind::Ocr) => vision::file_of(job),
+        _ => report::file_of(job),
     }
 }

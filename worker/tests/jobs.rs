@@ -11,125 +11,19 @@ use std::time::Duration;
 use futures::StreamExt;
 use pulse_common::files::{FileId, FileStore, StorageArgs, UploadLimits};
 use pulse_testkit::query_api::{self as support, Api};
-use pulse_testkit::{
-    files_under, free_port, peak_rss_kib, poll_until, unique, Backend, Objects, Service, Stack,
-};
+use pulse_testkit::{files_under, peak_rss_kib, poll_until, unique, Backend, Objects};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+
+mod shared;
+
+use shared::{api_over, state, worker, worker_with, Client};
 
 /// The end of the generated events' range.
 const END_MS: i64 = 1_764_000_000_000;
 
-async fn api_over(objects: &Path) -> Api {
-    let url = objects.display().to_string();
-    support::start_api_with(&[], &[("PULSE_OBJECT_STORE_URL", &url)]).await
-}
-
-/// A worker of `api`'s topics and database, in consumer group `group`.
-async fn worker(api: &Api, objects: &Path, group: &str) -> Service {
-    let store = ("PULSE_OBJECT_STORE_URL", objects.display().to_string());
-    worker_with(api, group, vec![store]).await
-}
-
-/// As [`worker`], with the store and any other settings in `settings`.
-async fn worker_with(api: &Api, group: &str, settings: Vec<(&'static str, String)>) -> Service {
-    let stack = Stack::from_env();
-    let port = free_port();
-    let mut env = vec![
-        ("PULSE_WORKER_LISTEN", format!("127.0.0.1:{port}")),
-        ("PULSE_TOPIC_PREFIX", api.topic_prefix.clone()),
-        ("PULSE_CLICKHOUSE_DATABASE", api.database.clone()),
-        ("PULSE_WORKER_GROUP", group.to_string()),
-        ("PULSE_WORKER_SESSION_TIMEOUT_MS", "6000".into()),
-        ("PULSE_JOB_PARTITIONS", "2".into()),
-    ];
-    env.extend(settings);
-    Service::start(&stack, "pulse-worker", port, &[], &env).await
-}
-
-struct Client {
-    http: reqwest::Client,
-    url: String,
-    token: String,
-}
-
-impl Client {
-    fn new(api: &Api, tenant: &str) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            url: api.url.clone(),
-            token: support::hs256(tenant, "analyst"),
-        }
-    }
-
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-    }
-
-    async fn answer(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let r = req.send().await.expect("API answers");
-        (r.status(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn submit(&self, body: &Value, key: Option<&str>) -> (StatusCode, Value) {
-        let mut req = self.request(reqwest::Method::POST, "/v1/jobs").json(body);
-        if let Some(k) = key {
-            req = req.header("Idempotency-Key", k);
-        }
-        Self::answer(req).await
-    }
-
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
-        Self::answer(self.request(reqwest::Method::GET, path)).await
-    }
-
-    async fn cancel(&self, job_id: &str) -> (StatusCode, Value) {
-        let path = format!("/v1/jobs/{job_id}/cancel");
-        Self::answer(self.request(reqwest::Method::POST, &path)).await
-    }
-
-    /// The job once `done` holds of it.
-    async fn job_when(
-        &self,
-        job_id: &str,
-        within: Duration,
-        done: impl Fn(&Value) -> bool,
-    ) -> Value {
-        poll_until("the job's state", within, || async {
-            let (status, job) = self.get(&format!("/v1/jobs/{job_id}")).await;
-            (status == StatusCode::OK && done(&job)).then_some(job)
-        })
-        .await
-    }
-
-    /// SHA-256 and length of the body at `path`, streamed.
-    async fn digest(&self, path: &str) -> (String, u64) {
-        let r = self
-            .request(reqwest::Method::GET, path)
-            .send()
-            .await
-            .expect("API answers");
-        assert_eq!(r.status(), StatusCode::OK, "{path}");
-        let mut body = r.bytes_stream();
-        let (mut sha, mut len) = (Sha256::new(), 0u64);
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.expect("body streams");
-            len += chunk.len() as u64;
-            sha.update(&chunk);
-        }
-        (hex::encode(sha.finalize()), len)
-    }
-}
-
 fn report(format: &str, from_ms: i64, to_ms: i64) -> Value {
     json!({"kind": "report", "params": {"format": format, "from_ms": from_ms, "to_ms": to_ms}})
-}
-
-fn state(job: &Value) -> &str {
-    job["state"].as_str().unwrap_or_default()
 }
 
 /// `files` of acme's files stored, and nothing left staged.
@@ -196,6 +90,16 @@ async fn reports_run_once_per_key_and_bad_jobs_are_refused_whole() {
             "body",
         ),
         (json!("report"), "body"),
+        // A report reads no files; an OCR job reads at least one.
+        (
+            json!({"kind": "report", "params": range(0, 1), "inputs": [id.as_str()]}),
+            "inputs",
+        ),
+        (json!({"kind": "ocr", "inputs": []}), "inputs"),
+        (
+            json!({"kind": "ocr", "params": {"reading": "9x"}, "inputs": [id.as_str()]}),
+            "params.reading",
+        ),
     ];
     for (body, field) in &bad {
         let (status, answer) = acme.submit(body, None).await;
@@ -204,7 +108,7 @@ async fn reports_run_once_per_key_and_bad_jobs_are_refused_whole() {
     }
     // Another tenant's file reads as no file at all, as does a malformed id.
     for input in [id.as_str(), "../../globex"] {
-        let body = json!({"kind": "report", "params": range(0, 1), "inputs": [input]});
+        let body = json!({"kind": "ocr", "inputs": [input]});
         let (status, answer) = acme.submit(&body, None).await;
         let refused = (status, answer["field"].as_str());
         assert_eq!(refused, (StatusCode::NOT_FOUND, Some("inputs")), "{answer}");

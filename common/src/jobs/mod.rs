@@ -11,6 +11,7 @@
 
 mod kinds;
 mod ledger;
+mod reads;
 mod schedule;
 
 use serde::{Deserialize, Serialize};
@@ -18,8 +19,12 @@ use serde::{Deserialize, Serialize};
 use crate::config::Topics;
 use crate::kafka::TopicSpec;
 
-pub use kinds::{Invalid, JobKind, ReportFormat, ReportParams, MAX_TIME_MS};
+pub use kinds::{
+    meter_value, Invalid, JobKind, OcrParams, ReportFormat, ReportParams, MAX_OCR_INPUTS,
+    MAX_TIME_MS,
+};
 pub use ledger::{JobLedger, JobPage};
+pub use reads::{Line, Read, ReadLedger};
 pub use schedule::{Cadence, Occurrence, Schedule};
 
 /// The job topics: requests in `partitions` (the most workers that share

@@ -1,6 +1,7 @@
 //! `pulse-simulate`: a device fleet sending telemetry with labelled anomalies
 //! over HTTP, MQTT or straight to Kafka, at a target rate or as fast as the
-//! path allows; prints a JSON summary (events/s, p50/p99 latency) at the end.
+//! path allows, and cameras uploading meter snapshots for OCR jobs; prints a
+//! JSON summary (events/s, p50/p99 latency, snapshots) at the end.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +11,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use pulse_common::clock::now_ms;
 use pulse_common::config::{KafkaArgs, LogArgs, RegistryArgs};
+use pulse_ingest::simulate::camera::{CameraSettings, CameraStats, Cameras};
 use pulse_ingest::simulate::fleet::with_retries;
 use pulse_ingest::simulate::send::{Sender, Transport};
+use pulse_ingest::simulate::snapshots::Renderer;
 use pulse_ingest::simulate::stats::Stats;
 use pulse_ingest::simulate::Fleet;
 use rand::rngs::StdRng;
@@ -42,8 +45,34 @@ struct Args {
     registry: RegistryArgs,
     #[arg(long, env = "PULSE_SIM_TENANT", default_value = "demo")]
     tenant: String,
+    /// Telemetry devices (0: cameras only).
     #[arg(long, env = "PULSE_SIM_DEVICES", default_value_t = 50)]
     devices: usize,
+    /// Cameras uploading a meter snapshot each period and queueing its OCR
+    /// job (needs --query-token).
+    #[arg(long, env = "PULSE_SIM_CAMERAS", default_value_t = 0)]
+    cameras: usize,
+    /// Seconds between one camera's snapshots.
+    #[arg(long, env = "PULSE_SIM_CAMERA_PERIOD_S", default_value_t = 30.0)]
+    camera_period_s: f64,
+    /// Snapshots each camera takes (0: until the run ends).
+    #[arg(long, env = "PULSE_SIM_CAMERA_SNAPSHOTS", default_value_t = 0)]
+    camera_snapshots: u64,
+    /// Snapshot size in pixels, width x height.
+    #[arg(long, env = "PULSE_SIM_CAMERA_WIDTH", default_value_t = 1280)]
+    camera_width: u32,
+    #[arg(long, env = "PULSE_SIM_CAMERA_HEIGHT", default_value_t = 720)]
+    camera_height: u32,
+    /// The query API's base URL, where cameras queue OCR jobs.
+    #[arg(
+        long,
+        env = "PULSE_QUERY_URL",
+        default_value = "http://127.0.0.1:18090"
+    )]
+    query_url: String,
+    /// The query API's bearer token for the tenant (a role that may submit jobs).
+    #[arg(long, env = "PULSE_QUERY_TOKEN", hide_env_values = true)]
+    query_token: Option<String>,
     /// Events per second across the fleet; 0 sends as fast as the path allows.
     #[arg(long, env = "PULSE_SIM_RATE", default_value_t = 100)]
     rate: u32,
@@ -83,9 +112,14 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (shutdown, _) = pulse_common::ops::start_service(&args.log);
     anyhow::ensure!(
-        args.devices > 0 && args.batch > 0 && args.concurrency > 0,
-        "devices, batch and concurrency must be positive"
+        args.batch > 0 && args.concurrency > 0,
+        "batch and concurrency must be positive"
     );
+    anyhow::ensure!(
+        args.devices > 0 || args.cameras > 0,
+        "nothing to simulate: no devices and no cameras"
+    );
+    let cameras = cameras(&args)?;
     let sender = Arc::new(match args.transport {
         Transport::None => Sender::None,
         Transport::Http => Sender::http(&args.ingest_url, args.api_key.clone()),
@@ -130,7 +164,13 @@ async fn main() -> anyhow::Result<()> {
     let period = (args.rate > 0).then(|| {
         Duration::from_secs_f64(args.batch as f64 * args.concurrency as f64 / f64::from(args.rate))
     });
-    let workers: Vec<_> = (0..args.concurrency)
+    let filming = cameras.map(|c| tokio::spawn(c.run(shutdown.clone(), deadline)));
+    let senders = if args.devices > 0 {
+        args.concurrency
+    } else {
+        0
+    };
+    let workers: Vec<_> = (0..senders)
         .map(|worker| {
             let mut retry_rng = StdRng::seed_from_u64(args.seed ^ (worker as u64 + 1));
             let retry_rate = args.retry_rate;
@@ -221,6 +261,10 @@ async fn main() -> anyhow::Result<()> {
     for w in workers {
         total.merge(w.await?);
     }
+    let filmed = match filming {
+        Some(c) => c.await?,
+        None => CameraStats::default(),
+    };
     sender
         .settle(total.events + total.retries, Duration::from_secs(60))
         .await?;
@@ -235,7 +279,38 @@ async fn main() -> anyhow::Result<()> {
     );
     println!(
         "{}",
-        serde_json::json!({"transport": format!("{:?}", args.transport).to_lowercase(), "batch": args.batch, "concurrency": args.concurrency, "summary": summary})
+        serde_json::json!({"transport": format!("{:?}", args.transport).to_lowercase(), "batch": args.batch, "concurrency": args.concurrency, "summary": summary, "cameras": filmed})
     );
     Ok(())
+}
+
+fn cameras(args: &Args) -> anyhow::Result<Option<Cameras>> {
+    if args.cameras == 0 {
+        return Ok(None);
+    }
+    let token = args
+        .query_token
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("cameras need --query-token (PULSE_QUERY_TOKEN)"))?;
+    anyhow::ensure!(
+        args.camera_period_s.is_finite() && args.camera_period_s >= 0.1,
+        "--camera-period-s must be at least 0.1"
+    );
+    anyhow::ensure!(
+        (32..=8192).contains(&args.camera_width) && (32..=8192).contains(&args.camera_height),
+        "camera width and height must be 32 to 8192 pixels"
+    );
+    let settings = CameraSettings {
+        ingest_url: args.ingest_url.clone(),
+        query_url: args.query_url.clone(),
+        api_key: args.api_key.clone(),
+        token,
+        cameras: args.cameras,
+        period: Duration::from_secs_f64(args.camera_period_s),
+        snapshots: args.camera_snapshots,
+        width: args.camera_width,
+        height: args.camera_height,
+        seed: args.seed,
+    };
+    Ok(Some(Cameras::new(settings, Renderer::from_env()?)))
 }

@@ -13,16 +13,7 @@ use pulse_common::event::Event;
 use crate::score::model_input::Columns;
 use crate::state::device::Features;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExecutionProvider {
-    /// ONNX Runtime's CPU provider.
-    Cpu,
-    /// The CUDA provider when it loads, else the CPU provider with a warning.
-    Cuda,
-    /// The CUDA provider or nothing: start-up fails when it cannot load, for
-    /// deployments that would rather stop than run on the CPU unnoticed.
-    CudaRequired,
-}
+pub use pulse_common::onnx::ExecutionProvider;
 
 pub struct Scorer {
     session: Mutex<Session>,
@@ -46,27 +37,9 @@ impl Scorer {
         provider: ExecutionProvider,
         threads: usize,
     ) -> anyhow::Result<Self> {
-        let env = ort::init_from(dylib)
-            .map_err(|e| anyhow::anyhow!("cannot load ONNX Runtime from {}: {e}", dylib.display()))?
-            .with_name("pulse-processor")
-            .build()?;
-        let mut builder = Session::builder(&env)?
-            .with_intra_threads(threads)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let cuda = ort::ep::CUDA::default().build();
-        let providers = match provider {
-            ExecutionProvider::Cpu => vec![],
-            ExecutionProvider::Cuda => vec![cuda, ort::ep::CPU::default().build()],
-            ExecutionProvider::CudaRequired => vec![cuda.error_on_failure()],
-        };
-        if !providers.is_empty() {
-            builder = builder
-                .with_execution_providers(providers)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        let session = builder
-            .commit_from_file(model)
-            .map_err(|e| anyhow::anyhow!("cannot load model {}: {e}", model.display()))?;
+        let env = pulse_common::onnx::environment(dylib, "pulse-processor", None)?;
+        let loaded = pulse_common::onnx::load(&env, model, provider, threads)?;
+        let session = loaded.session;
         let meta = session.metadata()?;
         let features: Vec<String> = meta
             .custom("features")
@@ -83,7 +56,7 @@ impl Scorer {
             .custom("model_version")
             .unwrap_or_else(|| "unknown".into());
         drop(meta);
-        tracing::info!(?features, threshold, %model_version, ?provider, "model loaded");
+        tracing::info!(?features, threshold, %model_version, provider = loaded.provider, "model loaded");
         Ok(Self {
             session: Mutex::new(session),
             columns: Columns::new(&features),

@@ -6,14 +6,9 @@
 // Settings (environment): DASHBOARD_URL, TOKEN, INGEST_URL, TENANT,
 // SCREENSHOT (PNG path), CHROMIUM (default /usr/bin/chromium).
 // Started by query-api/tests/dashboard.rs, which starts the pipeline.
-import { chromium } from 'playwright-core';
+import { check, env } from './browser.mjs';
 import { randomUUID } from 'node:crypto';
 
-const env = (name, fallback) => {
-  const v = process.env[name] ?? fallback;
-  if (v === undefined) throw new Error(`${name} is not set`);
-  return v;
-};
 const url = env('DASHBOARD_URL');
 const token = env('TOKEN');
 const ingest = env('INGEST_URL');
@@ -56,15 +51,7 @@ function batch(round, anomalousDevice) {
   }));
 }
 
-const browser = await chromium.launch({
-  executablePath: env('CHROMIUM', '/usr/bin/chromium'),
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-let failed = false;
-try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  page.on('pageerror', (e) => { console.error(`page error: ${e.message}`); failed = true; });
+await check({ width: 1280, height: 900 }, async (page) => {
   await page.goto(url);
 
   // Sign in: a wrong token is refused with a message, the right one opens the page.
@@ -95,7 +82,7 @@ try {
   // An injected anomaly appears in the feed and marks its device.
   await post(batch(normalRounds, 'boiler-2'));
   await page.waitForSelector('#anomaly-feed li[data-device="boiler-2"]', { timeout: WAIT_MS });
-  await page.waitForSelector('.device-card.anomalous[data-device="boiler-2"]', { timeout: WAIT_MS });
+  await page.waitForSelector('.device-card.anomalous[data-source="boiler-2"]', { timeout: WAIT_MS });
   const flagged = await page.locator('#anomaly-feed li').count();
   if (flagged !== 1) throw new Error(`${flagged} anomalies in the feed, expected 1`);
   console.log('injected anomaly flagged for boiler-2');
@@ -105,16 +92,10 @@ try {
     await post(batch(round, null));
     await new Promise((r) => setTimeout(r, 200));
   }
-  await page.click('.device-card[data-device="boiler-2"]');
+  await page.click('.device-card[data-source="boiler-2"]');
   await page.waitForFunction(() => document.querySelectorAll('#dd-events-table tr').length > 0, null, { timeout: WAIT_MS });
   const rows = await page.locator('#dd-events-table tr').count();
   console.log(`drill-down shows ${rows} recent events of boiler-2`);
   await page.screenshot({ path: screenshot, fullPage: true });
   console.log(`screenshot: ${screenshot}`);
-} catch (e) {
-  console.error(e);
-  failed = true;
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+});

@@ -6,27 +6,14 @@
 // Settings (environment): DASHBOARD_URL, TOKEN (an admin's), SCREENSHOT
 // (PNG path), CHROMIUM (default /usr/bin/chromium). Started by
 // worker/tests/dashboard.rs, which starts the query API and a worker.
-import { chromium } from 'playwright-core';
+import { check, env } from './browser.mjs';
 
-const env = (name, fallback) => {
-  const v = process.env[name] ?? fallback;
-  if (v === undefined) throw new Error(`${name} is not set`);
-  return v;
-};
 const url = env('DASHBOARD_URL');
 const token = env('TOKEN');
 const screenshot = env('SCREENSHOT');
 const WAIT_MS = 60000;
 
-const browser = await chromium.launch({
-  executablePath: env('CHROMIUM', '/usr/bin/chromium'),
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-let failed = false;
-try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 1100 }, acceptDownloads: true });
-  page.on('pageerror', (e) => { console.error(`page error: ${e.message}`); failed = true; });
+await check({ width: 1280, height: 1100 }, async (page) => {
   await page.goto(`${url}#token=${token}`);
   await page.waitForSelector('#app:not([hidden])', { timeout: WAIT_MS });
   await page.waitForFunction(() => document.querySelector('#link').textContent === 'live', null, { timeout: WAIT_MS });
@@ -77,10 +64,4 @@ try {
   console.log('the download is in the audit view');
   await page.screenshot({ path: screenshot, fullPage: true });
   console.log(`screenshot: ${screenshot}`);
-} catch (e) {
-  console.error(e);
-  failed = true;
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+});
