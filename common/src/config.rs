@@ -118,9 +118,15 @@ impl Topics {
         format!("{}dead-letter", self.prefix)
     }
 
-    /// Job requests as JSON, keyed by job id (`crate::jobs`).
+    /// Report requests as JSON, keyed by job id (`crate::jobs`).
     pub fn jobs(&self) -> String {
         format!("{}jobs", self.prefix)
+    }
+
+    /// OCR job requests, a topic of their own, so that the workers with
+    /// the GPUs take only these and scale on their lag alone.
+    pub fn ocr_jobs(&self) -> String {
+        format!("{}ocr-jobs", self.prefix)
     }
 
     /// Cancel orders for jobs, read by every worker.

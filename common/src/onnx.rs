@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use ort::environment::{Environment, GlobalThreadPoolOptions};
+use ort::environment::Environment;
 use ort::ep::ExecutionProvider as _;
 use ort::session::Session;
 
@@ -19,24 +19,11 @@ pub enum ExecutionProvider {
     CudaRequired,
 }
 
-/// Loads ONNX Runtime from `dylib`. With `shared_threads`, every session
-/// of the process runs on one pool of that many threads, so that models
-/// running side by side share the cores instead of each taking them all.
-pub fn environment(
-    dylib: &Path,
-    name: &str,
-    shared_threads: Option<usize>,
-) -> anyhow::Result<Environment> {
-    let mut builder = ort::init_from(dylib)
+/// Loads ONNX Runtime from `dylib`.
+pub fn environment(dylib: &Path, name: &str) -> anyhow::Result<Environment> {
+    let builder = ort::init_from(dylib)
         .map_err(|e| anyhow::anyhow!("cannot load ONNX Runtime from {}: {e}", dylib.display()))?
         .with_name(name);
-    if let Some(threads) = shared_threads {
-        let pool = GlobalThreadPoolOptions::default()
-            .with_intra_threads(threads.max(1))
-            .and_then(|p| p.with_inter_threads(1))
-            .map_err(|e| anyhow::anyhow!("ONNX Runtime's thread pool: {e}"))?;
-        builder = builder.with_global_thread_pool(pool);
-    }
     Ok(builder.build()?)
 }
 
@@ -46,8 +33,7 @@ pub struct Loaded {
     pub provider: &'static str,
 }
 
-/// Loads `model`. `threads` is the session's own pool (ignored where the
-/// environment shares one).
+/// Loads `model`, to run on `threads` threads of its own.
 pub fn load(
     env: &Environment,
     model: &Path,

@@ -214,10 +214,14 @@ def test_autoscaling(rendered):
     # Workers scale on the jobs waiting: to zero in dev, a floor in prd.
     workers = by_name(objects, "ScaledObject", "pulse-worker")
     assert workers["spec"]["scaleTargetRef"]["name"] == "pulse-worker"
-    trigger = workers["spec"]["triggers"][0]["metadata"]
     prefix = settings(objects)["PULSE_TOPIC_PREFIX"]
     group = from_code("worker/src/main.rs", r'env = "PULSE_WORKER_GROUP", default_value = "([^"]+)"')
-    assert (trigger["consumerGroup"], trigger["topic"]) == (group, prefix + "jobs")
+    concurrency = from_code("worker/src/main.rs", r'env = "PULSE_WORKER_CONCURRENCY", default_value_t = (\d+)')
+    # A trigger for each kind's requests, each wanting a worker for as
+    # many jobs as one runs at once.
+    triggers = [t["metadata"] for t in workers["spec"]["triggers"]]
+    assert [(t["consumerGroup"], t["topic"], t["lagThreshold"]) for t in triggers] == [
+        (group, prefix + "jobs", concurrency), (group, prefix + "ocr-jobs", concurrency)]
     assert workers["spec"]["minReplicaCount"] == {"dev": 0, "uat": 1, "prd": 2}[env]
 
 
@@ -230,7 +234,7 @@ def test_topics_and_users(rendered):
     topics = kafka_topics(objects)
     assert set(topics) == {"pulse.telemetry", "pulse.app-events", "pulse.results", "pulse.alerts",
                            "pulse.dead-letter", "pulse-processor-state-telemetry", "pulse-processor-state-app",
-                           "_pulse_schemas", "pulse.jobs", "pulse.job-control", "pulse.job-events"}
+                           "_pulse_schemas", "pulse.jobs", "pulse.ocr-jobs", "pulse.job-control", "pulse.job-events"}
     assert topics["pulse.job-control"]["partitions"] == 1, "every worker reads every cancel order"
     assert topics["_pulse_schemas"]["config"]["cleanup.policy"] == "compact"
     assert topics["_pulse_schemas"]["partitions"] == 1
@@ -425,7 +429,8 @@ def needed_acls(objects):
     topic = lambda fn: prefix + from_code("common/src/config.rs", r"fn " + fn + r'\(&self\) -> String \{\s*format!\("\{\}([a-z.-]+)", self\.prefix\)')
     events = [prefix + s for s in kind_names("topic_suffix")]
     results, alerts, dead_letter = topic("results"), topic("alerts"), topic("dead_letter")
-    jobs, job_control, job_events = topic("jobs"), topic("job_control"), topic("job_events")
+    jobs, ocr_jobs = topic("jobs"), topic("ocr_jobs")
+    job_control, job_events = topic("job_control"), topic("job_events")
     worker_group = from_code("worker/src/main.rs", r'env = "PULSE_WORKER_GROUP", default_value = "([^"]+)"')
     control_group = from_code("worker/src/cancels.rs", r'"group\.id", "([^"]+)"')
 
@@ -463,11 +468,11 @@ def needed_acls(objects):
     add("pulse-query-api", "group", [api_group], ["Describe"])
     # It queues jobs and cancel orders and records what it changes of them
     # (pulse_common::jobs), creating the topics if missing.
-    add("pulse-query-api", "topic", [jobs, job_control, job_events], ["Describe", "Write", "Create"])
+    add("pulse-query-api", "topic", [jobs, ocr_jobs, job_control, job_events], ["Describe", "Write", "Create"])
     add("pulse-query-api", "cluster", ["kafka-cluster"], ["IdempotentWrite"])
     # The worker takes jobs in its group, reads every cancel order with
     # assigned partitions, and records transitions.
-    add("pulse-worker", "topic", [jobs, job_control], ["Describe", "Read", "Create"])
+    add("pulse-worker", "topic", [jobs, ocr_jobs, job_control], ["Describe", "Read", "Create"])
     add("pulse-worker", "group", [worker_group], ["Read"])
     add("pulse-worker", "group", [control_group], ["Describe"])
     add("pulse-worker", "topic", [job_events], ["Describe", "Write", "Create"])

@@ -8,10 +8,19 @@ use pulse_common::config::{KafkaClient, Topics};
 use pulse_common::kafka::{client_config, ensure_topics, TopicSpec};
 use pulse_common::schemas::EventKind;
 use pulse_processor::source::topics::{self, Changelogs, Layout};
-use pulse_testkit::{unique, Stack};
+use pulse_testkit::{poll_until, unique, Stack};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The partitions of `topic`, once the broker's metadata shows it (a
+/// topic just created can be missing from it for a moment).
+async fn created_partitions(kafka: &KafkaClient, topic: &str) -> usize {
+    poll_until(topic, TIMEOUT, || async {
+        Some(partitions(kafka, topic)).filter(|&n| n > 0)
+    })
+    .await
+}
 
 /// The partitions `topic` has; 0 if it does not exist.
 fn partitions(kafka: &KafkaClient, topic: &str) -> usize {
@@ -58,7 +67,7 @@ async fn changelogs_take_the_partitions_their_event_topics_have() {
         (topics.dead_letter(), 2),
     ];
     for (topic, n) in &expected {
-        assert_eq!(partitions(&kafka, topic), *n, "{topic}");
+        assert_eq!(created_partitions(&kafka, topic).await, *n, "{topic}");
     }
 
     // A restart finds everything in place and changes nothing.
@@ -66,6 +75,10 @@ async fn changelogs_take_the_partitions_their_event_topics_have() {
         .await
         .unwrap();
     for (topic, n) in &expected {
-        assert_eq!(partitions(&kafka, topic), *n, "{topic} after a restart");
+        assert_eq!(
+            created_partitions(&kafka, topic).await,
+            *n,
+            "{topic} after a restart"
+        );
     }
 }

@@ -41,13 +41,13 @@ pub struct Redirects(pub Option<std::time::Duration>);
             content(
                 (String = "image/jpeg"), (String = "image/png"), (String = "image/webp"),
                 (String = "application/pdf"), (String = "application/vnd.apache.parquet"),
-                (String = "application/json"), (String = "text/csv"),
+                (String = "application/zip"), (String = "application/json"), (String = "text/csv"),
             )),
         (status = 206, description = "The bytes of the `Range` asked for",
             content(
                 (String = "image/jpeg"), (String = "image/png"), (String = "image/webp"),
                 (String = "application/pdf"), (String = "application/vnd.apache.parquet"),
-                (String = "application/json"), (String = "text/csv"),
+                (String = "application/zip"), (String = "application/json"), (String = "text/csv"),
             )),
         (status = 304, description = "The file is the one the `If-None-Match` ETag names"),
         (status = 307, description = "Fetch the bytes from the presigned URL in `Location` (S3 stores with redirects on)"),

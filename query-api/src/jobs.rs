@@ -18,7 +18,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use pulse_common::files::{FileId, FileStore};
+use pulse_common::files::sniff::Kind as FileKind;
+use pulse_common::files::{FileId, FileMeta, FileStore};
 use pulse_common::jobs::{
     Control, ControlAction, Job, JobKind, JobLedger, JobPage, JobRequest, JobState, OcrParams,
     ReadLedger, ReportParams,
@@ -52,8 +53,9 @@ pub struct JobDesk {
 pub enum Kind {
     /// A tenant's events over a range as one CSV or Parquet file.
     Report,
-    /// The text on JPEG and PNG snapshots (the inputs), with each meter
-    /// value read published as the source's telemetry.
+    /// The text on JPEG and PNG snapshots (the inputs, or the entries of
+    /// one zip archive), with each meter value read published as the
+    /// source's telemetry.
     Ocr,
 }
 
@@ -95,7 +97,8 @@ pub struct SubmitOcr {
     /// May be left out: then nothing is published.
     #[serde(default)]
     params: Option<OcrParams>,
-    /// Ids of the tenant's snapshots (`POST /v1/files` on ingest).
+    /// Ids of the tenant's snapshots (`POST /v1/files` on ingest), or of
+    /// one zip archive of them, whose entries are then the snapshots.
     #[schema(min_items = 1, max_items = 1000)]
     inputs: Vec<String>,
 }
@@ -326,13 +329,22 @@ async fn check_inputs(
         async move { check_input(&files, &tenant, &input).await }
     });
     let mut checks = futures::stream::iter(checks).buffer_unordered(INPUT_CHECKS_IN_FLIGHT);
+    let mut archives = 0;
     while let Some(checked) = checks.next().await {
-        checked?;
+        if FileKind::of_content_type(&checked?.content_type) == Some(FileKind::Zip) {
+            archives += 1;
+        }
+    }
+    // An archive's entries are the job's items, numbered in it: a job
+    // reads one archive or files, not both.
+    if archives > 0 && inputs.len() > 1 {
+        let reason = "an archive (application/zip) must be the job's only input";
+        return Err(ApiError::bad_param("inputs", reason.to_string()));
     }
     Ok(())
 }
 
-async fn check_input(files: &FileStore, tenant: &str, input: &str) -> Result<(), ApiError> {
+async fn check_input(files: &FileStore, tenant: &str, input: &str) -> Result<FileMeta, ApiError> {
     let missing = || ApiError::NotFound {
         field: "inputs",
         reason: "an input is not one of the tenant's files",
@@ -342,7 +354,7 @@ async fn check_input(files: &FileStore, tenant: &str, input: &str) -> Result<(),
         tracing::warn!(error = %e, "cannot read a job input's metadata");
         ApiError::Unavailable("object storage unavailable")
     })?;
-    found.map(|_| ()).ok_or_else(missing)
+    found.ok_or_else(missing)
 }
 
 /// The caller's tenant's job.

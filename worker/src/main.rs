@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 use pulse_common::config::{ClickHouseArgs, KafkaArgs, LogArgs, RegistryArgs};
 use pulse_common::files::{FileStore, StorageArgs};
-use pulse_common::jobs::{self, JobLedger, ReadLedger};
+use pulse_common::jobs::{self, JobKind, JobLedger, ReadLedger};
 use pulse_common::kafka::ensure_topics;
 use pulse_common::ops;
 use pulse_common::retry::until_done;
@@ -35,9 +35,23 @@ struct Args {
     registry: RegistryArgs,
     #[command(flatten)]
     ocr: OcrArgs,
+    #[command(flatten)]
+    archive: pulse_worker::archive::Limits,
     /// Snapshots of one OCR job read at once.
     #[arg(long, env = "PULSE_OCR_IN_FLIGHT", default_value_t = 4)]
     ocr_in_flight: usize,
+    /// Kinds of job this worker takes, each from its own requests topic
+    /// (`report`, `ocr`): GPU workers may take only `ocr`.
+    #[arg(
+        long,
+        env = "PULSE_WORKER_KINDS",
+        value_delimiter = ',',
+        default_value = "report,ocr"
+    )]
+    kinds: Vec<String>,
+    /// Jobs run at once (their snapshots share the OCR models' batches).
+    #[arg(long, env = "PULSE_WORKER_CONCURRENCY", default_value_t = 4)]
+    concurrency: usize,
     /// Consumer group of the workers that share the jobs.
     #[arg(long, env = "PULSE_WORKER_GROUP", default_value = "pulse-worker")]
     group: String,
@@ -69,6 +83,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let kinds = args
+        .kinds
+        .iter()
+        .map(|k| {
+            JobKind::parse(k.trim()).ok_or_else(|| {
+                anyhow::anyhow!("PULSE_WORKER_KINDS: unknown job kind '{k}' (report, ocr)")
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let (shutdown, readiness) = ops::start_service(&args.log);
     let listener = ops::bind(args.listen).await?;
     let served = tokio::spawn(ops::serve_on(
@@ -128,7 +151,11 @@ async fn main() -> anyhow::Result<()> {
     let jobs = match control {
         Some(_) => {
             until_done("the jobs topic", &readiness, &shutdown, || async {
-                consume::consumer(&kafka, &args.group, &topics.jobs(), args.session_timeout_ms)
+                let requests: Vec<String> = kinds
+                    .iter()
+                    .map(|&k| jobs::requests_topic(&topics, k))
+                    .collect();
+                consume::consumer(&kafka, &args.group, &requests, args.session_timeout_ms)
             })
             .await
         }
@@ -156,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
                 reads,
                 telemetry: std::sync::Arc::new(telemetry),
                 in_flight: args.ocr_in_flight.max(1),
+                archive_limits: args.archive,
             },
             cancels,
             max_attempts: args.max_attempts.max(1),
@@ -163,8 +191,8 @@ async fn main() -> anyhow::Result<()> {
             shutdown: shutdown.clone(),
         };
         readiness.set(true);
-        tracing::info!(group = %args.group, "taking jobs");
-        consume::run(jobs, runner).await;
+        tracing::info!(group = %args.group, ?kinds, concurrency = args.concurrency, "taking jobs");
+        consume::run(jobs, runner, args.concurrency).await;
     }
     shutdown.requested().await;
     served.await?

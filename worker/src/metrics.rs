@@ -40,6 +40,15 @@ pub static OCR_PROVIDER: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static OCR_INSTANCES: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "pulse_worker_ocr_instances",
+        "Copies of each OCR model that run side by side",
+        &["model"]
+    )
+    .expect("metric registers once")
+});
+
 pub static OCR_MAX_BATCH: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "pulse_worker_ocr_max_batch",

@@ -8,16 +8,24 @@
 //! the attempt (another may succeed). Snapshots are read `in_flight` at a
 //! time, and the models batch them with those of every other job running
 //! on this worker. At the end, the job's file holds every read.
+//!
+//! A job whose one input is a zip archive reads each of its entries: each
+//! is stored as a file of its own (under an id made from the job and the
+//! entry, so a second attempt stores the same file again), which is the
+//! file its read names.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use pulse_common::files::{FileId, FileStore, UploadError, UploadLimits};
+use pulse_common::files::sniff::{Kind, SNIFF_BYTES};
+use pulse_common::files::{FileId, FileMeta, FileStore, UploadError, UploadLimits};
 use pulse_common::jobs::{meter_value, Job, OcrParams, Read, ReadLedger};
 use pulse_query_api::reads::ReadView;
+use tokio::io::AsyncWriteExt;
 
+use crate::archive::{self, Archive};
 use crate::failure::Failure;
 use crate::ocr::{Engine, ReadError};
 use crate::progress::Progress;
@@ -45,6 +53,18 @@ pub struct Vision {
     pub telemetry: Arc<Telemetry>,
     /// Snapshots of one job read at once.
     pub in_flight: usize,
+    pub archive_limits: archive::Limits,
+}
+
+/// Where a job's snapshots come from.
+enum Snapshots {
+    /// Files of the tenant's, by id.
+    Files(Vec<String>),
+    /// The entries of one archive.
+    Archive {
+        archive: Arc<Mutex<Archive<std::fs::File>>>,
+        uploaded_ms: i64,
+    },
 }
 
 /// The id of the file that `job` makes.
@@ -80,25 +100,27 @@ impl Vision {
             .map_err(clickhouse)?
             .into_iter()
             .collect();
-        progress.set_total(job.inputs.len() as u64);
+        let snapshots = self.snapshots(job).await?;
+        let total = match &snapshots {
+            Snapshots::Files(files) => files.len(),
+            Snapshots::Archive { archive, .. } => lock(archive).entries().len(),
+        };
+        progress.set_total(total as u64);
         progress.advance(done.len() as u64);
         if !done.is_empty() {
             tracing::info!(job_id = %job.job_id, skipped = done.len(), "resuming: snapshots read before are skipped");
         }
-        // Owned, so that the stream of reads is Send for any borrow.
-        let todo: Vec<(u32, String)> = (0u32..)
-            .zip(job.inputs.iter().cloned())
-            .filter(|(i, _)| !done.contains(i))
-            .collect();
+        let todo: Vec<u32> = (0u32..).take(total).filter(|i| !done.contains(i)).collect();
         let item = Item {
             vision: self,
             engine,
             job,
             params: &params,
             pattern: &pattern,
+            snapshots: &snapshots,
         };
         let mut reads = futures::stream::iter(todo)
-            .map(|(i, file)| item.read(i, file))
+            .map(|i| item.read(i))
             .buffer_unordered(self.in_flight.max(1));
         let mut waiting: Vec<Read> = Vec::new();
         let mut since = Instant::now();
@@ -124,6 +146,61 @@ impl Vision {
         }
         self.reads.store(&waiting).await.map_err(clickhouse)?;
         self.result(job).await
+    }
+
+    /// The job's snapshots: its files, or the entries of its one input
+    /// where that is a zip archive (downloaded to a temporary file, which
+    /// goes when the job ends).
+    async fn snapshots(&self, job: &Job) -> Result<Snapshots, Failure> {
+        let files = || Snapshots::Files(job.inputs.clone());
+        let [only] = job.inputs.as_slice() else {
+            return Ok(files());
+        };
+        let Some(id) = FileId::parse(only) else {
+            return Ok(files());
+        };
+        let meta = match self
+            .files
+            .meta(&job.tenant_id, &id)
+            .await
+            .map_err(storage)?
+        {
+            Some(meta) if Kind::of_content_type(&meta.content_type) == Some(Kind::Zip) => meta,
+            _ => return Ok(files()),
+        };
+        let file = self.download(&meta).await?;
+        let limits = self.archive_limits;
+        let archive = tokio::task::spawn_blocking(move || Archive::open(file, &limits))
+            .await
+            .map_err(|e| Failure::Transient(format!("opening the archive: {e}")))?
+            .map_err(|why| Failure::Permanent(format!("file {only}: {why}")))?;
+        Ok(Snapshots::Archive {
+            archive: Arc::new(Mutex::new(archive)),
+            uploaded_ms: meta.created_ms,
+        })
+    }
+
+    /// The file's bytes in a temporary file, which is removed once closed.
+    async fn download(&self, meta: &FileMeta) -> Result<std::fs::File, Failure> {
+        let local = |e: std::io::Error| Failure::Transient(format!("a temporary file: {e}"));
+        let file = tokio::task::spawn_blocking(tempfile::tempfile)
+            .await
+            .map_err(|e| Failure::Transient(format!("a temporary file: {e}")))?
+            .map_err(local)?;
+        let mut file = tokio::fs::File::from_std(file);
+        let mut chunks = self
+            .files
+            .get(meta, None)
+            .await
+            .map_err(storage)?
+            .into_stream();
+        while let Some(chunk) = chunks.next().await {
+            file.write_all(&chunk.map_err(storage)?)
+                .await
+                .map_err(local)?;
+        }
+        file.flush().await.map_err(local)?;
+        Ok(file.into_std().await)
     }
 
     /// Writes the job's file from its stored reads: every snapshot's, in
@@ -195,16 +272,27 @@ struct Item<'a> {
     job: &'a Job,
     params: &'a OcrParams,
     pattern: &'a regex::Regex,
+    snapshots: &'a Snapshots,
+}
+
+fn lock<T>(shared: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn refused(mut read: Read, why: String) -> Result<Read, Failure> {
+    read.error = why;
+    read.read_ms = pulse_common::clock::now_ms();
+    Ok(read)
 }
 
 impl Item<'_> {
-    async fn read(&self, item: u32, file_id: String) -> Result<Read, Failure> {
+    async fn read(&self, item: u32) -> Result<Read, Failure> {
         let job = self.job;
-        let mut read = Read {
+        let read = Read {
             tenant_id: job.tenant_id.clone(),
             job_id: job.job_id.clone(),
             item,
-            file_id: file_id.clone(),
+            file_id: String::new(),
             source_id: self.params.source_id.clone().unwrap_or_default(),
             lines: "[]".into(),
             has_value: 0,
@@ -214,13 +302,23 @@ impl Item<'_> {
             taken_ms: 0,
             read_ms: 0,
         };
-        let refused = |mut read: Read, why: String| {
-            read.error = why;
-            read.read_ms = pulse_common::clock::now_ms();
-            Ok(read)
-        };
+        match self.snapshots {
+            Snapshots::Files(files) => {
+                let file_id = files.get(item as usize).cloned().unwrap_or_default();
+                self.read_file(read, file_id).await
+            }
+            Snapshots::Archive {
+                archive,
+                uploaded_ms,
+            } => self.read_entry(read, archive, *uploaded_ms).await,
+        }
+    }
+
+    async fn read_file(&self, mut read: Read, file_id: String) -> Result<Read, Failure> {
+        let job = self.job;
+        read.file_id = file_id;
         let files = &self.vision.files;
-        let Some(id) = FileId::parse(&file_id) else {
+        let Some(id) = FileId::parse(&read.file_id) else {
             return refused(read, "not a file id".into());
         };
         let Some(meta) = files.meta(&job.tenant_id, &id).await.map_err(storage)? else {
@@ -241,6 +339,64 @@ impl Item<'_> {
             .bytes()
             .await
             .map_err(storage)?;
+        self.recognised(read, bytes).await
+    }
+
+    /// Unpacks the archive's entry `read.item`, stores it as a file, and
+    /// reads it.
+    async fn read_entry(
+        &self,
+        mut read: Read,
+        archive: &Arc<Mutex<Archive<std::fs::File>>>,
+        uploaded_ms: i64,
+    ) -> Result<Read, Failure> {
+        let job = self.job;
+        let item = read.item as usize;
+        let (entry, unpacked) = {
+            let archive = archive.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut archive = lock(&archive);
+                let entry = archive.entries().get(item).cloned();
+                (entry, archive.unpack(item))
+            })
+            .await
+            .map_err(|e| Failure::Transient(format!("unpacking the archive: {e}")))?
+        };
+        let Some(entry) = entry else {
+            return refused(read, format!("the archive has no entry {item}"));
+        };
+        read.taken_ms = entry.modified_ms.unwrap_or(uploaded_ms);
+        let bytes = match unpacked {
+            Ok(bytes) => bytes,
+            Err(why) => return refused(read, why),
+        };
+        let kind = Kind::of_bytes(&bytes[..bytes.len().min(SNIFF_BYTES)]);
+        let content_type = match kind {
+            Some(k @ (Kind::Jpeg | Kind::Png)) => k.content_type(),
+            _ => {
+                let why = format!("entry {} is not a JPEG or PNG image", entry.name);
+                return refused(read, why);
+            }
+        };
+        let bytes = bytes::Bytes::from(bytes);
+        let id = FileId::for_key(&job.tenant_id, &format!("ocr:{}:entry:{item}", job.job_id));
+        let body = futures::stream::iter([Ok::<_, String>(bytes.clone())]);
+        let files = &self.vision.files;
+        read.file_id = match files
+            .upload(&job.tenant_id, &id, content_type, body, UNLIMITED)
+            .await
+        {
+            Ok((meta, _)) => meta.file_id,
+            Err(UploadError::Storage(e)) => return Err(storage(e)),
+            Err(e) => return refused(read, format!("entry {}: {e}", entry.name)),
+        };
+        self.recognised(read, bytes).await
+    }
+
+    /// Reads the snapshot's text, and publishes its meter value.
+    async fn recognised(&self, mut read: Read, bytes: bytes::Bytes) -> Result<Read, Failure> {
+        let job = self.job;
+        let item = read.item;
         let lines = match self.engine.read(bytes).await {
             Ok(lines) => lines,
             Err(ReadError::Image(bad)) => return refused(read, bad.0),
@@ -259,7 +415,7 @@ impl Item<'_> {
                     name: self.params.reading(),
                     value,
                     event_id: &event_id,
-                    time_ms: meta.created_ms,
+                    time_ms: read.taken_ms,
                 };
                 self.vision.telemetry.publish(&reading).await?;
                 read.event_id = event_id;

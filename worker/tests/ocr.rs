@@ -3,7 +3,8 @@
 //! meter value published as the camera's telemetry and stored by the
 //! processor. Checks the text and value read, bad images failing with
 //! their reasons while the worker goes on, another tenant seeing none of
-//! it, and a job of 1,000 snapshots through three SIGKILLs reading each
+//! it, archives read entry by entry within their limits, and a job of
+//! 1,000 snapshots through three SIGKILLs reading each
 //! snapshot once and storing each reading's event once. Run through
 //! `./dev test`.
 
@@ -21,6 +22,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use sha2::Digest;
 
 mod shared;
 
@@ -300,6 +302,153 @@ async fn a_meter_snapshot_is_read_published_and_kept_from_other_tenants() {
             .is_some_and(|e| e.contains("PNG")),
         "{reads}"
     );
+}
+
+/// A zip of `entries` (name, bytes), each deflated and dated `modified`.
+fn zipped(entries: &[(&str, &[u8])], modified: zip::DateTime) -> Vec<u8> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    zip.add_directory("snapshots/", zip::write::SimpleFileOptions::default())
+        .expect("directory");
+    for (name, bytes) in entries {
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .last_modified_time(modified);
+        zip.start_file(*name, options).expect("entry");
+        zip.write_all(bytes).expect("entry bytes");
+    }
+    zip.finish().expect("zip").into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_archive_is_read_entry_by_entry_and_one_beyond_the_limits_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let objects = dir.path().join("objects");
+    let api = api_over(&objects).await;
+    let (registry, _processor, events) = pipeline_of(&api).await;
+    // A worker of OCR jobs only: a report queued first is left for others.
+    let settings = [
+        ("PULSE_OCR_ARCHIVE_MAX_ENTRIES", "5"),
+        ("PULSE_WORKER_KINDS", "ocr"),
+    ];
+    let _worker = ocr_worker(&api, &objects, &registry, &settings).await;
+    let files = store(&objects);
+    let acme = Client::new(&api, "acme");
+    let report = submit(
+        &acme,
+        &json!({"kind": "report", "params": {"format": "csv"}}),
+    )
+    .await;
+    let modified = zip::DateTime::from_date_and_time(2026, 11, 30, 12, 0, 0).expect("date");
+    let modified_ms = chrono::NaiveDate::from_ymd_opt(2026, 11, 30)
+        .and_then(|d| d.and_hms_opt(12, 0, 0))
+        .expect("date")
+        .and_utc()
+        .timestamp_millis();
+
+    // Refused whole, each with its reason: too many entries, a bomb (8 MiB
+    // of zeros deflate a thousandfold), and bytes that only start like one.
+    let six: Vec<(String, Vec<u8>)> = (0..6).map(|i| (format!("{i}.jpg"), vec![i; 10])).collect();
+    let six: Vec<(&str, &[u8])> = six
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let zeros = vec![0u8; 8 << 20];
+    let refusals = [
+        (
+            zipped(&six, modified),
+            "the archive has more than 5 entries".to_string(),
+        ),
+        (
+            zipped(&[("bomb.jpg", &zeros)], modified),
+            "entry bomb.jpg is compressed".into(),
+        ),
+        (
+            b"PK\x03\x04 and then nothing of a zip".to_vec(),
+            "not a readable zip archive".into(),
+        ),
+    ];
+    for (bytes, reason) in refusals {
+        let id = upload(&files, "acme", "application/zip", bytes)
+            .await
+            .expect("stored");
+        let job = submit(&acme, &ocr_job("cam-zip", &[id])).await;
+        let failed = ended(&acme, &job, Duration::from_secs(60)).await;
+        assert_eq!(state(&failed), "failed", "{failed}");
+        let error = failed["error"].as_str().unwrap_or_default();
+        assert!(error.contains(&reason), "{reason}: {error}");
+    }
+
+    // Three meters and a note: each meter read and published, the note a
+    // read with its reason.
+    let renderer = Renderer::from_env().expect("font");
+    let mut rng = StdRng::seed_from_u64(33);
+    let shots: Vec<_> = (0..3)
+        .map(|_| renderer.render(&mut rng, Kind::Meter, 1280, 720))
+        .collect();
+    let jpegs: Vec<Vec<u8>> = shots
+        .iter()
+        .map(|s| encode(&s.image, ImageFormat::Jpeg).expect("jpeg"))
+        .collect();
+    let archive = zipped(
+        &[
+            ("snapshots/a.jpg", &jpegs[0]),
+            ("snapshots/notes.txt", b"meter 3 was cleaned"),
+            ("snapshots/b.jpg", &jpegs[1]),
+            ("snapshots/c.jpg", &jpegs[2]),
+        ],
+        modified,
+    );
+    let archive = upload(&files, "acme", "application/zip", archive)
+        .await
+        .expect("stored");
+    // An archive is its job's only input.
+    let single = upload(&files, "acme", "image/jpeg", jpegs[0].clone())
+        .await
+        .expect("stored");
+    let (status, body) = acme
+        .submit(&ocr_job("cam-zip", &[archive.clone(), single]), None)
+        .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("inputs")),
+        "{body}"
+    );
+    let job_id = submit(&acme, &ocr_job("cam-zip", std::slice::from_ref(&archive))).await;
+    let done = ended(&acme, &job_id, Duration::from_secs(120)).await;
+    assert_eq!(state(&done), "succeeded", "{done}");
+    let (_, reads) = acme.get(&format!("/v1/jobs/{job_id}/reads")).await;
+    let reads = reads["reads"].as_array().expect("reads").clone();
+    assert_eq!(reads.len(), 4, "{reads:?}");
+    assert!(
+        reads[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("entry snapshots/notes.txt is not a JPEG or PNG image")),
+        "{:?}",
+        reads[1]
+    );
+    for (read, (shot, jpeg)) in [&reads[0], &reads[2], &reads[3]]
+        .into_iter()
+        .zip(shots.iter().zip(&jpegs))
+    {
+        let texts: Vec<&str> = read["lines"]
+            .as_array()
+            .expect("lines")
+            .iter()
+            .filter_map(|l| l["text"].as_str())
+            .collect();
+        assert_eq!(texts, shot.lines, "{read}");
+        assert_eq!(read["taken_ms"].as_i64(), Some(modified_ms), "{read}");
+        // The entry is a file of its own, of the entry's bytes.
+        let file = read["file_id"].as_str().expect("file id");
+        let (sha, len) = acme.digest(&format!("/v1/files/{file}")).await;
+        let want = hex::encode(sha2::Sha256::digest(jpeg));
+        assert_eq!((sha, len), (want, jpeg.len() as u64), "{read}");
+    }
+    assert_eq!(stored_events(&events, "cam-zip", 3).await, (3, 3));
+    // Every OCR job after it ran; the report did not.
+    let (_, left) = acme.get(&format!("/v1/jobs/{report}")).await;
+    assert_eq!(state(&left), "queued", "{left}");
 }
 
 const CRASH_SNAPSHOTS: usize = 1000;

@@ -8,6 +8,8 @@ pub enum Kind {
     Webp,
     Pdf,
     Parquet,
+    /// A zip archive (of snapshots, for an OCR job).
+    Zip,
     Json,
     Csv,
 }
@@ -16,12 +18,13 @@ pub enum Kind {
 pub const SNIFF_BYTES: usize = 512;
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Jpeg,
         Kind::Png,
         Kind::Webp,
         Kind::Pdf,
         Kind::Parquet,
+        Kind::Zip,
         Kind::Json,
         Kind::Csv,
     ];
@@ -33,6 +36,7 @@ impl Kind {
             Kind::Webp => "image/webp",
             Kind::Pdf => "application/pdf",
             Kind::Parquet => "application/vnd.apache.parquet",
+            Kind::Zip => "application/zip",
             Kind::Json => "application/json",
             Kind::Csv => "text/csv",
         }
@@ -67,6 +71,10 @@ impl Kind {
         if signature(b"PAR1") {
             return Some(Kind::Parquet);
         }
+        // A local file header, or the end record of an empty archive.
+        if signature(b"PK\x03\x04") || signature(b"PK\x05\x06") {
+            return Some(Kind::Zip);
+        }
         let text = match std::str::from_utf8(head) {
             Ok(t) => t,
             // A multi-byte character cut by the end of the head is fine.
@@ -95,13 +103,15 @@ mod tests {
 
     #[test]
     fn kinds_are_told_by_their_bytes() {
-        let cases: [(&[u8], Option<Kind>); 11] = [
+        let cases: [(&[u8], Option<Kind>); 13] = [
             (&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10], Some(Kind::Jpeg)),
             (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", Some(Kind::Png)),
             (b"RIFF\x10\0\0\0WEBPVP8 ", Some(Kind::Webp)),
             (b"RIFF\x10\0\0\0WAVEfmt ", None),
             (b"%PDF-1.7\n", Some(Kind::Pdf)),
             (b"PAR1\x15\x04", Some(Kind::Parquet)),
+            (b"PK\x03\x04\x14\0", Some(Kind::Zip)),
+            (b"PK\x05\x06\0\0", Some(Kind::Zip)),
             (b"  {\"a\": 1}", Some(Kind::Json)),
             (b"time,temperature_c\n1,21.5\n", Some(Kind::Csv)),
             (b"a,b\n\0\0", None),

@@ -106,7 +106,7 @@ pub enum UploadError {
     TooLarge { limit: u64 },
     #[error("the tenant's files would be over its quota of {quota} bytes")]
     OverQuota { quota: u64 },
-    #[error("content type '{0}' is not one Pulse stores: send image/jpeg, image/png, image/webp, application/pdf, application/vnd.apache.parquet, application/json or text/csv")]
+    #[error("content type '{0}' is not one Pulse stores: send image/jpeg, image/png, image/webp, application/pdf, application/vnd.apache.parquet, application/zip, application/json or text/csv")]
     UnsupportedType(String),
     #[error("the file's bytes are not {claimed}{}", found.map(|f| format!(" (they are {f})")).unwrap_or_default())]
     Mismatch {

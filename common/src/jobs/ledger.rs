@@ -7,7 +7,7 @@ use clickhouse::Client;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Serialize;
 
-use super::{Control, Job, JobRequest, Schedule};
+use super::{Control, Job, JobKind, JobRequest, Schedule};
 use crate::clickhouse::{for_cluster, in_database};
 use crate::config::{KafkaClient, Topics};
 use crate::kafka::durable_producer_config;
@@ -171,10 +171,13 @@ impl JobLedger {
         }
     }
 
-    /// Queues `request` for the workers.
+    /// Queues `request` for the workers of its kind.
     pub async fn request(&self, request: &JobRequest) -> anyhow::Result<()> {
-        self.send(&self.topics.jobs(), &request.job_id, request)
-            .await
+        // An unknown kind cannot be submitted; were one queued, a worker
+        // would fail it saying so.
+        let kind = JobKind::parse(&request.kind).unwrap_or(JobKind::Report);
+        let topic = super::requests_topic(&self.topics, kind);
+        self.send(&topic, &request.job_id, request).await
     }
 
     /// Tells every worker to stop the job `control` names.

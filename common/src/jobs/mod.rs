@@ -1,8 +1,8 @@
 //! Background jobs: one lifecycle for every kind.
 //!
-//! A job is requested on the jobs topic (`JobRequest`, keyed by its id, so
-//! that every record of one job goes to one partition and one worker at a
-//! time), canceled on the control topic (`Control`, read by every worker),
+//! A job is requested on its kind's requests topic (`JobRequest`, keyed by
+//! its id, so that every record of one job goes to one partition and one
+//! worker at a time), canceled on the control topic (`Control`, read by every worker),
 //! and each of its transitions is a row of ClickHouse's `jobs` table (the
 //! newest row stands) and a record on the job-events topic, which the query
 //! API pushes to WebSocket clients. States run
@@ -27,12 +27,21 @@ pub use ledger::{JobLedger, JobPage};
 pub use reads::{Line, Read, ReadLedger};
 pub use schedule::{Cadence, Occurrence, Schedule};
 
-/// The job topics: requests in `partitions` (the most workers that share
-/// the work), cancel orders in one (every worker reads them all), and
-/// transitions in `partitions`.
+/// The topic `kind`'s requests are queued on.
+pub fn requests_topic(topics: &Topics, kind: JobKind) -> String {
+    match kind {
+        JobKind::Report => topics.jobs(),
+        JobKind::Ocr => topics.ocr_jobs(),
+    }
+}
+
+/// The job topics: each kind's requests in `partitions` (the most workers
+/// that share the work), cancel orders in one (every worker reads them
+/// all), and transitions in `partitions`.
 pub fn topic_specs(topics: &Topics, partitions: i32, replication: i32) -> Vec<TopicSpec> {
     vec![
         TopicSpec::new(topics.jobs(), partitions, replication),
+        TopicSpec::new(topics.ocr_jobs(), partitions, replication),
         TopicSpec::new(topics.job_control(), 1, replication),
         TopicSpec::new(topics.job_events(), partitions, replication),
     ]

@@ -226,6 +226,92 @@ mod tests {
         )
     }
 
+    /// Ingest and the query API as a camera sees them: ingest stores every
+    /// upload under the next id; the query API refuses `refused` of the
+    /// submits (by their place, from 0) with 401. Answers their address
+    /// and the submits' (Idempotency-Key, body) as they came.
+    async fn fake_services(
+        refused: &'static [usize],
+    ) -> (
+        String,
+        Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+    ) {
+        use axum::http::{HeaderMap, StatusCode};
+        use axum::routing::post;
+        use axum::Json;
+        let submits = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let uploads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = submits.clone();
+        let app = axum::Router::new()
+            .route(
+                "/v1/files",
+                post(move |body: axum::body::Bytes| async move {
+                    assert!(body.starts_with(&[0xFF, 0xD8]), "a JPEG uploaded");
+                    let n = uploads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Json(serde_json::json!({"file_id": format!("file-{n}")}))
+                }),
+            )
+            .route(
+                "/v1/jobs",
+                post(
+                    move |headers: HeaderMap, Json(job): Json<serde_json::Value>| async move {
+                        let key = headers
+                            .get("idempotency-key")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string();
+                        let mut submits = seen.lock().unwrap();
+                        let place = submits.len();
+                        submits.push((key, job));
+                        if refused.contains(&place) {
+                            (
+                                StatusCode::UNAUTHORIZED,
+                                Json(serde_json::json!({"error": "bad token"})),
+                            )
+                        } else {
+                            let id = format!("job-{place}");
+                            (
+                                StatusCode::ACCEPTED,
+                                Json(serde_json::json!({"job_id": id})),
+                            )
+                        }
+                    },
+                ),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, submits)
+    }
+
+    #[tokio::test]
+    async fn a_refused_submit_is_counted_and_the_camera_goes_on() {
+        let (url, submits) = fake_services(&[1]).await;
+        let mut camera = cameras(7);
+        camera.settings = CameraSettings {
+            ingest_url: url.clone(),
+            query_url: url,
+            cameras: 1,
+            period: Duration::from_millis(10),
+            snapshots: 3,
+            ..camera.settings
+        };
+        let (shutdown, _stop) = Shutdown::new();
+        let stats = camera.run(shutdown, None).await;
+        assert_eq!((stats.snapshots, stats.jobs, stats.failures), (3, 2, 1));
+        // Each snapshot was submitted once, for the camera, keyed by its file.
+        let submits = submits.lock().unwrap().clone();
+        let keys: Vec<&str> = submits.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["camera:file-0", "camera:file-1", "camera:file-2"]);
+        for (i, (_, job)) in submits.iter().enumerate() {
+            assert_eq!(
+                job,
+                &serde_json::json!({"kind": "ocr", "params": {"source_id": "camera-1"},
+                                    "inputs": [format!("file-{i}")]})
+            );
+        }
+    }
+
     #[test]
     fn a_cameras_snapshots_repeat_with_its_seed_and_its_meter_climbs() {
         let (a, b) = (cameras(7), cameras(7));

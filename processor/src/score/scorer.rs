@@ -37,7 +37,7 @@ impl Scorer {
         provider: ExecutionProvider,
         threads: usize,
     ) -> anyhow::Result<Self> {
-        let env = pulse_common::onnx::environment(dylib, "pulse-processor", None)?;
+        let env = pulse_common::onnx::environment(dylib, "pulse-processor")?;
         let loaded = pulse_common::onnx::load(&env, model, provider, threads)?;
         let session = loaded.session;
         let meta = session.metadata()?;

@@ -29,7 +29,7 @@ pub use pulse_common::jobs::Line;
 use pulse_common::onnx::{self, ExecutionProvider};
 
 use crate::metrics;
-use batch::{Batcher, Observed, Policy};
+use batch::{Batcher, Observed, Policy, Slots};
 use decode::BadImage;
 use detect::Quad;
 use recognize::{Alphabet, Steps};
@@ -60,9 +60,13 @@ pub struct OcrArgs {
         default_value = "cpu"
     )]
     pub ocr_execution_provider: ExecutionProvider,
-    /// Threads the three models share (0: one per core).
+    /// Threads the three models run on in all (0: one per core).
     #[arg(long, env = "PULSE_OCR_THREADS", default_value_t = 0)]
     pub ocr_threads: usize,
+    /// Copies of each model that run side by side, the threads split
+    /// among them (0: one a thread, at most 4, on the CPU; one on CUDA).
+    #[arg(long, env = "PULSE_OCR_INSTANCES", default_value_t = 0)]
+    pub ocr_instances: usize,
     /// Largest image read, in pixels; larger ones fail before decoding.
     #[arg(long, env = "PULSE_OCR_MAX_PIXELS", default_value_t = 40_000_000)]
     pub ocr_max_pixels: u64,
@@ -122,28 +126,50 @@ impl Engine {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let env = onnx::environment(dylib, "pulse-worker", Some(threads))?;
         let provider = args.ocr_execution_provider;
-        let open = |file: &str| onnx::load(&env, &dir.join(file), provider, threads);
+        // On the CPU, single-threaded copies side by side get more from
+        // the cores than one copy spread over them (a convolution's
+        // threads wait on each other); copies cost memory, hence the cap.
+        let instances = match (args.ocr_instances, provider) {
+            (0, ExecutionProvider::Cpu) => threads.min(4),
+            (0, _) => 1,
+            (n, _) => n,
+        };
+        let per_instance = (threads / instances).max(1);
+        let env = onnx::environment(dylib, "pulse-worker")?;
+        let open = |file: &str| -> anyhow::Result<Vec<onnx::Loaded>> {
+            (0..instances)
+                .map(|_| onnx::load(&env, &dir.join(file), provider, per_instance))
+                .collect()
+        };
         let det = open(DETECTOR)?;
         let cls = open(CLASSIFIER)?;
         let rec = open(RECOGNIZER)?;
+        let first = |loaded: &[onnx::Loaded]| loaded.first().map_or("cpu", |l| l.provider);
         let list = rec
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no recogniser loaded"))?
             .session
             .metadata()?
             .custom("character")
             .ok_or_else(|| anyhow::anyhow!("{RECOGNIZER} has no 'character' metadata"))?;
         let alphabet = Alphabet::from_metadata(&list);
         let providers = [
-            ("detector", det.provider),
-            ("classifier", cls.provider),
-            ("recognizer", rec.provider),
+            ("detector", first(&det)),
+            ("classifier", first(&cls)),
+            ("recognizer", first(&rec)),
         ];
         for (model, provider) in providers {
             metrics::OCR_PROVIDER
                 .with_label_values(&[model, provider])
                 .set(1);
+            metrics::OCR_INSTANCES
+                .with_label_values(&[model])
+                .set(instances as i64);
         }
+        // However many copies, at most `instances` models run at once, so
+        // that they never take more than `threads` threads.
+        let slots = Slots::new(instances);
         let policy = |model: &'static str, max_batch: usize, delay_ms: u64| {
             metrics::OCR_MAX_BATCH
                 .with_label_values(&[model])
@@ -168,52 +194,61 @@ impl Engine {
             args.ocr_det_max_batch,
             args.ocr_det_max_delay_ms,
         );
-        let mut det_session = det.session;
-        let detector = Batcher::start(p, o, move |&(h, w): &(u32, u32), inputs: Vec<Vec<f32>>| {
-            let out = run(&mut det_session, [3, h as usize, w as usize], inputs)?;
-            let plane = (h * w) as usize;
-            Ok(out.chunks_exact(plane).map(<[f32]>::to_vec).collect())
+        let copies = det.into_iter().map(|loaded| {
+            let mut session = loaded.session;
+            move |&(h, w): &(u32, u32), inputs: Vec<Vec<f32>>| {
+                let out = run(&mut session, [3, h as usize, w as usize], inputs)?;
+                let plane = (h * w) as usize;
+                Ok(out.chunks_exact(plane).map(<[f32]>::to_vec).collect())
+            }
         });
+        let detector = Batcher::start(p, o, slots.clone(), copies.collect())?;
         let (p, o) = policy(
             "classifier",
             args.ocr_rec_max_batch,
             args.ocr_rec_max_delay_ms,
         );
-        let mut cls_session = cls.session;
-        let classifier = Batcher::start(p, o, move |_: &(), inputs: Vec<Vec<f32>>| {
-            let shape = [3, recognize::HEIGHT as usize, recognize::CLS_WIDTH as usize];
-            let out = run(&mut cls_session, shape, inputs)?;
-            Ok(out
-                .chunks_exact(2)
-                .map(|p| if p[1] > p[0] { (1, p[1]) } else { (0, p[0]) })
-                .collect())
+        let copies = cls.into_iter().map(|loaded| {
+            let mut session = loaded.session;
+            move |_: &(), inputs: Vec<Vec<f32>>| {
+                let shape = [3, recognize::HEIGHT as usize, recognize::CLS_WIDTH as usize];
+                let out = run(&mut session, shape, inputs)?;
+                Ok(out
+                    .chunks_exact(2)
+                    .map(|p| if p[1] > p[0] { (1, p[1]) } else { (0, p[0]) })
+                    .collect())
+            }
         });
+        let classifier = Batcher::start(p, o, slots.clone(), copies.collect())?;
         let (p, o) = policy(
             "recognizer",
             args.ocr_rec_max_batch,
             args.ocr_rec_max_delay_ms,
         );
-        let mut rec_session = rec.session;
         let classes = alphabet.len();
-        let recognizer = Batcher::start(p, o, move |&w: &u32, inputs: Vec<Vec<f32>>| {
-            let n = inputs.len();
-            let out = run(
-                &mut rec_session,
-                [3, recognize::HEIGHT as usize, w as usize],
-                inputs,
-            )?;
-            let per = out.len() / n.max(1);
-            if !per.is_multiple_of(classes) {
-                return Err(format!(
-                    "the recogniser's output does not divide into {classes} classes"
-                ));
+        let copies = rec.into_iter().map(|loaded| {
+            let mut session = loaded.session;
+            move |&w: &u32, inputs: Vec<Vec<f32>>| {
+                let n = inputs.len();
+                let out = run(
+                    &mut session,
+                    [3, recognize::HEIGHT as usize, w as usize],
+                    inputs,
+                )?;
+                let per = out.len() / n.max(1);
+                if !per.is_multiple_of(classes) {
+                    return Err(format!(
+                        "the recogniser's output does not divide into {classes} classes"
+                    ));
+                }
+                Ok(out
+                    .chunks_exact(per.max(1))
+                    .map(|o| Steps::of(o, classes))
+                    .collect())
             }
-            Ok(out
-                .chunks_exact(per.max(1))
-                .map(|o| Steps::of(o, classes))
-                .collect())
         });
-        tracing::info!(dir = %dir.display(), threads, ?providers, "OCR models loaded");
+        let recognizer = Batcher::start(p, o, slots, copies.collect())?;
+        tracing::info!(dir = %dir.display(), threads, instances, ?providers, "OCR models loaded");
         Ok(Self {
             detector,
             classifier,
