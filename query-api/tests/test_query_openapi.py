@@ -100,7 +100,7 @@ def known_ids(api_url, tmp_path_factory):
     r = requests.post(
         f"{api_url}/v1/jobs",
         headers={"Authorization": f"Bearer {KEY}"},
-        json={"kind": "report", "params": {"format": "csv"}},
+        json={"kind": "report", "params": {"format": "csv", "from_ms": 0, "to_ms": 1000}},
         timeout=10,
     )
     assert r.status_code == 202, r.text

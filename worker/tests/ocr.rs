@@ -336,7 +336,7 @@ async fn an_archive_is_read_entry_by_entry_and_one_beyond_the_limits_is_refused(
     let acme = Client::new(&api, "acme");
     let report = submit(
         &acme,
-        &json!({"kind": "report", "params": {"format": "csv"}}),
+        &json!({"kind": "report", "params": {"format": "csv", "from_ms": 0, "to_ms": 1000}}),
     )
     .await;
     let modified = zip::DateTime::from_date_and_time(2026, 11, 30, 12, 0, 0).expect("date");
