@@ -106,6 +106,14 @@ async fn upload(
         .map_err(|e| e.to_string())
 }
 
+/// The text of each line of a read, top first.
+fn texts(read: &Value) -> Vec<&str> {
+    read["lines"]
+        .as_array()
+        .map(|lines| lines.iter().filter_map(|l| l["text"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 fn ocr_job(source: &str, inputs: &[String]) -> Value {
     json!({"kind": "ocr", "params": {"source_id": source}, "inputs": inputs})
 }
@@ -156,13 +164,7 @@ async fn a_meter_snapshot_is_read_published_and_kept_from_other_tenants() {
     let (status, reads) = acme.get(&format!("/v1/jobs/{job_id}/reads")).await;
     assert_eq!(status, StatusCode::OK, "{reads}");
     let read = &reads["reads"][0];
-    let texts: Vec<&str> = read["lines"]
-        .as_array()
-        .expect("lines")
-        .iter()
-        .filter_map(|l| l["text"].as_str())
-        .collect();
-    assert_eq!(texts, shot.lines, "{read}");
+    assert_eq!(texts(read), shot.lines, "{read}");
     let expected: f64 = shot
         .reading
         .as_deref()
@@ -289,13 +291,7 @@ async fn a_meter_snapshot_is_read_published_and_kept_from_other_tenants() {
     let done = ended(&acme, &marker, Duration::from_secs(60)).await;
     assert_eq!(state(&done), "succeeded", "{done}");
     let (_, reads) = acme.get(&format!("/v1/jobs/{marker}/reads")).await;
-    let first: Vec<&str> = reads["reads"][0]["lines"]
-        .as_array()
-        .expect("lines")
-        .iter()
-        .filter_map(|l| l["text"].as_str())
-        .collect();
-    assert_eq!(first, small.lines, "{reads}");
+    assert_eq!(texts(&reads["reads"][0]), small.lines, "{reads}");
     assert!(
         reads["reads"][1]["error"]
             .as_str()
@@ -431,13 +427,7 @@ async fn an_archive_is_read_entry_by_entry_and_one_beyond_the_limits_is_refused(
         .into_iter()
         .zip(shots.iter().zip(&jpegs))
     {
-        let texts: Vec<&str> = read["lines"]
-            .as_array()
-            .expect("lines")
-            .iter()
-            .filter_map(|l| l["text"].as_str())
-            .collect();
-        assert_eq!(texts, shot.lines, "{read}");
+        assert_eq!(texts(read), shot.lines, "{read}");
         assert_eq!(read["taken_ms"].as_i64(), Some(modified_ms), "{read}");
         // The entry is a file of its own, of the entry's bytes.
         let file = read["file_id"].as_str().expect("file id");
